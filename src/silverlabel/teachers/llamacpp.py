@@ -1,0 +1,300 @@
+"""llama-cpp-python in process: the offline teacher.
+
+The prompt's instruction, labels and demonstrations are the same for every item, so they are evaluated once
+(sequence 0) and their KV cells are shared by every item. A batch of items is then decoded together as parallel
+sequences: each item's tokens are tagged with one sequence per label, and each label's tokens ride in the same
+``llama_decode`` call in their own sequence, so one call yields every logit needed for the full label
+distribution. This uses llama.cpp's low-level batch API, which the high-level ``Llama`` class does not expose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SilverlabelError
+from .base import Scored, Teacher, register_teacher
+from .prompts import Prompt, split_at_text
+
+log = logging.getLogger(__name__)
+
+_SENTINEL = "\x00TEXT\x00"
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise SilverlabelError(
+            "the llamacpp teacher needs llama-cpp-python: pip install 'silverlabel[llamacpp]' "
+            "(it compiles from source, about 5 minutes)") from None
+    return llama_cpp
+
+
+def resolve_gguf(name: str) -> tuple[Path, str]:
+    """A shipped model's short name or a .gguf path; returns the file and an id for cache keys."""
+    from ..assets import GGUF_ASSETS, gguf_path, sha256_file
+
+    if name in GGUF_ASSETS:
+        return gguf_path(name), f"{name}@{GGUF_ASSETS[name].sha256[:12]}"
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise SilverlabelError(
+            f"teacher model '{name}' not found: give a .gguf file or one of {', '.join(GGUF_ASSETS)}")
+    if path.is_dir() or path.suffix.lower() != ".gguf":
+        raise SilverlabelError(f"teacher model '{name}' is not a .gguf file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise SilverlabelError(f"{path}: not a GGUF file (bad magic bytes); is it a complete download?")
+    return path, f"{path.name}@{sha256_file(path)[:12]}"
+
+
+def softmax_log(logits: np.ndarray) -> np.ndarray:
+    m = logits.max()
+    return logits - m - np.log(np.exp(logits - m).sum())
+
+
+@register_teacher
+class LlamaCppTeacher(Teacher):
+    """``llamacpp:PATH_OR_NAME`` — a GGUF model run in this process (CPU, or GPU when llama.cpp was built so)."""
+
+    backend = "llamacpp"
+
+    def __init__(self, model: str, *, chat: bool = True, n_ctx: int = 8192, n_threads: int | None = None,
+                 batch_items: int = 8, n_batch: int = 2048, n_gpu_layers: int = 0):
+        super().__init__(model, chat=chat)
+        self.path, self._id = resolve_gguf(model)
+        self.n_ctx = n_ctx
+        self.batch_items = batch_items
+        self.n_batch = n_batch
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_gpu_layers = n_gpu_layers
+        self._llm = None
+        self._prefix_len = 0
+        self._item_suffix = ""
+
+    @property
+    def model_id(self) -> str:
+        return self._id
+
+    # ------------------------------------------------------------------ model and prompt
+    def _load(self):
+        """Load the model, and a decoding context of our own: ``Llama`` only turns on the unified KV cache and
+        many parallel sequences for embeddings, and the shared-prefix batch needs both."""
+        if self._llm is None:
+            llama_cpp = _import_llama_cpp()
+            from llama_cpp import _internals
+
+            try:
+                self._llm = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=64, n_batch=64, n_threads=self.n_threads,
+                    n_gpu_layers=self.n_gpu_layers, verbose=False, seed=0)
+            except (ValueError, RuntimeError) as exc:
+                raise SilverlabelError(f"{self.path}: llama.cpp could not load it ({exc}); the file may be "
+                                       "truncated or not a model llama.cpp supports") from None
+            params = llama_cpp.llama_context_default_params()
+            params.n_ctx = self.n_ctx
+            params.n_batch = self.n_batch
+            params.n_ubatch = self.n_batch
+            params.n_seq_max = llama_cpp.llama_max_parallel_sequences()
+            params.kv_unified = True
+            params.n_threads = self.n_threads
+            params.n_threads_batch = self.n_threads
+            params.no_perf = True
+            self._context = _internals.LlamaContext(model=self._llm._model, params=params, verbose=False)
+            self._ctx = self._context.ctx
+            self.max_seqs = int(params.n_seq_max)
+        return self._llm
+
+    def _chat_template(self):
+        llm = self._load()
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise SilverlabelError(f"{self.path.name} carries no chat template; use the raw prompt (--raw-prompt)")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        vocab = llm._model
+        specials = {"bos_token": vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
+                    "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""}
+        compiled = env.from_string(template)
+        return lambda messages, gen: compiled.render(messages=messages, add_generation_prompt=gen, **specials)
+
+    def render(self, prompt: Prompt) -> tuple[str, str]:
+        """The prompt as the model sees it (inside its chat template unless raw), split at the item's text."""
+        body = prompt.render(_SENTINEL)
+        if not self.chat:
+            return split_at_text(body, _SENTINEL)
+        rendered = self._chat_template()([{"role": "user", "content": body}], True)
+        return split_at_text(rendered, _SENTINEL)
+
+    def _terminator(self) -> int:
+        """The token that ends the answer: what the chat template writes after an assistant turn (GGUF metadata
+        mislabels end-of-turn for some models, e.g. SmolLM2), or end-of-sequence for the raw prompt."""
+        llm = self._llm
+        if self.chat:
+            done = self._chat_template()([{"role": "user", "content": "x"},
+                                          {"role": "assistant", "content": _SENTINEL}], False)
+            after = done.partition(_SENTINEL)[2]
+            toks = self._tokens(after, special=True) if after else []
+            if toks and self._llm._model.token_get_attr(toks[0]) & 24:  # LLAMA_TOKEN_ATTR_CONTROL | USER_DEFINED
+                return toks[0]
+        return llm.token_eos()
+
+    def _tokens(self, text: str, *, special: bool, bos: bool = False) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+
+    def prepare(self, prompt: Prompt) -> None:
+        llama_cpp = _import_llama_cpp()
+        llm = self._load()
+        prefix, item_part = self.render(prompt)
+        self._item_lead, _, self._item_suffix = item_part.partition("{text}")
+        bos_text = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else None
+        add_bos = not (bos_text and prefix.startswith(bos_text))
+        prefix_tokens = self._tokens(prefix, special=True, bos=add_bos)
+        self._suffix_tokens = self._tokens(self._item_suffix, special=True)
+        lead = " " if not self.chat else ""
+        self.terminator = self._terminator()
+        self.label_tokens = [self._tokens(lead + name, special=False) + [self.terminator]
+                             for name in prompt.label_names]
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        llama_cpp.llama_memory_clear(mem, True)
+        self._decode([(tok, pos, (0,), False) for pos, tok in enumerate(prefix_tokens)])
+        self._prefix_len = len(prefix_tokens)
+        self.prompt = prompt
+        self.prefix_tokens = prefix_tokens
+
+    # ------------------------------------------------------------------ decoding
+    def _decode(self, entries: list[tuple[int, int, tuple[int, ...], bool]]) -> list[int]:
+        """Decode (token, position, seq ids, want logits) entries in n_batch-sized calls. Logits are only valid
+        until the next call, so only the final call may ask for them; returns their rows in that call."""
+        llama_cpp = _import_llama_cpp()
+        llm = self._llm
+        n_batch = self.n_batch
+        rows: list[int] = []
+        for start in range(0, len(entries), n_batch):
+            chunk = entries[start:start + n_batch]
+            final = start + n_batch >= len(entries)
+            batch = llama_cpp.llama_batch_init(len(chunk), 0, max(len(e[2]) for e in chunk))
+            try:
+                for i, (tok, pos, seqs, want) in enumerate(chunk):
+                    if want and not final:
+                        raise RuntimeError("logits asked for outside the final decode call")
+                    batch.token[i] = tok
+                    batch.pos[i] = pos
+                    batch.n_seq_id[i] = len(seqs)
+                    for j, s in enumerate(seqs):
+                        batch.seq_id[i][j] = s
+                    batch.logits[i] = want
+                    if want:
+                        rows.append(i)
+                batch.n_tokens = len(chunk)
+                rc = llama_cpp.llama_decode(self._ctx, batch)
+                if rc != 0:
+                    raise SilverlabelError(f"llama_decode failed (code {rc}): the KV cache is full; use a "
+                                           "smaller batch_items or a larger n_ctx")
+            finally:
+                llama_cpp.llama_batch_free(batch)
+        return rows
+
+    def _logits(self, row: int) -> np.ndarray:
+        llama_cpp = _import_llama_cpp()
+        n_vocab = self._llm.n_vocab()
+        ptr = llama_cpp.llama_get_logits_ith(self._ctx, row)
+        return np.ctypeslib.as_array(ptr, shape=(n_vocab,)).astype(np.float64, copy=True)
+
+    def score(self, texts: Sequence[str]) -> list[Scored]:
+        per_call = max(1, min(self.batch_items, (self.max_seqs - 1) // len(self.label_tokens)))
+        if (self.max_seqs - 1) < len(self.label_tokens):
+            raise SilverlabelError(f"{len(self.label_tokens)} labels exceed llama.cpp's {self.max_seqs - 1} "
+                                   "parallel sequences; use fewer labels")
+        out: list[Scored] = []
+        for start in range(0, len(texts), per_call):
+            out.extend(self._score_batch(texts[start:start + per_call]))
+        return out
+
+    def _score_batch(self, texts: Sequence[str]) -> list[Scored]:
+        llama_cpp = _import_llama_cpp()
+        llm = self._llm
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        n_labels = len(self.label_tokens)
+        P = self._prefix_len
+        item_tokens = [self._tokens(self._item_lead + t, special=False) + self._suffix_tokens for t in texts]
+        budget = self.n_ctx - P
+        entries: list[tuple[int, int, tuple[int, ...], bool]] = []
+        wanted: list[tuple[int, int, int]] = []  # (item, label, token index) for each logits row, in order
+        for i, toks in enumerate(item_tokens):
+            need = len(toks) + sum(len(lt) for lt in self.label_tokens)
+            if need > budget:
+                toks = toks[: max(1, budget - sum(len(lt) for lt in self.label_tokens) - len(self._suffix_tokens))]
+                toks = toks + self._suffix_tokens
+                item_tokens[i] = toks
+            seqs = tuple(1 + i * n_labels + k for k in range(n_labels))
+            for s in seqs:
+                llama_cpp.llama_memory_seq_cp(mem, 0, s, -1, -1)
+            for j, tok in enumerate(toks):
+                last = j == len(toks) - 1
+                entries.append((tok, P + j, seqs, last))
+            wanted.append((i, -1, 0))
+            for k, lt in enumerate(self.label_tokens):
+                for j, tok in enumerate(lt[:-1]):
+                    entries.append((tok, P + len(toks) + j, (seqs[k],), True))
+                    wanted.append((i, k, j + 1))
+        # all logits must come from one llama_decode call (they are only valid until the next call), so the
+        # entries are ordered so that logit rows fall in the final chunk; with n_batch >= the batch size this
+        # is one call. Re-split into item groups when that does not hold.
+        if len(entries) > self.n_batch:
+            if len(texts) == 1:
+                raise SilverlabelError("an item is longer than n_batch tokens; raise n_batch")
+            half = len(texts) // 2
+            self._clear(len(texts))
+            return self._score_batch(texts[:half]) + self._score_batch(texts[half:])
+        rows = self._decode(entries)
+        logp: dict[tuple[int, int], np.ndarray] = {}
+        for row, (i, k, j) in zip(rows, wanted):
+            logp[(i, k, j)] = softmax_log(self._logits(row))
+        results = []
+        for i, toks in enumerate(item_tokens):
+            first = logp[(i, -1, 0)]
+            per_label = []
+            for k, lt in enumerate(self.label_tokens):
+                lps = [float(first[lt[0]])]
+                for j in range(1, len(lt)):
+                    lps.append(float(logp[(i, k, j)][lt[j]]))
+                per_label.append(lps)
+            results.append(Scored(token_logprobs=per_label, prompt_tokens=P + len(toks)))
+        self._clear(len(texts))
+        return results
+
+    def _clear(self, n_items: int) -> None:
+        llama_cpp = _import_llama_cpp()
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        for s in range(1, 1 + n_items * len(self.label_tokens)):
+            llama_cpp.llama_memory_seq_rm(mem, s, -1, -1)
+
+    def score_naive(self, text: str) -> list[list[float]]:
+        """Reference scorer: the whole prompt + each label evaluated from scratch in one sequence. Slow; used
+        by tests and benchmarks to check the batched engine."""
+        llama_cpp = _import_llama_cpp()
+        mem = llama_cpp.llama_get_memory(self._ctx)
+        toks = self.prefix_tokens + self._tokens(self._item_lead + text, special=False) + self._suffix_tokens
+        out = []
+        for lt in self.label_tokens:
+            llama_cpp.llama_memory_seq_rm(mem, 255, -1, -1)
+            seq = toks + lt[:-1]
+            rows = self._decode([(t, p, (255,), p >= len(toks) - 1) for p, t in enumerate(seq)])
+            lps = [float(softmax_log(self._logits(r))[lt[j]]) for j, r in enumerate(rows)]
+            out.append(lps)
+        llama_cpp.llama_memory_seq_rm(mem, 255, -1, -1)
+        return out
+
+    def close(self) -> None:
+        if self._llm is not None:
+            self._context.close()
+            self._llm.close()
+            self._llm = None
