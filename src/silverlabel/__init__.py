@@ -1,3 +1,32 @@
-"""silverlabel: label text with an LLM teacher, train a small student on it, and measure what that costs."""
+"""silverlabel: label text with an LLM teacher, train a small student on it, and measure what that costs.
+
+The public API is imported lazily, so ``import silverlabel`` stays fast and optional backends (llama.cpp,
+Hugging Face datasets) are only needed by the code that uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_API = {
+    "SilverlabelError": "errors",
+    "Dataset": "data", "Splits": "data", "load_dataset": "data", "load_preset": "data", "split": "data",
+    "PRESETS": "data",
+    "DemoConfig": "config", "TrainConfig": "config",
+    "Prompt": "teachers", "get_teacher": "teachers", "sample_demonstrations": "teachers",
+    "AnnotationStore": "cache",
+    "train_student": "students", "StudentRun": "students",
+    "evaluate_table": "metrics", "accuracy": "metrics", "macro_f1": "metrics", "krippendorff_alpha": "metrics",
+    "p_unchanged": "metrics", "pairwise_churn": "metrics",
+    "run_demo": "study", "StudyResult": "study",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'silverlabel' has no attribute '{name}'")

@@ -8,6 +8,7 @@ provenance, so a report can say whether numbers come from the paper's real data 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -237,8 +238,11 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
                                provenance=prov, where=preset.real_source)
     meta = _sources()[name]
     path = resources.files("silverlabel.presets").joinpath(meta["file"])
-    with resources.as_file(path) as local:
-        frame = pd.read_parquet(local)
+    blob = path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise SilverlabelError(f"silverlabel/presets/{meta['file']} fails its checksum; the installation is damaged: "
+                               "reinstall silverlabel (or regenerate it with scripts/vendor_presets.py)")
+    frame = pd.read_parquet(io.BytesIO(blob))
     label_names = sorted(meta["class_counts"]) if not meta["real"] else list(preset.label_names)
     if meta["real"]:
         task = preset.task
@@ -366,13 +370,13 @@ def load_dataset(
                                    "holds dataset_info.json)")
         frame = _read_table(path, encoding=encoding)
         where = str(path)
-    text_column = text_column or _guess(frame, ("text", "sentence", "tweet", "review", "content"), "text", where)
-    label_column = label_column or _guess(frame, ("label", "labels", "class", "category", "target"), "label", where)
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column"), (id_column, "--id-column")):
         if col is not None and col not in frame.columns:
             raise SilverlabelError(
                 f"{where}: no column '{col}' (given by {flag}); columns are: {', '.join(map(str, frame.columns))}"
             )
+    text_column = text_column or _guess(frame, ("text", "sentence", "tweet", "review", "content"), "text", where)
+    label_column = label_column or _guess(frame, ("label", "labels", "class", "category", "target"), "label", where)
     items = frame[id_column].astype(str) if id_column else pd.Series(np.arange(len(frame)).astype(str))
     renamed = pd.DataFrame({"item": items.to_numpy(), "text": frame[text_column].to_numpy(),
                             "label": frame[label_column].to_numpy()})

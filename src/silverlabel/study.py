@@ -212,7 +212,8 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "silverlabel-de
     teacher_train = ann.frame.iloc[:n_tr]
     teacher_val = ann.frame.iloc[n_tr:]
     label_index = {n: i for i, n in enumerate(dataset.label_names)}
-    train_config = TrainConfig(model=config.student, epochs=config.epochs, max_length=config.max_length)
+    train_config = TrainConfig(model=config.student, epochs=config.epochs, learning_rate=config.learning_rate,
+                               max_length=config.max_length)
     base_meta = {"dataset": dataset.name, "data": dataset.fingerprint(), "split_seed": config.split_seed,
                  "sizes": splits.sizes(), "student": train_config.to_dict()}
     frames, dropped = {}, {}

