@@ -207,7 +207,11 @@ def train(
     out: Path = typer.Option(..., "--out", help="Folder for predictions.parquet and results.json."),
     annotations: Optional[Path] = typer.Option(None, help="Train on teacher labels from this `silverlabel "
                                                "annotate` output instead of gold labels."),
-    student: str = typer.Option("minilm", help="Student model: 'minilm', a hub name or a local folder."),
+    student: str = typer.Option("auto", help="Student model: 'auto' (RoBERTa-base, the paper's, when the hub is "
+                                "reachable; else the shipped MiniLM), 'minilm', a hub name or a local folder."),
+    save_model: bool = typer.Option(False, help="Also write each seed's model (safetensors) under OUT/models/."),
+    soft_labels: bool = typer.Option(False, help="Train on the teacher's distribution p:<label> (needs "
+                                     "--annotations) with a cross-entropy on probabilities."),
     text_column: Optional[str] = typer.Option(None),
     label_column: Optional[str] = typer.Option(None),
     id_column: Optional[str] = typer.Option(None),
@@ -231,7 +235,9 @@ def train(
     ds = _load(data, text_column, label_column, id_column, None)
     splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
     config = TrainConfig(model=student, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                         max_length=max_length)
+                         max_length=max_length, save_model=save_model, labels="soft" if soft_labels else "hard")
+    if soft_labels and annotations is None:
+        raise SilverlabelError("--soft-labels needs --annotations (the teacher's p:<label> columns)")
     texts, targets = splits.train.texts, splits.train.labels
     source = "gold"
     if annotations is not None:
@@ -242,20 +248,27 @@ def train(
         if missing:
             raise SilverlabelError(f"{annotations}: no column '{sorted(missing)[0]}'; pass a `silverlabel "
                                    "annotate` output")
-        by_item = dict(zip(table["item"].astype(str), table["label"]))
+        table = table.assign(item=table["item"].astype(str)).set_index("item")
         index = {n: i for i, n in enumerate(ds.label_names)}
-        lost = [i for i in splits.train.items if i not in by_item or by_item[i] not in index]
-        if len(lost) == len(splits.train.items):
+        keep = [k for k, i in enumerate(splits.train.items) if i in table.index and table.at[i, "label"] in index]
+        if not keep:
             raise SilverlabelError(f"{annotations}: none of its items match the training split of {data}")
-        keep = [k for k, i in enumerate(splits.train.items) if i in by_item and by_item[i] in index]
         texts = [splits.train.texts[k] for k in keep]
-        targets = np.array([index[by_item[splits.train.items[k]]] for k in keep])
-        source = "teacher"
+        kept_items = [splits.train.items[k] for k in keep]
+        if soft_labels:
+            cols = [f"p:{n}" for n in ds.label_names]
+            missing_p = [c for c in cols if c not in table.columns]
+            if missing_p:
+                raise SilverlabelError(f"{annotations}: no column '{missing_p[0]}' for --soft-labels")
+            targets = table.loc[kept_items, cols].to_numpy(dtype=np.float32)
+        else:
+            targets = np.array([index[label] for label in table.loc[kept_items, "label"]])
+        source = "teacher-soft" if soft_labels else "teacher"
     frames = []
     for seed in _seeds(seeds):
         run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,
                             val_texts=splits.validation.texts, val_labels=splits.validation.labels,
-                            test_texts=splits.test.texts)
+                            test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
         frames.append(pd.DataFrame({"item": splits.test.items, "run": f"{source}-seed{seed}", "seed": seed,
                                     "pred": [ds.label_names[i] for i in run.preds],
                                     "gold": [ds.label_names[i] for i in splits.test.labels]}))

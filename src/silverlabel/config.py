@@ -32,7 +32,7 @@ class TrainConfig(_Config):
     """The student recipe; defaults are the paper's (RoBERTa-base, 3 epochs, AdamW 2e-5, batch 16, wd 0.01,
     5 % linear warm-up, max length 128, best validation macro-F1 checkpoint, fp16 on GPU)."""
 
-    model: str = "roberta-base"
+    model: str = "auto"  # roberta-base (the paper's) when the hub is reachable, else the shipped MiniLM
     epochs: int = Field(3, ge=1)
     learning_rate: float = Field(2e-5, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -44,6 +44,7 @@ class TrainConfig(_Config):
     labels: Literal["hard", "soft"] = "hard"
     fp16: Literal["auto", "on", "off"] = "auto"
     bucket_by_length: bool = True
+    save_model: bool = False  # write the chosen checkpoint as safetensors beside the run (off: they are large)
 
 
 class DemoConfig(_Config):

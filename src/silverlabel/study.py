@@ -164,25 +164,25 @@ def _run_student(out: Path, run_id: str, meta: dict, *, texts, targets, val_text
         return pd.read_parquet(pred_path)
     from .students import train_student
 
-    steps = train_config.epochs * -(-len(texts) // train_config.batch_size)
-    with progress_bar(f"student on {label_source} labels, seed {seed}", total=steps) as advance:
-        run = train_student(texts, targets, num_labels=splits.test.num_labels, config=train_config, seed=seed,
-                            val_texts=val_texts, val_labels=val_labels, test_texts=splits.test.texts,
-                            progress=advance)
-    names = splits.test.label_names
-    frame = pd.DataFrame({
-        "item": splits.test.items, "run": f"{label_source}-seed{seed}", "label_source": label_source, "seed": seed,
-        "pred": [names[i] for i in run.preds], "gold": [names[i] for i in splits.test.labels]})
-    for k, name in enumerate(names):
-        frame[f"p:{name}"] = run.probs[:, k]
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out / "runs", prefix=f".{run_id}."))
+    steps = train_config.epochs * -(-len(texts) // train_config.batch_size)
+    tmp = Path(tempfile.mkdtemp(dir=out / "runs", prefix=f".{run_id}."))  # renamed into place when complete
     try:
+        with progress_bar(f"student on {label_source} labels, seed {seed}", total=steps) as advance:
+            run = train_student(texts, targets, num_labels=splits.test.num_labels, config=train_config, seed=seed,
+                                val_texts=val_texts, val_labels=val_labels, test_texts=splits.test.texts,
+                                progress=advance, save_dir=tmp / "model")
+        names = splits.test.label_names
+        frame = pd.DataFrame({
+            "item": splits.test.items, "run": f"{label_source}-seed{seed}", "label_source": label_source,
+            "seed": seed, "pred": [names[i] for i in run.preds], "gold": [names[i] for i in splits.test.labels]})
+        for k, name in enumerate(names):
+            frame[f"p:{name}"] = run.probs[:, k]
         frame.to_parquet(tmp / "predictions.parquet", index=False)
         record = {**meta, "train_config": train_config.to_dict(), "curve": run.curve, "best_epoch": run.best_epoch,
                   "steps": run.steps, "seconds": run.seconds, "device": run.device}
         (tmp / "run.json").write_text(json.dumps(record, indent=2))
-        if run_dir.exists():  # an incomplete folder from an older layout; replace it
+        if run_dir.exists():  # a folder without its run.json, i.e. not a finished run; replace it
             shutil.rmtree(run_dir)
         os.replace(tmp, run_dir)
     except BaseException:

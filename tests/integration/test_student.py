@@ -7,6 +7,7 @@ import torch
 
 from silverlabel.config import TrainConfig
 from silverlabel.data import load_preset, split
+from silverlabel.errors import SilverlabelError
 from silverlabel.students import train_student
 from tests.helpers import require
 
@@ -18,9 +19,9 @@ def data():
 
 
 def _train(data, seed, **kw):
-    config = TrainConfig(model="minilm", epochs=kw.pop("epochs", 1), batch_size=8, max_length=48,
-                         learning_rate=kw.pop("learning_rate", 5e-5))
     targets = kw.pop("targets", data.train.labels)
+    config = TrainConfig(model="minilm", epochs=kw.pop("epochs", 1), batch_size=8, max_length=48,
+                         learning_rate=kw.pop("learning_rate", 5e-5), labels="soft" if targets.ndim == 2 else "hard")
     return train_student(data.train.texts, targets, num_labels=2, config=config, seed=seed,
                          val_texts=data.validation.texts, val_labels=data.validation.labels,
                          test_texts=data.test.texts, **kw)
@@ -56,3 +57,22 @@ def test_soft_labels_train_on_probabilities(data):
     assert run.preds.shape == (40,)
     hard = _train(data, seed=1)
     assert not np.array_equal(run.probs, hard.probs)
+    with pytest.raises(SilverlabelError, match="config.labels is 'hard'"):
+        train_student(data.train.texts, soft, num_labels=2, config=TrainConfig(model="minilm"), seed=1)
+
+
+def test_saved_model_is_safetensors_and_predicts_the_same(data, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from silverlabel.students import predict_proba
+
+    config = TrainConfig(model="minilm", epochs=1, batch_size=8, max_length=48, save_model=True)
+    run = train_student(data.train.texts, data.train.labels, num_labels=2, config=config, seed=3,
+                        test_texts=data.test.texts, save_dir=tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    ids = tok(list(data.test.texts), truncation=True, max_length=48)["input_ids"]
+    probs = predict_proba(model, ids, tok.pad_token_id, batch_size=64, device=torch.device("cpu"), fp16=False)
+    assert np.allclose(probs, run.probs, atol=1e-5)

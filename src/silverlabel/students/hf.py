@@ -38,10 +38,32 @@ class StudentRun:
     device: str = "cpu"
 
 
+PAPER_STUDENT = "roberta-base"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers (never tried when offline mode is set)."""
+    from ..data import offline_mode
+
+    if offline_mode():
+        return False
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def resolve_model(name: str) -> str:
-    """Shipped short names ('minilm') to their verified directory; anything else is a hub name or local dir."""
+    """'auto' to the paper's RoBERTa-base when the hub is reachable and the shipped MiniLM otherwise; shipped
+    short names ('minilm') to their verified directory; anything else is a hub name or local dir."""
     from ..assets import STUDENT_ASSETS, student_path
 
+    if name == "auto":
+        name = PAPER_STUDENT if hub_reachable() else "minilm"
+        log.info("student 'auto' is %s", name)
     if name in STUDENT_ASSETS:
         return str(student_path(name))
     path = Path(name)
@@ -111,6 +133,7 @@ def train_student(
     test_texts: Sequence[str] = (),
     device: str | None = None,
     progress=None,
+    save_dir: str | Path | None = None,
 ) -> StudentRun:
     """Train a fresh student from ``seed`` (head init, data order, dropout) and predict the test texts.
 
@@ -129,6 +152,11 @@ def train_student(
         log.info("fp16 asked for but no GPU; training in fp32")
     targets = np.asarray(train_targets)
     soft = targets.ndim == 2
+    if soft != (config.labels == "soft"):
+        raise SilverlabelError(f"config.labels is '{config.labels}' but the targets are "
+                               f"{'an (n, K) probability matrix' if soft else 'class indices'}; make them agree")
+    if soft and (targets.shape[1] != num_labels or not np.allclose(targets.sum(1), 1, atol=1e-3)):
+        raise SilverlabelError(f"soft targets must be ({len(targets)}, {num_labels}) rows that sum to 1")
     if len(train_texts) != len(targets):
         raise SilverlabelError(f"{len(train_texts)} training texts but {len(targets)} labels")
     model_ref = resolve_model(config.model)
@@ -212,6 +240,9 @@ def train_student(
             curve.append(point)
     if best_state is not None:
         model.load_state_dict(best_state)
+    if config.save_model and save_dir is not None:
+        model.save_pretrained(save_dir, safe_serialization=True)  # safetensors only, never pickle
+        tokenizer.save_pretrained(save_dir)
     probs = (predict_proba(model, test_ids, pad_id, batch_size=config.eval_batch_size, device=dev, fp16=fp16)
              if test_ids else np.zeros((0, num_labels), dtype=np.float32))
     return StudentRun(seed=seed, preds=probs.argmax(1).astype(np.int64), probs=probs, curve=curve,

@@ -12,7 +12,7 @@ from ..errors import SilverlabelError
 from .base import TEACHERS, AnnotationSummary, Annotations, Scored, Teacher, register_teacher
 from .prompts import PAPER_TEMPLATE, Demonstrations, Prompt, sample_demonstrations
 
-_BACKEND_MODULES = {"llamacpp": ".llamacpp"}
+_BACKEND_MODULES = {"llamacpp": ".llamacpp", "openai": ".openai_server"}
 
 
 def parse_teacher_uri(uri: str) -> tuple[str, str]:

@@ -34,6 +34,7 @@ class Scored:
     token_logprobs: list[list[float]]  # per label: log-prob of each of its tokens (terminator last)
     prompt_tokens: int
     error: str | None = None
+    choice: int | None = None  # the guided-decoding label when the backend got it from the server itself
 
 
 @dataclass
@@ -187,7 +188,8 @@ class Teacher(ABC):
         if scored.error is not None:
             return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error)
         p = distribution(scored.token_logprobs)
-        choice = guided_choice(self.label_tokens, scored.token_logprobs)
+        choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens,
+                                                                                scored.token_logprobs)
         return Record(h, label_names[choice], [float(x) for x in p], entropy(p), scored.prompt_tokens, seconds)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:

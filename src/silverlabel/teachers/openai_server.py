@@ -1,0 +1,628 @@
+"""``openai:BASE_URL#MODEL``: a teacher behind any OpenAI-compatible server (vLLM, llama.cpp's servers, ...).
+
+The teacher contract needs, for every item, the log-probability of each label's tokens as the continuation of
+the prompt. The OpenAI API has no "score this continuation" call, so one of two ways is used, chosen in
+:meth:`OpenAITeacher.prepare` by probing the server (or by ``scoring=``):
+
+``echo``
+    ``/v1/completions`` on prompt + label (+ terminator) with ``echo=True, logprobs=1, max_tokens=1``: the echoed
+    prompt log-probabilities end with the label's tokens. One request per label. vLLM serves this (it rejects
+    ``max_tokens=0``, hence 1). The probe checks that the echoed log-probability of the label's first token is
+    the one a generation at that point reports, because some servers shift echoed log-probabilities by a token.
+
+``next_token``
+    One ``max_tokens=1`` request per edge of the labels' token trie, with ``logit_bias`` forcing the label's next
+    token. Servers that report the model's own log-probability of the sampled token (llama-cpp-python; vLLM V1 by
+    default) then return exactly that token's log-probability; the probe refuses servers that report it after
+    the bias. Chosen for llama-cpp-python's server, whose echo path sorts the whole vocabulary in Python for every
+    prompt token (about 50 s for a 400-token prompt on two cores) and shifts echoed log-probabilities by one
+    token when the prompt does not start with BOS.
+
+The terminator (the chat template's end-of-turn token, or EOS for the raw prompt) is scored where the server
+allows it. llama-cpp-python stops at an end-of-generation token before reporting its log-probability, so there
+labels are scored without it; labels where one is a prefix of another are then refused, since only the
+terminator tells them apart.
+
+Both ways need token ids, from the server's tokenizer endpoint (llama-cpp-python's ``/extras/tokenize``, or
+``/tokenize`` of vLLM and llama.cpp's ``llama-server``); ``self.label_tokens`` holds the real ids, so the base
+class computes the guided-decoding label. Where the server offers guided choice (vLLM's ``structured_outputs``,
+formerly ``guided_choice``), one more request per item asks for it and its answer is the label.
+
+In chat mode the prompt must be scored inside the chat template the server would apply, as the in-process
+llamacpp teacher does. The template is rendered as text (by llama-server's ``/apply-template``, by vLLM's
+``/tokenize`` of the messages then ``/detokenize``, or locally from ``chat_template=`` for servers that expose
+neither, such as llama-cpp-python's), and sent to ``/v1/completions`` as the prompt, so the label's tokens follow
+exactly the text the chat template writes.
+
+The API key is read from an environment variable only, sent as a bearer token, and kept out of logs, error
+messages, ``model_id`` and the annotation store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import SilverlabelError
+from .base import Scored, Teacher, register_teacher
+from .prompts import Prompt
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_URI = "openai:http://127.0.0.1:8000/v1#my-model"
+_SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server's tokenize/detokenize round trip
+_PROBE_TEXT = "This is an example."
+_FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
+_SCORINGS = ("auto", "echo", "next_token")
+# what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
+_SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
+
+
+class _ItemFailed(Exception):
+    """A request failed for good or its reply cannot be used; the message becomes the item's error."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def _import_httpx():
+    try:
+        import httpx
+    except ImportError:
+        raise SilverlabelError("the openai teacher needs httpx: pip install 'silverlabel[openai]'") from None
+    return httpx
+
+
+def parse_model(model: str) -> tuple[str, str]:
+    """Split ``BASE_URL#MODEL`` at the last '#' (a URL may itself hold one)."""
+    base, sep, name = model.rpartition("#")
+    if not sep or not base.strip() or not name.strip():
+        raise SilverlabelError(f"teacher 'openai:{model}' names no model; write openai:BASE_URL#MODEL, e.g. "
+                               f"{EXAMPLE_URI} (MODEL as the server lists it under /v1/models)")
+    parts = urlsplit(base.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SilverlabelError(f"teacher 'openai:{model}': '{base}' is not an http(s) URL; e.g. {EXAMPLE_URI}")
+    return base.strip().rstrip("/"), name.strip()
+
+
+def _public_url(url: str) -> str:
+    """The URL without user:password, which must not reach cache keys or logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _snippet(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a 429 asks us to wait: Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _token_ids(reply: dict) -> list[int]:
+    """Token ids from a tokenize reply: vLLM and llama-cpp-python give ints, llama-server ints or {id, piece}."""
+    tokens = reply.get("tokens")
+    if not isinstance(tokens, list):
+        raise _ItemFailed(f"the tokenize reply has no token list ({_snippet(json.dumps(reply))})")
+    ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]
+    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+        raise _ItemFailed("the tokenize reply holds something other than token ids")
+    return ids
+
+
+def _first_choice(reply: dict) -> dict:
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _ItemFailed(f"the reply has no choices ({_snippet(json.dumps(reply))})")
+    return choices[0]
+
+
+def _logprobs(choice: dict) -> dict:
+    lp = choice.get("logprobs")
+    if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list) \
+            or not isinstance(lp.get("tokens"), list) or len(lp["tokens"]) != len(lp["token_logprobs"]):
+        raise _ItemFailed("the reply carries no token log-probabilities (does the server support logprobs on "
+                          "/v1/completions?)")
+    return lp
+
+
+def _finite(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value > 1e-3:
+        raise _ItemFailed(f"{what} is not a log-probability: {value!r}")
+    return float(min(value, 0.0))
+
+
+def _usage(reply: dict, field: str) -> int:
+    usage = reply.get("usage")
+    value = usage.get(field) if isinstance(usage, dict) else None
+    if not isinstance(value, int):
+        raise _ItemFailed(f"the reply has no usage.{field}")
+    return value
+
+
+def load_chat_template(source: str) -> tuple[Callable[[list[dict], bool], str], str]:
+    """A local chat template for servers that do not expose theirs: a shipped model name or .gguf file (read
+    with llama-cpp-python, vocabulary only), a tokenizer_config.json, or a Jinja template string. Returns the
+    renderer and the EOS text (the raw prompt's terminator)."""
+    bos = eos = ""
+    if "{%" in source or "{{" in source:
+        template = source
+    else:
+        from ..assets import GGUF_ASSETS, gguf_path
+
+        path = gguf_path(source) if source in GGUF_ASSETS else Path(source).expanduser()
+        if not path.is_file():
+            raise SilverlabelError(f"chat_template '{source}' is neither a file, a shipped model "
+                                   f"({', '.join(GGUF_ASSETS)}) nor a Jinja template")
+        if path.suffix.lower() == ".gguf":
+            try:
+                import llama_cpp
+            except ImportError:
+                raise SilverlabelError("reading a chat template from a .gguf file needs llama-cpp-python: pip "
+                                       "install 'silverlabel[llamacpp]' (or pass tokenizer_config.json)") from None
+            llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+            try:
+                template = llm.metadata.get("tokenizer.chat_template", "")
+                vocab = llm._model
+                bos = vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+                eos = vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
+            finally:
+                llm.close()
+        elif path.suffix.lower() == ".json":
+            config = json.loads(path.read_text(encoding="utf-8"))
+            template = config.get("chat_template") or ""
+
+            def text_of(tok):
+                return tok.get("content", "") if isinstance(tok, dict) else (tok or "")
+
+            bos, eos = text_of(config.get("bos_token")), text_of(config.get("eos_token"))
+        else:
+            template = path.read_text(encoding="utf-8")
+        if not isinstance(template, str) or not template.strip():
+            raise SilverlabelError(f"{path} carries no chat template; use the raw prompt (chat=False)")
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise SilverlabelError(f"the chat template refused the prompt: {message}")
+
+    # the same environment llama-cpp-python's and the llamacpp teacher's renderers use
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    compiled = env.from_string(template)
+
+    def render(messages: list[dict], generation: bool) -> str:
+        return compiled.render(messages=messages, add_generation_prompt=generation, bos_token=bos, eos_token=eos,
+                               raise_exception=raise_exception)
+
+    return render, eos
+
+
+@register_teacher
+class OpenAITeacher(Teacher):
+    """``openai:BASE_URL#MODEL`` — a model served over the OpenAI completions API, scored through logprobs."""
+
+    backend = "openai"
+    backoff_base = 0.5  # seconds before the first retry, doubling after each; tests lower it
+    backoff_cap = 30.0
+    retry_after_cap = 120.0  # a Retry-After longer than this is clipped: a run should not stall for hours
+
+    def __init__(self, model: str, *, chat: bool = True, concurrency: int = 8, timeout: float = 60,
+                 max_retries: int = 5, api_key_env: str = "OPENAI_API_KEY", scoring: str = "auto",
+                 chat_template: str | None = None):
+        super().__init__(model, chat=chat)
+        self.base_url, self.served_model = parse_model(model)
+        if concurrency < 1:
+            raise SilverlabelError(f"concurrency must be 1 or more, got {concurrency}")
+        if not timeout > 0:
+            raise SilverlabelError(f"timeout must be positive seconds, got {timeout}")
+        if max_retries < 0:
+            raise SilverlabelError(f"max_retries must be 0 or more, got {max_retries}")
+        if scoring not in _SCORINGS:
+            raise SilverlabelError(f"scoring '{scoring}' is unknown; choose one of {', '.join(_SCORINGS)}")
+        self.concurrency = concurrency
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.api_key_env = api_key_env
+        self.scoring = scoring
+        self.chat_template = chat_template
+        self.root_url = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        self.mode: str | None = None  # "echo" or "next_token", once prepared
+        self.terminator: str | None = None  # its text, when the labels are scored with it
+        self.guided_field: str | None = None  # the request field that gives guided choice on this server
+        self._client = None
+        self._random = random.Random()  # jitter only; never the global generator
+        self._local_template: Callable[[list[dict], bool], str] | None = None
+        self._eos_text = ""
+        self._tokenizer: str | None = None
+        self._auto_tokens: list[int] = []
+        self._rendered = ""
+        self._answers: list[str] = []  # echo: label (+ terminator) texts
+        self._prefix_text: dict[tuple[int, ...], str] = {}  # next_token: text of each label-token prefix
+        self._edges: list[tuple[tuple[int, ...], int]] = []  # next_token: (prefix, next token) to request
+        self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
+        self._choices: list[str] = []
+
+    @property
+    def model_id(self) -> str:
+        return f"openai:{self.served_model}@{_public_url(self.base_url)}"
+
+    # ------------------------------------------------------------------ HTTP
+    def _http(self):
+        if self._client is None:
+            httpx = _import_httpx()
+            # local servers (vLLM, llama.cpp) need no key, but the header must still hold something
+            key = os.environ.get(self.api_key_env) or "EMPTY"
+            self._client = httpx.Client(timeout=self.timeout, headers={"Authorization": f"Bearer {key}"},
+                                        limits=httpx.Limits(max_connections=self.concurrency + 2))
+        return self._client
+
+    def _redact(self, text: str) -> str:
+        """Servers may quote the request back in an error body; the key must not travel on from there."""
+        key = self._http().headers.get("authorization", "")[len("Bearer "):]
+        return text.replace(key, "[api key]") if len(key) >= 4 and key != "EMPTY" else text
+
+    def _post(self, url: str, body: dict, *, retries: int | None = None) -> dict:
+        """POST JSON, retrying 429 (after its Retry-After), 5xx, timeouts and connection errors with exponential
+        backoff and jitter; any other failure, or an unusable reply, raises :class:`_ItemFailed`."""
+        httpx = _import_httpx()
+        client = self._http()
+        retries = self.max_retries if retries is None else retries
+        for attempt in range(retries + 1):
+            wait = None
+            try:
+                resp = client.post(url, json=body)
+            except httpx.TimeoutException:
+                why = f"no reply within {self.timeout:g} s"
+            except httpx.TransportError as exc:
+                why = f"connection failed ({type(exc).__name__})"
+            else:
+                status = resp.status_code
+                if status < 300:
+                    try:
+                        data = resp.json()
+                    except ValueError:
+                        raise _ItemFailed(self._redact(f"{url}: the reply is not JSON: {_snippet(resp.text)}"),
+                                          status) from None
+                    if not isinstance(data, dict):
+                        raise _ItemFailed(f"{url}: the reply is not a JSON object", status)
+                    return data
+                if status != 429 and status < 500:
+                    raise _ItemFailed(self._redact(f"{url}: HTTP {status}: {_snippet(resp.text)}"), status)
+                why = f"HTTP {status}"
+                if status == 429:
+                    wait = _retry_after(resp.headers.get("retry-after"))
+            if attempt == retries:
+                raise _ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)")
+            if wait is None:
+                step = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
+                wait = step / 2 + self._random.uniform(0, step / 2)
+            wait = min(wait, self.retry_after_cap)
+            log.warning("%s: %s; retry %d of %d in %.2f s", url, why, attempt + 1, retries, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _complete(self, prompt_text: str, *, retries: int | None = None, **fields) -> dict:
+        body = {"model": self.served_model, "prompt": prompt_text, "temperature": 0, **fields}
+        if self.chat:
+            # the rendered chat template already holds BOS; vLLM would add another (other servers ignore this)
+            body["add_special_tokens"] = False
+        return self._post(self.base_url + "/completions", body, retries=retries)
+
+    # ------------------------------------------------------------------ tokenizer and template
+    def _detect_tokenizer(self) -> None:
+        """Find the tokenize endpoint: llama-cpp-python's, then the /tokenize of vLLM and llama-server."""
+        for kind in ("extras", "root"):
+            self._tokenizer = kind
+            try:
+                if self._tokenize_raw("Hello world"):
+                    # llama-cpp-python's endpoint adds BOS when the model asks for it: learn what it adds
+                    self._auto_tokens = self._tokenize_raw("") if kind == "extras" else []
+                    return
+            except _ItemFailed as exc:
+                log.debug("no %s tokenize endpoint: %s", kind, exc)
+        self._tokenizer = None
+        raise SilverlabelError(
+            f"{self.base_url}: the server offers no tokenize endpoint (/tokenize of vLLM or llama-server, "
+            "/extras/tokenize of llama-cpp-python), which label scoring needs for token ids")
+
+    def _tokenize_raw(self, text: str) -> list[int]:
+        if self._tokenizer == "extras":
+            return _token_ids(self._post(self.root_url + "/extras/tokenize",
+                                         {"model": self.served_model, "input": text}, retries=0))
+        # one body both servers read: vLLM takes prompt/add_special_tokens, llama-server content/add_special
+        return _token_ids(self._post(self.root_url + "/tokenize", {
+            "model": self.served_model, "prompt": text, "content": text, "add_special_tokens": False,
+            "add_special": False, "parse_special": True}, retries=0))
+
+    def _tokenize(self, text: str) -> list[int]:
+        ids = self._tokenize_raw(text)
+        n = len(self._auto_tokens)
+        return ids[n:] if n and ids[:n] == self._auto_tokens else ids
+
+    def _detokenize(self, ids: list[int]) -> str:
+        if self._tokenizer == "extras":
+            reply = self._post(self.root_url + "/extras/detokenize", {"model": self.served_model, "tokens": ids},
+                               retries=0)
+        else:
+            reply = self._post(self.root_url + "/detokenize", {"model": self.served_model, "tokens": ids},
+                               retries=0)
+        text = next((reply[k] for k in ("text", "prompt", "content") if isinstance(reply.get(k), str)), None)
+        if text is None:
+            raise _ItemFailed(f"the detokenize reply holds no text ({_snippet(json.dumps(reply))})")
+        return text
+
+    def _render_chat(self, messages: list[dict], generation: bool) -> str:
+        """The chat template applied to messages, as text: locally when given, else by the server."""
+        if self._local_template is not None:
+            return self._local_template(messages, generation)
+        try:  # llama-server
+            reply = self._post(self.root_url + "/apply-template",
+                               {"messages": messages, "add_generation_prompt": generation}, retries=0)
+            if isinstance(reply.get("prompt"), str):
+                return reply["prompt"]
+        except _ItemFailed as exc:
+            log.debug("no /apply-template: %s", exc)
+        try:  # vLLM: tokenize the messages through its template, then back to text
+            reply = self._post(self.root_url + "/tokenize", {
+                "model": self.served_model, "messages": messages, "add_generation_prompt": generation}, retries=0)
+            ids = _token_ids(reply)
+            reply = self._post(self.root_url + "/detokenize", {"model": self.served_model, "tokens": ids},
+                               retries=0)
+            if isinstance(reply.get("prompt"), str):
+                return reply["prompt"]
+        except _ItemFailed as exc:
+            log.debug("no /tokenize with messages: %s", exc)
+        raise SilverlabelError(
+            f"{self.base_url}: the server does not expose its chat template (llama-server's /apply-template or "
+            "vLLM's /tokenize with messages); pass chat_template= (a .gguf file, a shipped model name, a "
+            "tokenizer_config.json or a Jinja template) or use the raw prompt (chat=False)")
+
+    def _render(self, prompt: Prompt) -> str:
+        body = prompt.render(_SENTINEL)
+        rendered = self._render_chat([{"role": "user", "content": body}], True) if self.chat else body
+        if rendered.count(_SENTINEL) != 1:
+            raise SilverlabelError("the chat template lost or repeated the item's text; use chat=False")
+        return rendered
+
+    def _context(self, text: str) -> str:
+        return self._rendered.replace(_SENTINEL, text, 1)
+
+    def _find_terminator(self) -> tuple[str, int] | None:
+        """The token that ends an answer: the chat template's end-of-turn (what it writes right after an
+        assistant message), or EOS for the raw prompt when known; it must be one token."""
+        if self.chat:
+            done = self._render_chat([{"role": "user", "content": "x"},
+                                      {"role": "assistant", "content": _SENTINEL}], False)
+            match = _SPECIAL_TOKEN.match(done.partition(_SENTINEL)[2])
+            text = match.group(0) if match else ""
+        else:
+            text = self._eos_text
+        if not text:
+            return None
+        ids = self._tokenize(text)
+        if len(ids) != 1:
+            log.info("the terminator %r is not one token for this model; labels are scored without it", text)
+            return None
+        return text, ids[0]
+
+    # ------------------------------------------------------------------ preparing
+    def prepare(self, prompt: Prompt) -> None:
+        names = list(prompt.label_names)
+        if self.chat and self.chat_template and self._local_template is None:
+            self._local_template, self._eos_text = load_chat_template(self.chat_template)
+        elif not self.chat and self.chat_template:
+            self._eos_text = load_chat_template(self.chat_template)[1]
+        try:
+            self._detect_tokenizer()
+            self._rendered = self._render(prompt)
+            lead = "" if self.chat else " "  # the raw prompt ends "Label:", so the answer starts with a space
+            term = self._find_terminator()
+            demos = prompt.demonstrations.examples
+            context = self._context(demos[0][0] if demos else _PROBE_TEXT)
+            mode = self.scoring
+            if mode == "auto":
+                mode = "next_token" if self._tokenizer == "extras" else "echo"
+            if mode == "echo":
+                try:
+                    self._prepare_echo(names, lead, term, context)
+                except _ItemFailed as exc:
+                    if self.scoring == "echo":
+                        raise
+                    log.info("%s: echo scoring unusable (%s); scoring token by token", self.base_url, exc)
+                    mode = "next_token"
+            if mode == "next_token":
+                self._prepare_next_token(names, lead, term, context)
+            self.mode = mode
+            self.guided_field = self._probe_guided(context)
+        except _ItemFailed as exc:
+            raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
+        log.info("%s: scoring by %s, terminator %s, guided choice %s", self.model_id, self.mode,
+                 repr(self.terminator) if self.terminator else "none", self.guided_field or "computed locally")
+        self._choices = [lead + n for n in names]
+        self.prompt = prompt
+
+    def _prepare_echo(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
+        self.terminator = term[0] if term else None
+        self._answers = [lead + n + (term[0] if term else "") for n in names]
+        self.label_tokens = [self._tokenize(a) for a in self._answers]
+        first, piece, _ = self._echo_label(context, 0)
+        for k in range(1, len(names)):
+            self._echo_label(context, k)  # every label must come back whole
+        # the echoed log-probability of the first label token must be what a generation there reports
+        top = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5))).get("top_logprobs")
+        if isinstance(top, list) and top and isinstance(top[0], dict) and piece in top[0]:
+            expected = float(top[0][piece])
+            if abs(expected - first[0]) > 0.05:
+                raise _ItemFailed(f"echoed log-probabilities are shifted ({piece!r}: {first[0]:.3f} echoed, "
+                                  f"{expected:.3f} when generated)")
+        else:
+            log.debug("echo alignment not checked: %r is not among the generation's top tokens", piece)
+
+    def _prepare_next_token(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
+        label_ids = [self._tokenize(lead + n) for n in names]
+        self._prefix_text = {(): ""}
+        self._piece = {}
+        for name, ids in zip(names, label_ids):
+            if not ids:
+                raise SilverlabelError(f"label '{name}' tokenises to nothing")
+            for j in range(1, len(ids) + 1):
+                key = tuple(ids[:j])
+                if key not in self._prefix_text:
+                    text = lead + name if j == len(ids) else self._detokenize(list(key))
+                    if not (lead + name).startswith(text):
+                        raise _ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
+                    self._prefix_text[key] = text
+        # the forced token must come back with the model's log-probability, not the biased one: compare a
+        # forced label token with the best token of an unforced generation at the same point
+        gen = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5)))
+        best = max((v for v in (gen.get("top_logprobs") or [{}])[0].values() if isinstance(v, (int, float))),
+                   default=None) if gen["token_logprobs"] else None
+        for ids in label_ids:
+            forced = self._forced(context, ids[0])
+            if best is not None and forced > best + 0.05:
+                raise _ItemFailed(f"the server reports log-probabilities after logit_bias ({forced:.3f} for a "
+                                  f"forced token, {best:.3f} for the best one); use scoring='echo'")
+        self.terminator = None
+        if term is not None:
+            try:
+                self._forced(context + lead + names[0], term[1])
+                self.terminator = term[0]
+                label_ids = [ids + [term[1]] for ids in label_ids]
+            except _ItemFailed as exc:
+                log.info("%s: the terminator %r cannot be scored (%s); labels are scored without it",
+                         self.base_url, term[0], exc)
+        if self.terminator is None:
+            for a, ids_a in zip(names, label_ids):
+                for b, ids_b in zip(names, label_ids):
+                    if a != b and ids_b[:len(ids_a)] == ids_a:
+                        raise SilverlabelError(
+                            f"label '{a}' is a prefix of '{b}' for this model, and this server cannot score the "
+                            "end of an answer to tell them apart; rename one of them")
+        self._edges = sorted({(tuple(ids[:j]), ids[j]) for ids in label_ids for j in range(len(ids))},
+                             key=lambda e: (len(e[0]), e))
+        self._piece = {t: self._detokenize([t]) for t in {t for _, t in self._edges}}
+        self.label_tokens = label_ids
+
+    def _probe_guided(self, context: str) -> str | None:
+        """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
+        field visible (the output would not be one of them)."""
+        fake = ["zebra-quill-7", "mango-orbit-3"]
+        for field, value in (("structured_outputs", {"choice": fake}), ("guided_choice", fake)):
+            try:
+                text = _first_choice(self._complete(context, max_tokens=12, retries=0, **{field: value})).get("text")
+            except _ItemFailed as exc:
+                log.debug("no %s: %s", field, exc)
+                continue
+            if isinstance(text, str) and text.strip() in fake:
+                return field
+        return None
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, texts: Sequence[str]) -> list[Scored]:
+        if self.mode is None:
+            raise SilverlabelError("prepare(prompt) must be called before score()")
+        if not texts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(texts))) as pool:
+            return list(pool.map(self._score_item, texts))
+
+    def _score_item(self, text: str) -> Scored:
+        context = self._context(text)
+        try:
+            scored = self._score_echo(context) if self.mode == "echo" else self._score_next_token(context)
+            if self.guided_field is not None:
+                scored.choice = self._guided(context)
+            return scored
+        except _ItemFailed as exc:
+            return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))
+
+    def _echo_label(self, context: str, k: int) -> tuple[list[float], str, int]:
+        """Label k's token log-probabilities from an echoed prompt + answer, its first token's text, and the
+        prompt's length in tokens. The label's tokens are the last prompt entries: usage.completion_tokens says
+        how many generated entries follow them (none when the server stopped at an end-of-generation token)."""
+        answer, ids = self._answers[k], self.label_tokens[k]
+        reply = self._complete(context + answer, echo=True, logprobs=1, max_tokens=1)
+        lp = _logprobs(_first_choice(reply))
+        end = len(lp["tokens"]) - min(_usage(reply, "completion_tokens"), len(lp["tokens"]))
+        start = end - len(ids)
+        if start < 1:
+            raise _ItemFailed("the echoed prompt is shorter than the label (does the server echo the prompt?)")
+        pieces = [t if isinstance(t, str) else "" for t in lp["tokens"][start:end]]
+        # servers may write special tokens (the terminator) as empty text
+        if "".join(pieces) not in (answer, answer.removesuffix(self.terminator or "")):
+            raise _ItemFailed(f"the echoed tokens end {''.join(pieces)!r}, not the label {answer!r}")
+        values = [_finite(v, "an echoed label token") for v in lp["token_logprobs"][start:end]]
+        return values, pieces[0], _usage(reply, "prompt_tokens") - len(ids)
+
+    def _score_echo(self, context: str) -> Scored:
+        per_label, prompt_tokens = [], 0
+        for k in range(len(self._answers)):
+            values, _, prompt_tokens = self._echo_label(context, k)
+            per_label.append(values)
+        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
+
+    def _forced(self, prompt_text: str, token: int) -> float:
+        """The model's log-probability of ``token`` right after ``prompt_text``: generate one token with that
+        token forced by logit_bias."""
+        return self._forced_reply(prompt_text, token)[0]
+
+    def _forced_reply(self, prompt_text: str, token: int) -> tuple[float, dict]:
+        reply = self._complete(prompt_text, max_tokens=1, logprobs=1, logit_bias={str(token): _FORCE_BIAS})
+        lp = _logprobs(_first_choice(reply))
+        if not lp["token_logprobs"]:
+            raise _ItemFailed("the server reported no log-probability for the forced token")
+        got, want = lp["tokens"][0], self._piece.get(token)
+        if want and isinstance(got, str) and got.strip() and got.strip() != want.strip():
+            raise _ItemFailed(f"the server generated {got!r}, not the forced token {want!r} (is logit_bias "
+                              "supported?)")
+        return _finite(lp["token_logprobs"][0], "the forced token"), reply
+
+    def _score_next_token(self, context: str) -> Scored:
+        got: dict[tuple[tuple[int, ...], int], float] = {}
+        prompt_tokens = 0
+        for prefix, token in self._edges:
+            got[(prefix, token)], reply = self._forced_reply(context + self._prefix_text[prefix], token)
+            if not prefix:
+                prompt_tokens = _usage(reply, "prompt_tokens")
+        per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
+        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
+
+    def _guided(self, context: str) -> int:
+        """The server's own guided choice over the labels; anything else is the item's error, never a label."""
+        most = max(len(ids) for ids in self.label_tokens) + 4
+        value = {"choice": self._choices} if self.guided_field == "structured_outputs" else self._choices
+        text = _first_choice(self._complete(context, max_tokens=most, **{self.guided_field: value})).get("text")
+        if isinstance(text, str):
+            for candidates in (self._choices, [c.strip() for c in self._choices]):
+                for answer in (text, text.strip()):
+                    if answer in candidates:
+                        return candidates.index(answer)
+        raise _ItemFailed(f"guided choice returned {text!r}, which is not one of the labels")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
