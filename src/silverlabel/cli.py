@@ -241,9 +241,9 @@ def train(
     texts, targets = splits.train.texts, splits.train.labels
     source = "gold"
     if annotations is not None:
-        from .data import _read_table
+        from .data import read_table
 
-        table = _read_table(annotations, encoding="utf-8")
+        table = read_table(annotations, encoding="utf-8")
         missing = {"item", "label"} - set(table.columns)
         if missing:
             raise SilverlabelError(f"{annotations}: no column '{sorted(missing)[0]}'; pass a `silverlabel "

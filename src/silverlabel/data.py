@@ -265,7 +265,8 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
 _READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def _read_table(path: Path, *, encoding: str) -> pd.DataFrame:
+def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/JSON/Parquet table (CSV cells kept as strings); unreadable files are one-line errors."""
     suffixes = [s.lower() for s in path.suffixes]
     compression = None
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
@@ -368,7 +369,7 @@ def load_dataset(
         if path.is_dir():
             raise SilverlabelError(f"{source}: is a folder, not a data file (a Hugging Face save_to_disk folder "
                                    "holds dataset_info.json)")
-        frame = _read_table(path, encoding=encoding)
+        frame = read_table(path, encoding=encoding)
         where = str(path)
     for col, flag in ((text_column, "--text-column"), (label_column, "--label-column"), (id_column, "--id-column")):
         if col is not None and col not in frame.columns:
