@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="imdb")
     ap.add_argument("--items", type=int, default=200)
     ap.add_argument("--naive-items", type=int, default=None, help="items for (a), the slowest (default: all)")
-    ap.add_argument("--batch-items", type=int, default=8)
+    ap.add_argument("--batch-items", type=int, default=16)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     threads = os.cpu_count() or 1

@@ -120,3 +120,18 @@ def test_shipped_model_failing_its_checksum(monkeypatch):
     monkeypatch.setitem(assets.GGUF_ASSETS, "smollm2-135m", broken)
     with pytest.raises(SilverlabelError, match="fails its checksum"):
         assets.gguf_path("smollm2-135m")
+
+
+def test_an_item_longer_than_the_context_is_cut_not_fatal(toxic):
+    t = get_teacher("llamacpp:smollm2-135m", n_ctx=1024)
+    try:
+        t.prepare(toxic[1])
+        long_text = "this is a very long tweet " * 400  # ~2400 tokens, more than the context holds
+        short, cut = t.score([toxic[0].train.texts[0], long_text])
+        assert cut.error is None and cut.prompt_tokens + sum(len(x) for x in t.label_tokens) <= 1024
+        assert np.isclose(distribution(cut.token_logprobs).sum(), 1)
+        # the prompt's ending survives the cut: its last tokens are the chat suffix
+        assert t._item_tokens("x")[-len(t._suffix_tokens):] == t._suffix_tokens
+        assert short.prompt_tokens < cut.prompt_tokens
+    finally:
+        t.close()

@@ -66,7 +66,7 @@ class LlamaCppTeacher(Teacher):
     backend = "llamacpp"
 
     def __init__(self, model: str, *, chat: bool = True, n_ctx: int = 8192, n_threads: int | None = None,
-                 batch_items: int = 8, n_batch: int = 2048, n_gpu_layers: int = 0):
+                 batch_items: int = 16, n_batch: int = 2048, n_gpu_layers: int = 0):
         super().__init__(model, chat=chat)
         self.path, self._id = resolve_gguf(model)
         self.n_ctx = n_ctx
@@ -157,7 +157,16 @@ class LlamaCppTeacher(Teacher):
         bos_text = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else None
         add_bos = not (bos_text and prefix.startswith(bos_text))
         prefix_tokens = self._tokens(prefix, special=True, bos=add_bos)
-        self._suffix_tokens = self._tokens(self._item_suffix, special=True)
+        # The plain text of the suffix (up to its first special token) is tokenised together with the item, as
+        # in the full prompt, so BPE merges across the boundary (".\n") come out the same; only the rest is
+        # parsed for special tokens, never the user's text.
+        suffix_tokens = self._tokens(self._item_suffix, special=True)
+        first_special = next((i for i, t in enumerate(suffix_tokens) if llm._model.token_get_attr(t) & 24),
+                             len(suffix_tokens))
+        self._suffix_head = llm.detokenize(suffix_tokens[:first_special]).decode("utf-8", errors="replace")
+        if not self._item_suffix.startswith(self._suffix_head):
+            self._suffix_head, first_special = "", 0
+        self._suffix_tokens = suffix_tokens[first_special:]
         lead = " " if not self.chat else ""
         self.terminator = self._terminator()
         self.label_tokens = [self._tokens(lead + name, special=False) + [self.terminator]
@@ -168,6 +177,9 @@ class LlamaCppTeacher(Teacher):
         self._prefix_len = len(prefix_tokens)
         self.prompt = prompt
         self.prefix_tokens = prefix_tokens
+
+    def _item_tokens(self, text: str) -> list[int]:
+        return self._tokens(self._item_lead + text + self._suffix_head, special=False) + self._suffix_tokens
 
     # ------------------------------------------------------------------ decoding
     def _decode(self, entries: list[tuple[int, int, tuple[int, ...], bool]]) -> list[int]:
@@ -224,16 +236,18 @@ class LlamaCppTeacher(Teacher):
         mem = llama_cpp.llama_get_memory(self._ctx)
         n_labels = len(self.label_tokens)
         P = self._prefix_len
-        item_tokens = [self._tokens(self._item_lead + t, special=False) + self._suffix_tokens for t in texts]
-        budget = self.n_ctx - P
+        item_tokens = [self._item_tokens(t) for t in texts]
+        budget = min(self.n_ctx - P, self.n_batch)  # one item must fit the cache and one decode call
         entries: list[tuple[int, int, tuple[int, ...], bool]] = []
         wanted: list[tuple[int, int, int]] = []  # (item, label, token index) for each logits row, in order
         for i, toks in enumerate(item_tokens):
-            need = len(toks) + sum(len(lt) for lt in self.label_tokens)
-            if need > budget:
-                toks = toks[: max(1, budget - sum(len(lt) for lt in self.label_tokens) - len(self._suffix_tokens))]
-                toks = toks + self._suffix_tokens
+            label_len = sum(len(lt) for lt in self.label_tokens)
+            if len(toks) + label_len > budget:  # keep the prompt's ending; cut the text (logged)
+                tail = self._tokens(self._suffix_head, special=False) + self._suffix_tokens
+                body = self._tokens(self._item_lead + texts[i], special=False)
+                toks = body[: max(1, budget - label_len - len(tail))] + tail
                 item_tokens[i] = toks
+                log.info("item %d cut to %d tokens to fit n_ctx=%d", i, len(toks), self.n_ctx)
             seqs = tuple(1 + i * n_labels + k for k in range(n_labels))
             for s in seqs:
                 llama_cpp.llama_memory_seq_cp(mem, 0, s, -1, -1)
@@ -248,9 +262,10 @@ class LlamaCppTeacher(Teacher):
         # all logits must come from one llama_decode call (they are only valid until the next call), so the
         # entries are ordered so that logit rows fall in the final chunk; with n_batch >= the batch size this
         # is one call. Re-split into item groups when that does not hold.
-        if len(entries) > self.n_batch:
+        if len(entries) > self.n_batch or P + len(entries) > self.n_ctx:  # too much for one call or the cache
             if len(texts) == 1:
-                raise SilverlabelError("an item is longer than n_batch tokens; raise n_batch")
+                raise SilverlabelError(f"one item needs {len(entries)} tokens, more than n_batch={self.n_batch} "
+                                       f"or the {self.n_ctx - P} context cells after the prompt; raise them")
             half = len(texts) // 2
             self._clear(len(texts))
             return self._score_batch(texts[:half]) + self._score_batch(texts[half:])
@@ -282,7 +297,7 @@ class LlamaCppTeacher(Teacher):
         by tests and benchmarks to check the batched engine."""
         llama_cpp = _import_llama_cpp()
         mem = llama_cpp.llama_get_memory(self._ctx)
-        toks = self.prefix_tokens + self._tokens(self._item_lead + text, special=False) + self._suffix_tokens
+        toks = self.prefix_tokens + self._item_tokens(text)
         out = []
         for lt in self.label_tokens:
             llama_cpp.llama_memory_seq_rm(mem, 255, -1, -1)
