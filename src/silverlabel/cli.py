@@ -170,7 +170,9 @@ def annotate(
         from .teachers.llamacpp import resolve_gguf
 
         _, model_id = resolve_gguf(parse_teacher_uri(teacher)[1])
-        key = f"{prompt.key()}:{'raw' if raw_prompt else 'chat'}"
+        from .teachers.base import store_key
+
+        key = store_key(prompt, chat=not raw_prompt)
         cached = len(store.get_many(model_id, key, [text_hash(t) for t in train.texts]))
         chars = sum(len(prompt.render(t)) for t in train.texts)
         console.rule("first prompt (before the chat template)")

@@ -126,6 +126,9 @@ def test_annotate_then_train_on_teacher_labels(tmp_path):
     again = run("annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
                 "--cache", str(tmp_path / "c.sqlite"), *common)
     assert "(40 cached, 0 labelled" in again.stdout
+    dry = run("annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
+              "--cache", str(tmp_path / "c.sqlite"), "--dry-run", *common)
+    assert "cached: 40" in dry.stdout  # the dry run looks up the same keys the teacher wrote
     assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
 
     out = tmp_path / "students"

@@ -100,6 +100,11 @@ def guided_choice(label_tokens: Sequence[Sequence[int]], token_logprobs: Sequenc
     return candidates[0]
 
 
+def store_key(prompt: Prompt, *, chat: bool) -> str:
+    """The prompt part of an annotation's cache key; also used by the dry run, which has no teacher loaded."""
+    return f"{prompt.key()}:{'chat' if chat else 'raw'}"
+
+
 def check_distinguishable(label_names: Sequence[str], label_tokens: Sequence[Sequence[int]]) -> None:
     seen: dict[tuple[int, ...], str] = {}
     for name, toks in zip(label_names, label_tokens):
@@ -140,7 +145,7 @@ class Teacher(ABC):
 
     # ------------------------------------------------------------------ shared machinery
     def cache_key(self, prompt: Prompt) -> str:
-        return f"{prompt.key()}:{'chat' if self.chat else 'raw'}"
+        return store_key(prompt, chat=self.chat)
 
     def annotate(self, items: Sequence[str], texts: Sequence[str], prompt: Prompt, *,
                  store: AnnotationStore | None = None, batch_size: int = 16, gold: Sequence[int] | None = None,
