@@ -72,37 +72,101 @@ def print_table1(results: list[dict], *, title: str) -> None:
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new silverlabel-demo-<time> "
                                        "folder here). Rerunning into the same folder reuses finished work."),
-    dataset: str = typer.Option("imdb", help="Preset (imdb, toxic, ecommerce, manifestos) or a data file."),
-    teacher: str = typer.Option("llamacpp:qwen2.5-0.5b", help="Teacher URI, e.g. llamacpp:smollm2-135m or "
-                                "llamacpp:/path/model.gguf."),
-    student: str = typer.Option("minilm", help="Student: 'minilm' (shipped), a hub name or a local model folder."),
-    n_train: int = typer.Option(400, help="Training items (a cap, like the paper's 5000)."),
-    n_test: int = typer.Option(300, help="Held-out test items."),
-    seeds: str = typer.Option("1,2,3", help="Student seeds, comma-separated (one run per seed and label source)."),
-    epochs: int = typer.Option(3, help="Training epochs (the paper's recipe: 3)."),
-    learning_rate: float = typer.Option(1e-4, help="Student learning rate. The paper's 2e-5 needs its 5000 items; "
-                                        "at the demo's 400, MiniLM at 2e-5 still predicts one class."),
+    dataset: Optional[str] = typer.Option(None, help="One dataset instead of quick.toml's two: a preset (imdb, "
+                                          "toxic, ecommerce, manifestos) or a data file."),
+    teacher: Optional[str] = typer.Option(None, help="Teacher URI instead of llamacpp:qwen2.5-0.5b, e.g. "
+                                          "llamacpp:smollm2-135m or llamacpp:/path/model.gguf."),
+    student: Optional[str] = typer.Option(None, help="Student instead of 'minilm' (shipped): a hub name or a local "
+                                          "model folder."),
+    n_train: Optional[int] = typer.Option(None, help="Training items per dataset (quick.toml: 200)."),
+    n_test: Optional[int] = typer.Option(None, help="Held-out test items per dataset (quick.toml: 300)."),
+    seeds: Optional[str] = typer.Option(None, help="Student seeds, comma-separated (quick.toml: 1,2,3)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (the paper's recipe: 3)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Student learning rate (quick.toml: 1e-4; the "
+                                                  "paper's 2e-5 needs its 5000 items: at a few hundred, MiniLM at "
+                                                  "2e-5 still predicts one class)."),
     raw_prompt: bool = typer.Option(False, help="Send the bare prompt instead of wrapping it in the model's chat "
                                     "template."),
 ) -> None:
-    """Run the paper's study offline on shipped data and models: teacher labels, students on gold and on teacher
-    labels over several seeds, Table 1 with stability metrics, and a report (report.md, report.html)."""
-    from .config import DemoConfig
-    from .study import run_demo
+    """Run the offline quick study (configs/quick.toml: two shipped datasets, gold vs teacher labels, 3 seeds)
+    and print Table 1; the same code path as `silverlabel study run`, with these options as overrides."""
+    from .study import demo_config, run_study
 
     out = out or Path(f"silverlabel-demo-{datetime.now():%Y%m%d-%H%M%S}")
-    config = DemoConfig.from_dict({"dataset": dataset, "teacher": teacher, "student": student, "n_train": n_train,
-                                   "n_test": n_test, "seeds": _seeds(seeds), "epochs": epochs,
-                                   "learning_rate": learning_rate,
-                                   "chat": not raw_prompt}, where="demo options")
-    result = run_demo(config, out, offline=True)
-    print_table1([s.__dict__ for s in result.sources],
-                 title=f"Table 1 — {result.dataset} ({'real data' if result.real_data else 'offline stand-in'})")
-    ann = result.annotation
-    console.print(f"teacher {result.teacher}: accuracy {100 * (result.sources[-1].teacher_accuracy or 0):.1f} % on "
-                  f"{ann['items']} training+validation texts ({ann['cached']} cached); wall time "
-                  f"{result.seconds:.0f} s")
+    config = demo_config(dataset=dataset, teacher=teacher, student=student, n_train=n_train, n_test=n_test,
+                         seeds=_seeds(seeds) if seeds else None, epochs=epochs, learning_rate=learning_rate,
+                         chat=not raw_prompt)
+    results = run_study(config, out, offline=True)
+    _print_study(results, out)
+
+
+def _print_study(results: dict, out: Path) -> None:
+    for name, info in results["datasets"].items():
+        rows = [r for r in results["results"] if r["dataset"] == name]
+        largest = max(r["size"] for r in rows)
+        for student in dict.fromkeys(r["student"] for r in rows):
+            print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
+                         title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
+                               f"student {student}, {largest} training items")
+        for t in results["teachers"]:
+            if t["dataset"] == name:
+                console.print(f"teacher {t['teacher']} ({t['uri']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
+                              f"on {t['train_items']} training texts ({t['this_run']['cached']} of {t['items']} "
+                              "labels from the cache)")
+    timing = results["timing"]
+    console.print(f"wall time {timing['wall_s']:.0f} s ({timing['runs_trained']} student runs trained, runner "
+                  f"overhead {100 * timing['overhead_share']:.1f} %)")
     console.print(f"report: {out / 'report.html'} and {out / 'report.md'}; numbers in {out / 'results.json'}")
+
+
+study_app = typer.Typer(no_args_is_help=True, help="Run a study grid from a TOML config, resume it, report it.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+def study_run(
+    config: Path = typer.Argument(..., help="Study TOML file, or the name of a shipped one (quick, "
+                                  "scaling-quick, paper)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; rerunning into it resumes (finished runs and "
+                             "annotations are never redone)."),
+    executor: str = typer.Option("local", help="local (one run after the other) or ray (each run a Ray task)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+    cpus_per_run: int = typer.Option(1, help="CPUs each Ray task asks for."),
+    dry_run: bool = typer.Option(False, help="Print the grid, what is already done and the work left; load no "
+                                 "model."),
+) -> None:
+    """Run (or resume) every cell of the grid, then write results.json and the report."""
+    from .config import load_study_config
+    from .study import dry_run as plan_study
+    from .study import run_study
+
+    cfg = load_study_config(config)
+    if dry_run:
+        plan = plan_study(cfg, out)
+        table = Table(title=f"study {cfg.name}: {len(plan.cells)} runs, {len(plan.cells) - plan.pending} done")
+        for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
+            table.add_column(col)
+        for cell, done in zip(plan.cells, plan.done):
+            table.add_row(cell.dataset, cell.source.name, cell.student, str(cell.size), str(cell.seed),
+                          cell.run_id, "yes" if done else "")
+        console.print(table)
+        for key, n in plan.annotate_items.items():
+            console.print(f"teacher labels {key}: {n} items to annotate")
+        console.print(f"work left: {plan.pending} student runs, {plan.training_steps} training steps, "
+                      f"{sum(plan.annotate_items.values())} items to annotate")
+        return
+    options = {"address": ray_address, "cpus_per_run": cpus_per_run} if executor == "ray" else {}
+    results = run_study(cfg, out, executor=executor, executor_options=options)
+    _print_study(results, out)
+
+
+@study_app.command("report")
+def study_report(out: Path = typer.Argument(..., help="A study's output folder.")) -> None:
+    """(Re)write report.html and report.md from a study's results.json."""
+    from .reporting import write_study_report
+
+    paths = write_study_report(out)
+    console.print(f"wrote {paths['html']} and {paths['markdown']}")
 
 
 @app.command()
@@ -321,6 +385,48 @@ def evaluate(
         sys.stdout.write(json.dumps({k: ev[k] for k in keys}) + "\n")
     else:
         _print_evaluation(ev, title=str(table))
+
+
+@app.command()
+def select(
+    annotations: Path = typer.Option(..., "--annotations", help="A `silverlabel annotate` output."),
+    policy: str = typer.Option("entropy", help="random, entropy, ensemble, confident, learned or soft."),
+    budget: str = typer.Option(..., help="Gold labels to spend: a share (0.05 or 5%) or a count (50)."),
+    out: Path = typer.Option(..., "--out", help="Items to label: .csv, .jsonl or .json (Label Studio tasks)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv, jsonl or labelstudio (default: from --out)."),
+    ensemble: Optional[list[Path]] = typer.Option(None, "--ensemble", help="Another teacher run's annotations "
+                                                  "(other demonstrations), repeated; for --policy ensemble."),
+    labels: Optional[list[Path]] = typer.Option(None, "--labels", help="Labels people already gave, repeated "
+                                                "(round 2 of --policy learned)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Policy option KEY=VALUE, repeated."),
+    seed: int = typer.Option(0, help="Seed for random draws."),
+) -> None:
+    """Export the items a policy sends for gold, with the teacher's label and distribution as a pre-annotation.
+    --policy learned runs in two rounds: its validation set first, the rest once those are labelled."""
+    from .mitigations.workflow import parse_options, select_items, write_selection
+
+    chosen = select_items(annotations, policy=policy, budget=budget, seed=seed, ensemble=ensemble or [],
+                          labels=labels or [], options=parse_options(option or []))
+    paths = write_selection(chosen, out, fmt=fmt)
+    console.print(chosen.message)
+    console.print(f"wrote {', '.join(map(str, paths))}")
+
+
+@app.command()
+def merge(
+    annotations: Path = typer.Option(..., "--annotations", help="The `silverlabel annotate` output."),
+    labels: list[Path] = typer.Option(..., "--labels", help="People's labels: CSV/JSONL with item,label or a Label "
+                                      "Studio JSON export; repeat for several files."),
+    out: Path = typer.Option(..., "--out", help="Training labels (.parquet, .csv, .jsonl) for train --annotations."),
+) -> None:
+    """Put people's labels in place of the teacher's (checked against the label set) and report how often the
+    teacher was wrong on them."""
+    from .mitigations.workflow import merge_labels, write_training_labels
+
+    merged = merge_labels(annotations, labels)
+    path = write_training_labels(merged.frame, out)
+    console.print(merged.summary())
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

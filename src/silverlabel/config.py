@@ -3,9 +3,17 @@ through ``to_dict``/``from_dict`` so each run folder can record exactly what mad
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import SilverlabelError
 
@@ -47,6 +55,143 @@ class TrainConfig(_Config):
     save_model: bool = False  # write the chosen checkpoint as safetensors beside the run (off: they are large)
 
 
+class DatasetSpec(_Config):
+    """One dataset of a study: a preset, a file (with its column mapping) or ``hf:NAME``, and its split."""
+
+    source: str
+    name: str | None = None  # how reports call it (default: the source)
+    text_column: str | None = None
+    label_column: str | None = None
+    id_column: str | None = None
+    task: str | None = None  # the task description in the teacher's prompt (default: the preset's)
+    n_train: int = Field(5000, ge=2)  # a cap, like the paper's 5000; training sizes are subsets of it
+    n_test: int = Field(2000, ge=2)
+    n_validation: int | None = Field(None, ge=1)
+    split_seed: int = Field(0, ge=0)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.source
+
+
+class TeacherSpec(_Config):
+    """One teacher: a backend URI and the demonstration sets it is prompted with (the first is its main one;
+    ensembles use all of them)."""
+
+    name: str
+    uri: str
+    chat: bool = True
+    k_shot: int = Field(3, ge=0)
+    demo_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    balanced: bool = False
+
+
+class StudentSpec(TrainConfig):
+    """A student recipe with a name for the report."""
+
+    name: str = "student"
+
+
+class MitigationSpec(_Config):
+    """A mitigation policy used as label sources, one per gold budget (a share like 0.05 or "5%", or a count)."""
+
+    policy: str
+    teacher: str | None = None  # default: the study's first teacher
+    budgets: list[float | int | str] = Field(default_factory=lambda: [0.05], min_length=1)
+    action: Literal["replace", "drop"] = "replace"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _check_seeds(v: list[int]) -> list[int]:
+    if not v:
+        raise ValueError("at least one seed is needed")
+    if any(s < 0 for s in v):
+        raise ValueError(f"seeds must be 0 or more, got {v}")
+    if len(set(v)) != len(v):
+        raise ValueError(f"seeds repeat: {v}")
+    return v
+
+
+class StudyConfig(_Config):
+    """The grid: datasets x label sources x students x training sizes x seeds."""
+
+    name: str = "study"
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    teachers: list[TeacherSpec] = Field(default_factory=list)
+    # "gold", "teacher" (every teacher) or "teacher:NAME"; mitigations add their own sources
+    label_sources: list[str] = Field(default_factory=lambda: ["gold", "teacher"], min_length=1)
+    mitigations: list[MitigationSpec] = Field(default_factory=list)
+    students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    sizes: list[int] | None = None  # training sizes (nested subsets of the training split); default: all of it
+    bootstrap: int = Field(1000, ge=0)  # resamples of the test items for the 95 % intervals (0: none)
+
+    _seeds = field_validator("seeds")(classmethod(lambda cls, v: _check_seeds(v)))
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v or any(s < 2 for s in v):
+                raise ValueError(f"training sizes must be 2 or more, got {v}")
+            v = sorted(set(v))
+        return v
+
+    @field_validator("label_sources")
+    @classmethod
+    def _sources(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s not in ("gold", "teacher") and not s.startswith("teacher:"):
+                raise ValueError(f"label source '{s}' is not gold, teacher or teacher:NAME")
+        return v
+
+    @model_validator(mode="after")
+    def _names(self):
+        teachers = [t.name for t in self.teachers]
+        if len(set(teachers)) != len(teachers):
+            raise ValueError(f"teacher names repeat: {teachers}")
+        for s in self.label_sources:
+            if s.startswith("teacher:") and s.split(":", 1)[1] not in teachers:
+                raise ValueError(f"label source '{s}' names no teacher of [[teachers]] ({', '.join(teachers)})")
+            if s.startswith("teacher") and not teachers:
+                raise ValueError("label source 'teacher' needs at least one [[teachers]] entry")
+        for m in self.mitigations:
+            if not teachers:
+                raise ValueError(f"mitigation '{m.policy}' needs at least one [[teachers]] entry")
+            if m.teacher is not None and m.teacher not in teachers:
+                raise ValueError(f"mitigation '{m.policy}' names teacher '{m.teacher}', which is not in [[teachers]]")
+        students = [s.name for s in self.students]
+        if len(set(students)) != len(students):
+            raise ValueError(f"student names repeat: {students}; give each [[students]] a name")
+        datasets = [d.key for d in self.datasets]
+        if len(set(datasets)) != len(datasets):
+            raise ValueError(f"dataset names repeat: {datasets}; give each [[datasets]] a name")
+        return self
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    """Read a study TOML file; a bare name (``quick``) means a config shipped with silverlabel."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    path = Path(path)
+    if not path.exists() and path.suffix == "" and (SHIPPED_CONFIGS / f"{path.name}.toml").exists():
+        path = SHIPPED_CONFIGS / f"{path.name}.toml"
+    if not path.exists():
+        shipped = ", ".join(p.stem for p in sorted(SHIPPED_CONFIGS.glob("*.toml")))
+        raise SilverlabelError(f"{path}: no such config file; give a TOML path or a shipped config ({shipped})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SilverlabelError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
+    return StudyConfig.from_dict(data, where=str(path))
+
+
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
 class DemoConfig(_Config):
     """The default study: one dataset, one teacher, gold vs teacher labels over several seeds."""
 
@@ -68,13 +213,4 @@ class DemoConfig(_Config):
     learning_rate: float = Field(1e-4, gt=0)
     max_length: int = Field(128, ge=8)
 
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("at least one seed is needed")
-        if any(s < 0 for s in v):
-            raise ValueError(f"seeds must be 0 or more, got {v}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"seeds repeat: {v}")
-        return v
+    _seeds = field_validator("seeds")(classmethod(lambda cls, v: _check_seeds(v)))

@@ -1,9 +1,16 @@
-"""The study: teacher labels -> students on gold and on teacher labels over seeds -> metrics -> report.
+"""The study: a grid of datasets x label sources x students x training sizes x seeds, run, resumed and summarised.
 
-Everything expensive is kept on disk in the output folder and reused: teacher records in ``annotations.sqlite``
-(per item, as they are made) and each finished student run in ``runs/<run id>/`` (written to a temporary folder
-and renamed, so a run folder is either complete or absent). The run id is a hash of everything that made the
-run, so a changed setting trains anew and an unchanged one is never redone.
+Everything expensive is kept in the output folder and never redone:
+
+- teacher records go to ``annotations.sqlite`` as they are made (annotate once, train many: every cell that
+  needs a teacher's labels reads the same records), and a table per teacher goes to ``teachers/``;
+- each finished student run goes to ``runs/<run id>/`` (written to a temporary folder and renamed, so a run
+  folder is complete or absent). The run id is a hash of the cell's config (data, split, size, label source,
+  student recipe, seed): an unchanged cell is never retrained, a changed one gets a new id.
+
+So a crash or Ctrl-C loses at most the run in progress, and the same command resumes. Runs are trained by an
+executor (``local``: one after the other; ``ray``: each run a Ray task); the driver alone writes to the output
+folder, so both give the same files and report.
 """
 
 from __future__ import annotations
@@ -13,90 +20,35 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
 from .cache import AnnotationStore
-from .config import DemoConfig, TrainConfig
-from .data import Splits, load_dataset, split
+from .config import DatasetSpec, StudyConfig, TeacherSpec, TrainConfig
+from .data import Dataset, Splits, load_dataset, split
 from .errors import SilverlabelError
-from .metrics import evaluate_table
 from .progress import progress_bar
-from .teachers import Annotations, Prompt, get_teacher, sample_demonstrations
+from .teachers import Prompt, get_teacher, sample_demonstrations
 
 log = logging.getLogger(__name__)
 
-LABEL_SOURCES = ("gold", "teacher")
 
-
-@dataclass
-class SourceResult:
-    """One row of Table 1: a label source's students, summarised over seeds."""
-
-    label_source: str
-    n_train: int
-    n_test: int
-    seeds: list[int]
-    accuracy_mean: float
-    accuracy_std: float
-    macro_f1_mean: float
-    macro_f1_std: float
-    krippendorff_alpha: float | None
-    p_unchanged: float
-    pairwise_churn: float
-    per_class: dict = field(default_factory=dict)
-    teacher_accuracy: float | None = None
-    teacher_macro_f1: float | None = None
-    n_train_dropped: int = 0
-
-
-@dataclass
-class StudyResult:
-    """What a study produced, with enough context to trace every number."""
-
-    dataset: str
-    provenance: str
-    real_data: bool
-    label_names: list[str]
-    sources: list[SourceResult]
-    teacher: str
-    student: str
-    annotation: dict
-    config: dict
-    out: str
-    seconds: float
-    versions: dict
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def versions() -> dict:
-    import sklearn
-    import torch
-    import transformers
-
-    out = {"silverlabel": __version__, "python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
-           "pandas": pd.__version__}
-    try:
-        import llama_cpp
-
-        out["llama-cpp-python"] = llama_cpp.__version__
-    except ImportError:
-        pass
-    return out
+# --------------------------------------------------------------------------------------------------- files
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a crash leaves the old file or the new one, never half."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -109,6 +61,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -121,10 +74,14 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _check_out(out: Path) -> None:
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def check_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -134,146 +91,529 @@ def _check_out(out: Path) -> None:
         raise SilverlabelError(f"{out}: cannot write to the output folder ({exc.strerror}); choose another --out")
 
 
-def annotate_splits(splits: Splits, config: DemoConfig, store: AnnotationStore) -> tuple[Annotations, Prompt]:
-    """Teacher labels for the training and validation texts (validation too: with no gold, the student's
+def versions() -> dict:
+    import sklearn
+    import torch
+    import transformers
+
+    out = {"silverlabel": __version__, "python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
+           "pandas": pd.__version__}
+    for name in ("llama_cpp", "ray", "cleanlab", "krippendorff"):
+        try:
+            out[name.replace("_", "-")] = __import__(name).__version__
+        except (ImportError, AttributeError):
+            pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- grid
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """Where a cell's training labels come from: gold, a teacher, or a mitigation of a teacher's labels."""
+
+    name: str  # as reports show it: gold, teacher:qwen, entropy@5%:qwen
+    kind: str  # gold | teacher | mitigation
+    teacher: str | None = None
+    policy: str | None = None
+    budget: Any = None
+    action: str = "replace"
+    options: tuple = ()
+
+    def spec(self, teachers: dict[str, TeacherSpec]) -> dict:
+        """What defines this source's labels (the teacher by its URI and prompt, not by its name)."""
+        out = {"kind": self.kind}
+        if self.teacher:
+            t = teachers[self.teacher].to_dict()
+            t.pop("name")
+            out["teacher"] = t
+        if self.kind == "mitigation":
+            out.update(policy=self.policy, budget=self.budget, action=self.action, options=dict(self.options))
+        return out
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid."""
+
+    dataset: str
+    source: LabelSource
+    student: str
+    size: int
+    seed: int
+    run_id: str
+
+
+def label_sources(config: StudyConfig) -> list[LabelSource]:
+    teachers = [t.name for t in config.teachers]
+    out: list[LabelSource] = []
+    for s in config.label_sources:
+        if s == "gold":
+            out.append(LabelSource("gold", "gold"))
+        else:
+            names = teachers if s == "teacher" else [s.split(":", 1)[1]]
+            out += [LabelSource(f"teacher:{n}", "teacher", teacher=n) for n in names]
+    for m in config.mitigations:
+        teacher = m.teacher or teachers[0]
+        for b in m.budgets:
+            shown = f"{100 * b:g}%" if isinstance(b, float) else str(b)
+            out.append(LabelSource(f"{m.policy}@{shown}:{teacher}", "mitigation", teacher=teacher, policy=m.policy,
+                                   budget=b, action=m.action, options=tuple(sorted(m.options.items()))))
+    seen: set[str] = set()
+    return [s for s in out if not (s.name in seen or seen.add(s.name))]
+
+
+@dataclass
+class Prepared:
+    """A dataset loaded and split, with the order in which training sizes take their items."""
+
+    spec: DatasetSpec
+    dataset: Dataset
+    splits: Splits
+    order: np.ndarray  # training-split positions; size s trains on the first s
+
+
+def nested_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded order of the training items whose every prefix keeps the class shares (nested, stratified).
+
+    Written by hand: scikit-learn draws each stratified subset independently, but a scaling curve needs the
+    smaller sets inside the larger ones. Each item's key is (its random rank within its class + U) / class size,
+    which interleaves the classes in proportion.
+    """
+    rng = np.random.default_rng(seed)
+    key = np.empty(len(labels))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        key[idx] = (rng.permutation(len(idx)) + rng.random(len(idx))) / len(idx)
+    return np.argsort(key, kind="stable")
+
+
+def prepare_dataset(spec: DatasetSpec, *, sizes: list[int] | None, offline: bool | None = None) -> Prepared:
+    dataset = load_dataset(spec.source, text_column=spec.text_column, label_column=spec.label_column,
+                           id_column=spec.id_column, task=spec.task, offline=offline)
+    n_train = spec.n_train if sizes is None else max(sizes)
+    if sizes is not None and max(sizes) > spec.n_train:
+        raise SilverlabelError(f"sizes: {max(sizes)} is above dataset '{spec.key}' n_train = {spec.n_train}; "
+                               "raise n_train or drop the size")
+    splits = split(dataset, n_train=n_train, n_test=spec.n_test, n_validation=spec.n_validation,
+                   seed=spec.split_seed)
+    if sizes is not None and max(sizes) > len(splits.train):
+        raise SilverlabelError(f"sizes: {max(sizes)} is above the {len(splits.train)} training items dataset "
+                               f"'{spec.key}' has after the test and validation splits; use smaller sizes")
+    return Prepared(spec, dataset, splits, nested_order(splits.train.labels, spec.split_seed))
+
+
+def sizes_for(config: StudyConfig, prepared: Prepared) -> list[int]:
+    return list(config.sizes) if config.sizes else [len(prepared.splits.train)]
+
+
+def plan(config: StudyConfig, prepared: dict[str, Prepared]) -> list[Cell]:
+    """Every cell of the grid with its run id (a hash of what makes the run, never of names or order)."""
+    teachers = {t.name: t for t in config.teachers}
+    students = {s.name: s for s in config.students}
+    cells = []
+    for name, prep in prepared.items():
+        data = {"data": prep.dataset.fingerprint(), "split": prep.spec.model_dump(exclude={"name", "n_train"}),
+                "n_train_split": len(prep.splits.train)}
+        for source in label_sources(config):
+            for student in students.values():
+                recipe = student.to_dict()
+                recipe.pop("name")
+                for size in sizes_for(config, prep):
+                    for seed in config.seeds:
+                        key = {**data, "source": source.spec(teachers), "student": recipe, "size": size,
+                               "seed": seed}
+                        run_id = f"{_slug(name)}-{_slug(source.name)}-{_slug(student.name)}-n{size}-s{seed}-{_hash(key)}"
+                        cells.append(Cell(name, source, student.name, size, seed, run_id))
+    return cells
+
+
+def is_done(out: Path, cell: Cell) -> bool:
+    run_dir = out / "runs" / cell.run_id
+    return (run_dir / "run.json").exists() and (run_dir / "predictions.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------------------ teachers
+
+
+def _prompt(prep: Prepared, teacher: TeacherSpec, demo_seed: int) -> Prompt:
+    train = prep.splits.train
+    demos = sample_demonstrations(train.texts, train.labels, train.label_names, k=teacher.k_shot, seed=demo_seed,
+                                  balanced=teacher.balanced)
+    return Prompt(task=train.task, label_names=tuple(train.label_names), demonstrations=demos)
+
+
+def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: AnnotationStore) -> pd.DataFrame:
+    """The teacher's records for the training and validation texts (validation too: with no gold, a student's
     checkpoint can only be chosen on teacher labels, which is what a user without gold would do)."""
-    train = splits.train
-    demos = sample_demonstrations(train.texts, train.labels, train.label_names, k=config.k_shot,
-                                  seed=config.demo_seed)
-    prompt = Prompt(task=train.task, label_names=tuple(train.label_names), demonstrations=demos)
-    items = train.items + splits.validation.items
-    texts = train.texts + splits.validation.texts
-    gold = np.concatenate([train.labels, splits.validation.labels])
-    teacher = get_teacher(config.teacher, chat=config.chat)
+    splits = prep.splits
+    prompt = _prompt(prep, teacher, demo_seed)
+    items = splits.train.items + splits.validation.items
+    texts = splits.train.texts + splits.validation.texts
+    gold = np.concatenate([splits.train.labels, splits.validation.labels])
+    model = get_teacher(teacher.uri, chat=teacher.chat)
     try:
-        ann = teacher.annotate(items, texts, prompt, store=store, gold=gold, description="teacher labels")
+        ann = model.annotate(items, texts, prompt, store=store, gold=gold,
+                             description=f"{teacher.name} labels {prep.spec.key} (demos {demo_seed})")
     finally:
-        teacher.close()
-    ann.frame.insert(2, "split", ["train"] * len(train) + ["validation"] * len(splits.validation))
-    ann.frame.insert(3, "gold", [train.label_names[i] for i in gold])
-    return ann, prompt
+        model.close()
+    frame = ann.frame
+    frame.insert(2, "split", ["train"] * len(splits.train) + ["validation"] * len(splits.validation))
+    frame.insert(3, "gold", [splits.train.label_names[i] for i in gold])
+    frame["teacher"] = teacher.name
+    frame["prompt"] = prompt.key()
+    frame.attrs["summary"] = asdict(ann.summary)
+    return frame
 
 
-def _run_student(out: Path, run_id: str, meta: dict, *, texts, targets, val_texts, val_labels, splits: Splits,
-                 train_config: TrainConfig, seed: int, label_source: str) -> pd.DataFrame:
-    """Train one student (or reuse the finished run) and return its tidy test predictions."""
-    run_dir = out / "runs" / run_id
-    pred_path = run_dir / "predictions.parquet"
-    if pred_path.exists() and (run_dir / "run.json").exists():
-        log.info("reusing finished run %s (%s, seed %d)", run_id, label_source, seed)
-        return pd.read_parquet(pred_path)
+def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:
+    """Which demo sets of which teacher the grid needs (ensembles need all of a teacher's sets)."""
+    teachers = {t.name: t for t in config.teachers}
+    needs: dict[str, set[int]] = {}
+    for s in label_sources(config):
+        if s.teacher is None:
+            continue
+        seeds = teachers[s.teacher].demo_seeds
+        needs.setdefault(s.teacher, set()).update(seeds if s.policy == "ensemble" else seeds[:1])
+    return needs
+
+
+def teacher_table_path(out: Path, dataset: str, teacher: str, demo_seed: int) -> Path:
+    return out / "teachers" / f"{_slug(dataset)}__{_slug(teacher)}__d{demo_seed}.parquet"
+
+
+# -------------------------------------------------------------------------------------------------- labels
+
+
+@dataclass
+class TrainingData:
+    """What one cell trains on: texts with hard targets (class indices) or soft ones (distributions)."""
+
+    texts: list[str]
+    targets: np.ndarray
+    val_texts: list[str]
+    val_labels: np.ndarray
+    accounting: dict = field(default_factory=dict)
+
+
+def _teacher_targets(frame: pd.DataFrame, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices of the teacher's labels and the mask of items it labelled (failed items are left out)."""
+    ok = frame["label"].notna().to_numpy()
+    index = {n: i for i, n in enumerate(label_names)}
+    return frame["label"][ok].map(index).to_numpy(np.int64), ok
+
+
+def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[int, pd.DataFrame],
+                  teacher: TeacherSpec | None) -> TrainingData:
+    train, val = prep.splits.train, prep.splits.validation
+    pick = np.sort(prep.order[:size])  # kept in split order, so a size's items do not depend on the order
+    texts = [train.texts[i] for i in pick]
+    if source.kind == "gold":
+        return TrainingData(texts, train.labels[pick], val.texts, val.labels)
+    main = records[teacher.demo_seeds[0]]
+    tr, va = main[main["split"] == "train"].iloc[pick], main[main["split"] == "validation"]
+    val_targets, vok = _teacher_targets(va, train.label_names)
+    val_texts = [t for t, k in zip(val.texts, vok) if k]
+    if source.kind == "teacher":
+        targets, ok = _teacher_targets(tr, train.label_names)
+        return TrainingData([t for t, k in zip(texts, ok) if k], targets, val_texts, val_targets,
+                            {"dropped_failed": int((~ok).sum())})
+    from .mitigations import GoldOracle, apply_policy
+
+    ensemble = None
+    if source.policy == "ensemble":
+        ensemble = [records[d][records[d]["split"] == "train"].iloc[pick].reset_index(drop=True)
+                    for d in teacher.demo_seeds]
+    gold_names = np.array([train.label_names[i] for i in train.labels[pick]], dtype=object)
+    result = apply_policy(source.policy, tr.reset_index(drop=True), label_names=list(train.label_names),
+                          budget=source.budget, oracle=GoldOracle(gold_names), action=source.action,
+                          seed=prep.spec.split_seed, ensemble=ensemble, options=dict(source.options))
+    accounting = dict(result.accounting)
+    if result.soft is not None:
+        keep = ~np.isnan(result.soft).any(axis=1)
+        return TrainingData([t for t, k in zip(texts, keep) if k], result.soft[keep], val_texts, val_targets,
+                            accounting)
+    keep = np.array([lab is not None for lab in result.labels])
+    index = {n: i for i, n in enumerate(train.label_names)}
+    targets = np.array([index[lab] for lab in result.labels[keep]], dtype=np.int64)
+    return TrainingData([t for t, k in zip(texts, keep) if k], targets, val_texts, val_targets, accounting)
+
+
+# ---------------------------------------------------------------------------------------------- executors
+
+
+def train_cell(payload: dict) -> dict:
+    """Train one student and return its test predictions and record; runs in the driver or in a Ray worker."""
     from .students import train_student
 
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    steps = train_config.epochs * -(-len(texts) // train_config.batch_size)
-    tmp = Path(tempfile.mkdtemp(dir=out / "runs", prefix=f".{run_id}."))  # renamed into place when complete
+    started = time.perf_counter()
+    config: TrainConfig = payload["config"]
+    data: TrainingData = payload["data"]
+    targets = data.targets
+    if targets.ndim == 2 and config.labels == "hard":
+        config = config.model_copy(update={"labels": "soft"})
+    run = train_student(data.texts, targets, num_labels=len(payload["label_names"]), config=config,
+                        seed=payload["seed"], val_texts=data.val_texts, val_labels=data.val_labels,
+                        test_texts=payload["test_texts"], progress=payload.get("progress"),
+                        save_dir=payload.get("save_dir"))
+    return {"preds": np.asarray(run.preds), "probs": np.asarray(run.probs), "curve": run.curve,
+            "best_epoch": run.best_epoch, "steps": run.steps, "seconds": run.seconds, "device": run.device,
+            "wall": time.perf_counter() - started}
+
+
+def local_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dict], None]) -> None:
+    for cell, payload in jobs:
+        steps = payload["config"].epochs * -(-len(payload["data"].texts) // payload["config"].batch_size)
+        with progress_bar(f"{cell.dataset} · {cell.source.name} · n={cell.size} · seed {cell.seed}",
+                          total=steps) as advance:
+            payload["progress"] = advance
+            on_done(cell, train_cell(payload))
+
+
+def ray_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dict], None], *,
+                 address: str | None = None, cpus_per_run: int = 1) -> None:
+    """Each run a Ray task; results come back to the driver, which writes them like the local executor does."""
     try:
-        with progress_bar(f"student on {label_source} labels, seed {seed}", total=steps) as advance:
-            run = train_student(texts, targets, num_labels=splits.test.num_labels, config=train_config, seed=seed,
-                                val_texts=val_texts, val_labels=val_labels, test_texts=splits.test.texts,
-                                progress=advance, save_dir=tmp / "model")
-        names = splits.test.label_names
+        import ray
+    except ImportError:
+        raise SilverlabelError("--executor ray needs Ray: pip install 'silverlabel[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=cpus_per_run)(_ray_train_cell)
+        pending = {}
+        for cell, payload in jobs:
+            pending[remote.remote(payload, cpus_per_run)] = cell
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                on_done(pending.pop(ref), ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_train_cell(payload: dict, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    os.environ["SILVERLABEL_QUIET"] = "1"
+    return train_cell(payload)
+
+
+EXECUTORS: dict[str, Callable] = {"local": local_executor, "ray": ray_executor}
+
+
+def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict) -> None:
+    """Write a finished run into runs/<run id>/ atomically (a temporary folder renamed into place)."""
+    run_dir = out / "runs" / cell.run_id
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out / "runs", prefix=f".{cell.run_id}."))
+    try:
+        names = prep.splits.test.label_names
         frame = pd.DataFrame({
-            "item": splits.test.items, "run": f"{label_source}-seed{seed}", "label_source": label_source,
-            "seed": seed, "pred": [names[i] for i in run.preds], "gold": [names[i] for i in splits.test.labels]})
+            "item": prep.splits.test.items, "run": f"{cell.source.name}|{cell.student}|n{cell.size}|s{cell.seed}",
+            "dataset": cell.dataset, "label_source": cell.source.name, "student": cell.student, "size": cell.size,
+            "seed": cell.seed, "pred": [names[i] for i in result["preds"]],
+            "gold": [names[i] for i in prep.splits.test.labels]})
         for k, name in enumerate(names):
-            frame[f"p:{name}"] = run.probs[:, k]
+            frame[f"p:{name}"] = result["probs"][:, k].astype(np.float32)
         frame.to_parquet(tmp / "predictions.parquet", index=False)
-        record = {**meta, "train_config": train_config.to_dict(), "curve": run.curve, "best_epoch": run.best_epoch,
-                  "steps": run.steps, "seconds": run.seconds, "device": run.device}
-        (tmp / "run.json").write_text(json.dumps(record, indent=2))
+        record = {**meta, "run_id": cell.run_id, "curve": result["curve"], "best_epoch": result["best_epoch"],
+                  "steps": result["steps"], "seconds": result["seconds"], "device": result["device"]}
+        (tmp / "run.json").write_text(json.dumps(record, indent=2, default=str))
         if run_dir.exists():  # a folder without its run.json, i.e. not a finished run; replace it
             shutil.rmtree(run_dir)
         os.replace(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return frame
 
 
-def run_demo(config: DemoConfig | None = None, out: str | Path = "silverlabel-demo", *,
-             offline: bool = True) -> StudyResult:
-    """Run the paper's Table-1 study on one dataset: gold vs teacher labels, several seeds each."""
-    from .reporting import write_reports
+# ------------------------------------------------------------------------------------------------- the run
 
-    config = config or DemoConfig()
+
+@dataclass
+class StudyPlan:
+    """What ``study run --dry-run`` shows: the grid, what is done, and the work left."""
+
+    cells: list[Cell]
+    done: list[bool]
+    annotate_items: dict[str, int]  # "dataset/teacher/demo seed" -> items not yet in the cache
+    training_steps: int
+
+    @property
+    def pending(self) -> int:
+        return self.done.count(False)
+
+
+def _prepare_all(config: StudyConfig, offline: bool | None) -> dict[str, Prepared]:
+    return {d.key: prepare_dataset(d, sizes=config.sizes, offline=offline) for d in config.datasets}
+
+
+def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None) -> StudyPlan:
+    """The grid and the work left, without loading any model."""
+    from .cache import text_hash
+    from .teachers import parse_teacher_uri
+    from .teachers.base import store_key
+
     out = Path(out)
-    _check_out(out)
+    prepared = _prepare_all(config, offline)
+    cells = plan(config, prepared)
+    done = [is_done(out, c) for c in cells]
+    teachers = {t.name: t for t in config.teachers}
+    todo: dict[str, int] = {}
+    store = AnnotationStore(out / "annotations.sqlite") if (out / "annotations.sqlite").exists() else None
+    try:
+        for name, prep in prepared.items():
+            texts = prep.splits.train.texts + prep.splits.validation.texts
+            for tname, seeds in teacher_needs(config).items():
+                t = teachers[tname]
+                for d in sorted(seeds):
+                    cached = 0
+                    backend, model = parse_teacher_uri(t.uri)
+                    if store is not None and backend == "llamacpp":
+                        from .teachers.llamacpp import resolve_gguf
+
+                        key = store_key(_prompt(prep, t, d), chat=t.chat)
+                        cached = len(store.get_many(resolve_gguf(model)[1], key, [text_hash(x) for x in texts]))
+                    todo[f"{name}/{tname}/demos {d}"] = len(texts) - cached
+    finally:
+        if store is not None:
+            store.close()
+    students = {s.name: s for s in config.students}
+    steps = sum(students[c.student].epochs * -(-c.size // students[c.student].batch_size)
+                for c, d in zip(cells, done) if not d)
+    return StudyPlan(cells, done, todo, steps)
+
+
+def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", offline: bool | None = None,
+              executor_options: dict | None = None, report: bool = True) -> dict:
+    """Run (or resume) the whole grid, then summarise it into results.json and the report; returns the results."""
+    if executor not in EXECUTORS:
+        raise SilverlabelError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    out = Path(out)
+    check_out(out)
     started = time.perf_counter()
-    dataset = load_dataset(config.dataset, offline=offline)
-    log.info("dataset %s: %d items, %s", dataset.name, len(dataset), dataset.provenance.describe())
-    splits = split(dataset, n_train=config.n_train, n_test=config.n_test, n_validation=config.n_validation,
-                   seed=config.split_seed)
-    atomic_write_text(out / "config.json", json.dumps({"demo": config.to_dict()}, indent=2))
+    timing = {"annotate_s": 0.0, "train_s": 0.0}
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
+    prepared = _prepare_all(config, offline)
+    teachers = {t.name: t for t in config.teachers}
+    students = {s.name: s for s in config.students}
+
+    # 1. teacher labels: once per dataset, teacher and demo set, shared by every cell that needs them
+    records: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
+    summaries = []
     with AnnotationStore(out / "annotations.sqlite") as store:
-        ann, prompt = annotate_splits(splits, config, store)
-    atomic_write_parquet(ann.frame, out / "annotations.parquet")
-    n_tr = len(splits.train)
-    teacher_train = ann.frame.iloc[:n_tr]
-    teacher_val = ann.frame.iloc[n_tr:]
-    label_index = {n: i for i, n in enumerate(dataset.label_names)}
-    train_config = TrainConfig(model=config.student, epochs=config.epochs, learning_rate=config.learning_rate,
-                               max_length=config.max_length)
-    base_meta = {"dataset": dataset.name, "data": dataset.fingerprint(), "split_seed": config.split_seed,
-                 "sizes": splits.sizes(), "student": train_config.to_dict()}
-    frames, dropped = {}, {}
-    for source in LABEL_SOURCES:
-        if source == "gold":
-            texts, targets = splits.train.texts, splits.train.labels
-            val_texts, val_labels = splits.validation.texts, splits.validation.labels
-            meta = {**base_meta, "label_source": "gold"}
-            dropped[source] = 0
+        for name, prep in prepared.items():
+            for tname, seeds in teacher_needs(config).items():
+                for d in sorted(seeds):
+                    t0 = time.perf_counter()
+                    frame = annotate(prep, teachers[tname], d, store)
+                    timing["annotate_s"] += time.perf_counter() - t0
+                    summary = frame.attrs.pop("summary")
+                    atomic_write_parquet(frame, teacher_table_path(out, name, tname, d))
+                    records.setdefault((name, tname), {})[d] = frame
+                    summaries.append({"dataset": name, "teacher": tname, "uri": teachers[tname].uri,
+                                      "demo_seed": d, **summary})
+
+    # 2. students: every cell not yet finished
+    cells = plan(config, prepared)
+    pending = [c for c in cells if not is_done(out, c)]
+    log.info("study %s: %d runs, %d already done, %d to train", config.name, len(cells), len(cells) - len(pending),
+             len(pending))
+    accounting: dict[tuple, dict] = {}
+
+    def jobs():
+        cache: dict[tuple, TrainingData] = {}
+        for cell in cells:
+            key = (cell.dataset, cell.source.name, cell.size)
+            if key not in cache:
+                prep = prepared[cell.dataset]
+                teacher = teachers.get(cell.source.teacher) if cell.source.teacher else None
+                cache[key] = training_data(prep, cell.source, cell.size,
+                                           records.get((cell.dataset, cell.source.teacher), {}), teacher)
+                accounting[key] = {**cache[key].accounting, "n_train": len(cache[key].texts)}
+            if is_done(out, cell):
+                continue
+            prep = prepared[cell.dataset]
+            spec = students[cell.student]
+            train_config = TrainConfig(**{k: v for k, v in spec.to_dict().items() if k != "name"})
+            payload = {"config": train_config, "data": cache[key], "seed": cell.seed,
+                       "test_texts": prep.splits.test.texts, "label_names": prep.splits.train.label_names}
+            if train_config.save_model:
+                payload["save_dir"] = out / "models" / cell.run_id
+            yield cell, payload
+
+    with progress_bar(f"study {config.name}: runs", total=len(pending)) as advance:
+        def on_done(cell: Cell, result: dict) -> None:
+            timing["train_s"] += result["wall"]
+            meta = {"dataset": cell.dataset, "label_source": cell.source.name, "student": cell.student,
+                    "size": cell.size, "seed": cell.seed, "source_spec": cell.source.spec(teachers),
+                    "train_config": students[cell.student].to_dict(),
+                    "accounting": accounting.get((cell.dataset, cell.source.name, cell.size), {})}
+            write_run(out, cell, result, prep=prepared[cell.dataset], meta=meta)
+            advance(1)
+
+        if pending:
+            EXECUTORS[executor](jobs(), on_done, **(executor_options or {}))
         else:
-            ok = teacher_train["label"].notna().to_numpy()
-            texts = [t for t, keep in zip(splits.train.texts, ok) if keep]
-            targets = teacher_train["label"][ok].map(label_index).to_numpy(np.int64)
-            vok = teacher_val["label"].notna().to_numpy()
-            val_texts = [t for t, keep in zip(splits.validation.texts, vok) if keep]
-            val_labels = teacher_val["label"][vok].map(label_index).to_numpy(np.int64)
-            meta = {**base_meta, "label_source": "teacher", "teacher": ann.frame["model"].iloc[0],
-                    "teacher_uri": config.teacher, "prompt": prompt.key(), "chat": config.chat,
-                    "labels": _hash(targets.tolist())}
-            dropped[source] = int((~ok).sum())
-            if len(set(targets.tolist())) < 2:
-                log.warning("the teacher gave every training item the same label; its students learn one class")
-        source_frames = []
-        for seed in config.seeds:
-            run_id = f"{source}-s{seed}-{_hash({**meta, 'seed': seed})}"
-            source_frames.append(_run_student(out, run_id, {**meta, "seed": seed}, texts=texts, targets=targets,
-                                              val_texts=val_texts, val_labels=val_labels, splits=splits,
-                                              train_config=train_config, seed=seed, label_source=source))
-        frames[source] = pd.concat(source_frames, ignore_index=True)
-    predictions = pd.concat(frames.values(), ignore_index=True)
-    atomic_write_parquet(predictions, out / "predictions.parquet")
+            for _ in jobs():  # still fills the accounting of every cell
+                pass
 
-    sources = []
-    for source, frame in frames.items():
-        ev = evaluate_table(frame[["item", "run", "pred", "gold"]], source=f"{source} predictions").to_dict()
-        result = SourceResult(
-            label_source=source, n_train=len(splits.train) - dropped[source], n_test=len(splits.test),
-            seeds=list(config.seeds), accuracy_mean=ev["accuracy_mean"], accuracy_std=ev["accuracy_std"],
-            macro_f1_mean=ev["macro_f1_mean"], macro_f1_std=ev["macro_f1_std"],
-            krippendorff_alpha=ev["krippendorff_alpha"], p_unchanged=ev["p_unchanged"],
-            pairwise_churn=ev["pairwise_churn"], per_class=ev["per_class"], n_train_dropped=dropped[source])
-        if source == "teacher":
-            gold_train = teacher_train["gold"].to_numpy()
-            result.teacher_accuracy = float((teacher_train["label"].to_numpy() == gold_train).mean())
-            from .metrics import macro_f1
+    # 3. summaries: one row per (dataset, student, label source, size), with bootstrap intervals
+    from .summary import summarise
 
-            result.teacher_macro_f1 = macro_f1(gold_train, teacher_train["label"].fillna("(failed)").to_numpy(),
-                                               labels=dataset.label_names)
-        sources.append(result)
-    summary = asdict(ann.summary)
-    summary["items_per_s"] = ann.summary.items_per_s if ann.summary.labelled else None
-    result = StudyResult(
-        dataset=dataset.name, provenance=dataset.provenance.describe(), real_data=dataset.provenance.real,
-        label_names=dataset.label_names, sources=sources, teacher=config.teacher, student=config.student,
-        annotation=summary, config=config.to_dict(), out=str(out), seconds=time.perf_counter() - started,
-        versions=versions())
-    results = {"dataset": result.dataset, "provenance": result.provenance, "real_data": result.real_data,
-               "label_names": result.label_names, "teacher": result.teacher, "student": result.student,
-               "results": [asdict(s) for s in sources], "annotation": summary, "config": result.config,
-               "versions": result.versions}
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, sort_keys=False))
-    write_reports(result, ann=ann, predictions=predictions, out=out)
-    return result
+    results = summarise(config, out, prepared, cells, records, summaries, accounting)
+    wall = time.perf_counter() - started
+    work = timing["annotate_s"] + timing["train_s"]
+    results["timing"] = {"wall_s": wall, **timing, "overhead_s": wall - work,
+                         "overhead_share": (wall - work) / wall if wall else 0.0,
+                         "runs_trained": len(pending), "method": (
+                             "overhead = wall time of run_study minus the time inside the teacher's annotate "
+                             "calls and inside each student run (model load, training, test prediction); it "
+                             "covers data loading, planning, writing runs, metrics with bootstrap intervals "
+                             "and the report")}
+    results["versions"] = versions()
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
+    if report:
+        from .reporting import write_study_report
+
+        write_study_report(out)
+        results["timing"]["with_report_s"] = time.perf_counter() - started
+    return results
+
+
+def demo_config(*, dataset: str | None = None, teacher: str | None = None, student: str | None = None,
+                n_train: int | None = None, n_test: int | None = None, seeds: list[int] | None = None,
+                epochs: int | None = None, learning_rate: float | None = None, chat: bool = True) -> StudyConfig:
+    """configs/quick.toml with the demo command's overrides applied (the demo is that study, not a copy of it)."""
+    from .config import load_study_config
+
+    data = load_study_config("quick").to_dict()
+    if dataset is not None:
+        data["datasets"] = [{**data["datasets"][0], "source": dataset, "name": None}]
+    for d in data["datasets"]:
+        if n_train is not None:
+            d["n_train"] = n_train
+        if n_test is not None:
+            d["n_test"] = n_test
+    for t in data["teachers"]:
+        if teacher is not None:
+            t["uri"] = teacher
+            t["name"] = teacher.split(":", 1)[-1].rsplit("/", 1)[-1].rsplit("#", 1)[-1] or "teacher"
+        t["chat"] = chat
+    for s in data["students"]:
+        if student is not None:
+            s["model"] = student
+            s["name"] = student.rstrip("/").rsplit("/", 1)[-1]
+        if epochs is not None:
+            s["epochs"] = epochs
+        if learning_rate is not None:
+            s["learning_rate"] = learning_rate
+    if seeds is not None:
+        data["seeds"] = seeds
+    return StudyConfig.from_dict(data, where="demo options")

@@ -31,3 +31,10 @@ __all__ = [
     "read_prediction_table",
     "validate_prediction_table",
 ]
+
+from silverlabel.metrics.bootstrap import bootstrap_intervals  # noqa: E402
+
+__all__ += ["bootstrap_intervals"]
+from silverlabel.metrics.scaling import PLATEAU_METHOD, detect_plateau  # noqa: E402
+
+__all__ += ["PLATEAU_METHOD", "detect_plateau"]

@@ -1,0 +1,93 @@
+"""The report's figures, drawn with matplotlib's Agg backend into PNG files a person would want to look at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def per_class_f1(rows: list[dict], names: list[str], support: dict, path: Path) -> None:
+    """Grouped bars: per-class F1 (mean over seeds) for each label source, rarest class on the left."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 3.6))
+    width = 0.8 / max(len(rows), 1)
+    for j, r in enumerate(rows):
+        f1 = [(r["per_class"].get(n) or {}).get("f1") or 0.0 for n in names]
+        ax.bar(np.arange(len(names)) + j * width - 0.4 + width / 2, f1, width, label=r["label_source"])
+    ax.set_xticks(np.arange(len(names)), [f"{n}\n(n={support.get(n, 0)})" for n in names])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1 on the test split (mean over seeds)")
+    ax.set_title("Per-class F1 by label source (rarest class first)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scaling(rows: list[dict], student: str, plateaus: list[dict], path: Path) -> None:
+    """Macro-F1 (band: min-max over seeds) and alpha (band: bootstrap 95 % interval) against training size, one
+    line per label source, with each curve's plateau marked."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    sources = list(dict.fromkeys(r["label_source"] for r in rows if r["student"] == student))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, source in enumerate(sources):
+        curve = sorted((r for r in rows if r["student"] == student and r["label_source"] == source),
+                       key=lambda r: r["size"])
+        sizes = [r["size"] for r in curve]
+        colour = colours[k % len(colours)]
+        f1 = [[v for v in r["macro_f1_per_seed"] if v is not None] or [np.nan] for r in curve]
+        axes[0].plot(sizes, [np.mean(v) for v in f1], marker="o", color=colour, label=source)
+        axes[0].fill_between(sizes, [np.min(v) for v in f1], [np.max(v) for v in f1], color=colour, alpha=0.15)
+        alpha = [np.nan if r["krippendorff_alpha"] is None else r["krippendorff_alpha"] for r in curve]
+        lo = [((r["ci"] or {}).get("krippendorff_alpha") or [np.nan, np.nan])[0] for r in curve]
+        hi = [((r["ci"] or {}).get("krippendorff_alpha") or [np.nan, np.nan])[1] for r in curve]
+        axes[1].plot(sizes, alpha, marker="o", color=colour, label=source)
+        axes[1].fill_between(sizes, lo, hi, color=colour, alpha=0.15)
+        for ax, metric in ((axes[0], "macro_f1"), (axes[1], "krippendorff_alpha")):
+            for p in plateaus:
+                if p["label_source"] == source and p["metric"] == metric and p["plateau_size"] is not None:
+                    ax.axvline(p["plateau_size"], color=colour, linestyle=":", linewidth=1.2)
+    for ax, title in ((axes[0], "macro-F1 (band: min-max over seeds)"),
+                      (axes[1], "Krippendorff's α across seeds (band: 95 % CI)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("training items (log scale); dotted: plateau")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> None:
+    """Gold (rows, rarest first) by teacher label (columns): counts and row shares."""
+    plt = _plt()
+    rows = list(table)
+    cols = list(next(iter(table.values())).keys()) if table else []
+    values = np.array([[table[r][c] for c in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
+    share = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2.5, 1.0 * len(rows) + 1.6))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{int(values[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black", fontsize=9)
+    ax.set_xticks(range(len(cols)), cols, rotation=20, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("teacher label")
+    ax.set_ylabel("gold label (rarest first)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,132 @@
+"""A finished study summarised: one row per (dataset, student, label source, training size) with bootstrap
+intervals, the teachers' accuracy and cost, and the plateau of every scaling curve. ``results.json`` holds it;
+the report is drawn from it and from the Parquet tables beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .data import PRESETS
+from .metrics import (
+    PLATEAU_METHOD,
+    bootstrap_intervals,
+    detect_plateau,
+    evaluate_table,
+    macro_f1,
+)
+from .reporting.paper import TABLE1
+from .study import atomic_write_parquet
+
+
+def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
+    """Accuracy, macro-F1, confusion (gold rows, rarest first) and cost of one teacher on the training texts."""
+    train = frame[frame["split"] == "train"]
+    labelled = train["label"].fillna("(failed)").to_numpy()
+    gold = train["gold"].to_numpy()
+    counts = train["gold"].value_counts()
+    rare_first = sorted(label_names, key=lambda n: (counts.get(n, 0), label_names.index(n)))
+    cols = [*label_names, "(failed)"] if (labelled == "(failed)").any() else list(label_names)
+    confusion = {g: {c: int(((gold == g) & (labelled == c)).sum()) for c in cols} for g in rare_first}
+    per_class_error = {g: (float((labelled[gold == g] != g).mean()) if (gold == g).any() else None)
+                       for g in rare_first}
+    return {"items": len(frame), "train_items": len(train),
+            "accuracy": float((labelled == gold).mean()) if len(train) else None,
+            "macro_f1": macro_f1(gold, labelled, labels=label_names) if len(train) else None,
+            "failed": int(frame["label"].isna().sum()), "prompt_tokens": int(frame["prompt_tokens"].sum()),
+            "seconds": float(frame["seconds"].sum()), "label_counts": train["label"].value_counts().to_dict(),
+            "confusion": confusion, "per_class_error": per_class_error, "model": str(frame["model"].iloc[0])}
+
+
+def summarise(config, out, prepared, cells, records, annotation_summaries, accounting) -> dict:
+    from .study import LabelSource  # noqa: F401  (the cells' sources)
+
+    frames = [pd.read_parquet(out / "runs" / c.run_id / "predictions.parquet") for c in cells]
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    atomic_write_parquet(predictions, out / "predictions.parquet")
+
+    datasets = {}
+    for name, prep in prepared.items():
+        source = prep.spec.source
+        datasets[name] = {
+            "source": source, "provenance": prep.dataset.provenance.describe(),
+            "real_data": prep.dataset.provenance.real, "label_names": list(prep.dataset.label_names),
+            "paper_dataset": source if source in PRESETS and source in TABLE1 else None,
+            "split": prep.splits.sizes(), "test_class_counts": {
+                n: int((prep.splits.test.labels == i).sum()) for i, n in enumerate(prep.dataset.label_names)},
+            "fingerprint": prep.dataset.fingerprint(), "task": prep.dataset.task}
+
+    teachers = []
+    for summary in annotation_summaries:
+        frame = records[(summary["dataset"], summary["teacher"])][summary["demo_seed"]]
+        stats = teacher_stats(frame, datasets[summary["dataset"]]["label_names"])
+        teachers.append({"dataset": summary["dataset"], "teacher": summary["teacher"], "uri": summary["uri"],
+                         "demo_seed": summary["demo_seed"], "this_run": {k: summary[k] for k in (
+                             "items", "cached", "labelled", "failed", "seconds", "prompt_tokens")}, **stats})
+
+    rows = []
+    by_group: dict[tuple, list] = {}
+    for c in cells:
+        by_group.setdefault((c.dataset, c.student, c.source.name, c.size), []).append(c)
+    for (dataset, student, source, size), group in by_group.items():
+        frame = predictions[(predictions["dataset"] == dataset) & (predictions["student"] == student)
+                            & (predictions["label_source"] == source) & (predictions["size"] == size)]
+        table = frame[["item", "run", "pred", "gold"]]
+        ev = evaluate_table(table, source=f"{dataset}/{source}/n{size}").to_dict()
+        cell = group[0]
+        row = {"dataset": dataset, "student": student, "label_source": source, "kind": cell.source.kind,
+               "teacher": cell.source.teacher, "policy": cell.source.policy, "budget": cell.source.budget,
+               "size": size, "n_test": ev["n_items"], "seeds": [c.seed for c in group],
+               **{k: ev[k] for k in ("accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+                                     "krippendorff_alpha", "p_unchanged", "pairwise_churn", "per_class")},
+               "macro_f1_per_seed": list(ev["macro_f1_per_run"].values()),
+               "accuracy_per_seed": list(ev["accuracy_per_run"].values()),
+               "ci": bootstrap_intervals(table, n_boot=config.bootstrap, seed=0),
+               "accounting": accounting.get((dataset, source, size), {})}
+        if cell.source.teacher:
+            main_seed = {t.name: t.demo_seeds[0] for t in config.teachers}[cell.source.teacher]
+            tr = records[(dataset, cell.source.teacher)][main_seed]
+            tr = tr[tr["split"] == "train"].iloc[np.sort(prepared[dataset].order[:size])]
+            row["teacher_accuracy"] = float((tr["label"].to_numpy() == tr["gold"].to_numpy()).mean())
+        else:
+            row["teacher_accuracy"] = None
+        row["n_train"] = int(row["accounting"].get("n_train", size))
+        rows.append(row)
+
+    plateaus = []
+    for dataset in prepared:
+        sizes = sorted({r["size"] for r in rows if r["dataset"] == dataset})
+        if len(sizes) < 2:
+            continue
+        for student in {r["student"] for r in rows}:
+            for source in dict.fromkeys(r["label_source"] for r in rows if r["dataset"] == dataset):
+                curve = [r for r in rows if (r["dataset"], r["student"], r["label_source"]) == (dataset, student,
+                                                                                                  source)]
+                curve.sort(key=lambda r: r["size"])
+                for metric, per_seed in (("macro_f1", lambda r: r["macro_f1_per_seed"]),
+                                         ("krippendorff_alpha", lambda r: [r["krippendorff_alpha"]])):
+                    values = [[v for v in per_seed(r) if v is not None] or [np.nan] for r in curve]
+                    if metric == "krippendorff_alpha":  # one value per size: judge it against its bootstrap width
+                        size = _alpha_plateau(curve)
+                    else:
+                        size = detect_plateau([r["size"] for r in curve], values)
+                    plateaus.append({"dataset": dataset, "student": student, "label_source": source,
+                                     "metric": metric, "plateau_size": size, "sizes": [r["size"] for r in curve]})
+    return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
+            "results": rows, "plateaus": plateaus, "plateau_method": PLATEAU_METHOD + (
+                "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
+                "bootstrap interval at the largest size instead of a standard error")}
+
+
+def _alpha_plateau(curve: list[dict]) -> int | None:
+    last = curve[-1]
+    ci = last["ci"].get("krippendorff_alpha") if last["ci"] else None
+    if last["krippendorff_alpha"] is None or ci is None:
+        return None
+    half = max((ci[1] - ci[0]) / 2, 0.005)
+    plateau = None
+    for r in reversed(curve[:-1]):
+        if r["krippendorff_alpha"] is None or abs(r["krippendorff_alpha"] - last["krippendorff_alpha"]) > half:
+            break
+        plateau = r["size"]
+    return plateau
