@@ -1,0 +1,300 @@
+"""Gold labels from people: export the items a policy chose, and merge the labels people gave back.
+
+``select`` needs no gold for ``random``, ``entropy``, ``ensemble`` (given the other runs' files), ``confident`` and
+``soft``. ``learned`` needs gold while it chooses, so it runs in two rounds: without ``labels`` it exports its
+validation sample (and any failed teacher calls); with the people's labels for those it fits its error model and
+exports the rest of the budget. ``merge`` then takes every label file of both rounds.
+
+Label Studio: ``select`` writes a task-import JSON (``data.text``, ``data.item``, the teacher's label as a
+``predictions[].result`` of a choices control named ``label`` on ``text``) and the labelling config beside it;
+``merge`` reads that project's JSON export back.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import SilverlabelError
+from . import choose, policy_input, policy_spec, teacher_arrays
+from .base import GoldOracle
+
+log = logging.getLogger(__name__)
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "labelstudio"}
+
+
+def read_annotations(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A ``silverlabel annotate`` output and its label set (from the p:<label> columns, in order)."""
+    from ..data import read_table
+
+    frame = read_table(Path(path))
+    names = [c[2:] for c in frame.columns if str(c).startswith("p:")]
+    missing = [c for c in ("item", "text", "label") if c not in frame.columns]
+    if missing or not names:
+        what = f"column '{missing[0]}'" if missing else "p:<label> columns"
+        raise SilverlabelError(f"{path}: no {what}; pass a `silverlabel annotate` output")
+    frame = frame.assign(item=frame["item"].astype(str))
+    frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+    for c in [f"p:{n}" for n in names] + (["entropy"] if "entropy" in frame else []):
+        frame[c] = pd.to_numeric(frame[c])
+    dup = frame["item"].duplicated()
+    if dup.any():
+        raise SilverlabelError(f"{path}: item '{frame['item'][dup].iloc[0]}' appears twice; items must be unique")
+    teacher_arrays(frame, names, where=str(path))  # checks every teacher label is in the label set
+    return frame, names
+
+
+def read_human_labels(path: Path, *, label_names: Sequence[str]) -> pd.Series:
+    """Item -> label from a CSV/JSONL (columns item, label; empty labels are skipped) or a Label Studio JSON
+    export; any label outside ``label_names`` is an error naming the file, the item and the allowed labels."""
+    from ..data import read_table
+
+    path = Path(path)
+    if not path.exists():
+        raise SilverlabelError(f"{path}: no such file")
+    rows: list[tuple[str, Any]]
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise SilverlabelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if isinstance(data, list) and data and all(isinstance(t, dict) and "data" in t for t in data):
+            rows = _label_studio_rows(data, path)
+        else:
+            rows = _table_rows(pd.DataFrame(data) if isinstance(data, list) else pd.DataFrame(), path)
+    else:
+        rows = _table_rows(read_table(path), path)
+    allowed = set(label_names)
+    out: dict[str, str] = {}
+    for item, label in rows:
+        if label not in allowed:
+            raise SilverlabelError(f"{path}: item '{item}' has label '{label}', which is not one of the allowed "
+                                   f"labels: {', '.join(label_names)}")
+        if out.get(item, label) != label:
+            raise SilverlabelError(f"{path}: item '{item}' is labelled both '{out[item]}' and '{label}'; keep one")
+        out[item] = label
+    if not out:
+        log.warning("%s: no labelled items yet", path)
+    return pd.Series(out, dtype=object, name="label")
+
+
+def _table_rows(frame: pd.DataFrame, path: Path) -> list[tuple[str, Any]]:
+    missing = [c for c in ("item", "label") if c not in frame.columns]
+    if missing:
+        raise SilverlabelError(f"{path}: no column '{missing[0]}'; human labels need columns item and label")
+    rows = []
+    for item, label in zip(frame["item"], frame["label"]):
+        if label is None or (isinstance(label, float) and np.isnan(label)) or str(label).strip() == "":
+            continue
+        rows.append((str(item), str(label).strip()))
+    return rows
+
+
+def _label_studio_rows(tasks: list[dict], path: Path) -> list[tuple[str, Any]]:
+    rows = []
+    for task in tasks:
+        item = (task.get("data") or {}).get("item")
+        if item is None:
+            raise SilverlabelError(f"{path}: task {task.get('id', '?')} has no data.item; export the Label Studio "
+                                   "project that `silverlabel select` made")
+        done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+        if not done:
+            continue
+        choices = [c for r in done[-1].get("result") or [] for c in (r.get("value") or {}).get("choices") or []]
+        if len(choices) > 1:
+            raise SilverlabelError(f"{path}: item '{item}' has {len(choices)} choices ({', '.join(choices)}); "
+                                   "one label per item")
+        if choices:
+            rows.append((str(item), choices[0]))
+    return rows
+
+
+def _oracle(records: pd.DataFrame, labels: Sequence[Path], label_names: Sequence[str]) -> GoldOracle | None:
+    if not labels:
+        return None
+    human = merged_human_labels(records, labels, label_names=label_names)
+    gold = [human.get(i) for i in records["item"]]
+    return GoldOracle(gold, items=records["item"].tolist(), source=", ".join(str(p) for p in labels))
+
+
+def merged_human_labels(records: pd.DataFrame, labels: Sequence[Path], *, label_names: Sequence[str]) -> pd.Series:
+    """Labels of every file, checked against each other and against the annotations' items."""
+    known = set(records["item"])
+    out: dict[str, str] = {}
+    for path in labels:
+        for item, label in read_human_labels(path, label_names=label_names).items():
+            if item not in known:
+                raise SilverlabelError(f"{path}: item '{item}' is not in the annotations file")
+            if out.get(item, label) != label:
+                raise SilverlabelError(f"{path}: item '{item}' is labelled '{label}' here but '{out[item]}' in "
+                                       "an earlier file; keep one")
+            out[item] = label
+    return pd.Series(out, dtype=object, name="label")
+
+
+@dataclass
+class Selected:
+    """Items to send to people, one row each, and what they are for."""
+
+    frame: pd.DataFrame  # item, text, label (empty, to fill), teacher_label, teacher_confidence, entropy, p:..., reason
+    label_names: list[str]
+    budget: int
+    message: str
+
+
+def select_items(annotations: Path, *, policy: str, budget: float | str, seed: int = 0,
+                 ensemble: Sequence[Path] = (), labels: Sequence[Path] = (),
+                 options: dict[str, Any] | None = None) -> Selected:
+    """The items policy ``policy`` sends for gold within ``budget`` (less any already in ``labels``)."""
+    records, names = read_annotations(annotations)
+    others = [read_annotations(p)[0] for p in ensemble]
+    oracle = _oracle(records, labels, names)
+    spec = policy_spec(policy)
+    done = np.zeros(len(records), dtype=bool) if oracle is None else np.array(
+        [g is not None for g in oracle.audit()], dtype=bool)
+    reason = np.full(len(records), "chosen", dtype=object)
+    if spec.needs_gold and oracle is None:
+        from .learned import plan_validation
+
+        ctx = policy_input(policy, records, label_names=names, budget=budget, seed=seed, ensemble=others,
+                           options=options)
+        first, val = plan_validation(ctx)
+        reason[val] = "validation"
+        chosen = np.zeros(len(records), dtype=bool)
+        chosen[np.concatenate([first, val])] = True
+        b = ctx.budget
+        message = (f"round 1 of 2: {int(chosen.sum())} items for the '{policy}' policy's validation set (of a budget "
+                   f"of {b}); label them, then run select again with --labels FILE for the rest")
+    else:
+        selection, b = choose(policy, records, label_names=names, budget=budget, oracle=oracle, seed=seed,
+                              ensemble=others, options=options)
+        chosen = selection.chosen & ~done
+        message = f"{int(chosen.sum())} items chosen by '{policy}' for gold (budget {b}"
+        message += f", {int((selection.chosen & done).sum())} already labelled)" if done.any() else ")"
+    failed = teacher_arrays(records, names)[2]
+    reason[chosen & failed] = "failed teacher call"
+    sub = records[chosen]
+    probs = sub[[f"p:{n}" for n in names]]
+    frame = pd.DataFrame({"item": sub["item"], "text": sub["text"], "label": "", "teacher_label": sub["label"],
+                          "teacher_confidence": probs.max(axis=1), "entropy": sub.get("entropy"),
+                          **{c: probs[c] for c in probs.columns}, "reason": reason[chosen]}).reset_index(drop=True)
+    return Selected(frame=frame, label_names=names, budget=b, message=message)
+
+
+def write_selection(selected: Selected, out: Path, *, fmt: str | None = None) -> list[Path]:
+    """Write the chosen items as CSV, JSONL or Label Studio tasks (plus its labelling config); returns paths."""
+    out = Path(out)
+    fmt = fmt or FORMATS.get(out.suffix.lower())
+    if fmt not in ("csv", "jsonl", "labelstudio"):
+        raise SilverlabelError(f"--out {out}: give --format csv, jsonl or labelstudio (or a .csv, .jsonl or .json "
+                               "file name)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame = selected.frame
+    if fmt == "csv":
+        frame.to_csv(out, index=False)
+        return [out]
+    if fmt == "jsonl":
+        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+        return [out]
+    tasks = [_task(row, selected.label_names) for row in frame.to_dict(orient="records")]
+    out.write_text(json.dumps(tasks, ensure_ascii=False, indent=1), encoding="utf-8")
+    config = out.with_name(out.stem + ".labelstudio.xml")
+    config.write_text(label_studio_config(selected.label_names), encoding="utf-8")
+    return [out, config]
+
+
+def _task(row: dict, label_names: Sequence[str]) -> dict:
+    probs = {n: (None if pd.isna(row[f"p:{n}"]) else float(row[f"p:{n}"])) for n in label_names}
+    teacher = row["teacher_label"]
+    data = {"text": row["text"], "item": row["item"], "teacher_label": teacher, "teacher_probs": probs,
+            "reason": row["reason"]}
+    task: dict[str, Any] = {"data": data, "predictions": []}
+    if teacher is not None and not (isinstance(teacher, float) and np.isnan(teacher)):
+        task["predictions"].append({
+            "model_version": "silverlabel-teacher", "score": float(row["teacher_confidence"]),
+            "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [teacher]}}],
+        })
+    return task
+
+
+def label_studio_config(label_names: Sequence[str]) -> str:
+    """The labelling interface the exported tasks expect: one single choice named ``label`` over ``text``."""
+    choices = "\n".join(f'    <Choice value="{html.escape(n, quote=True)}"/>' for n in label_names)
+    return (f'<View>\n  <Text name="text" value="$text"/>\n  <Choices name="label" toName="text" choice="single" '
+            f'showInLine="true">\n{choices}\n  </Choices>\n</View>\n')
+
+
+@dataclass
+class Merged:
+    """Training labels (the annotations frame with people's labels in place) and the teacher's error on them."""
+
+    frame: pd.DataFrame
+    human: int
+    teacher_errors: int
+
+    @property
+    def teacher_error_rate(self) -> float | None:
+        return self.teacher_errors / self.human if self.human else None
+
+    def summary(self) -> str:
+        rate = "n/a" if self.teacher_error_rate is None else f"{100 * self.teacher_error_rate:.1f} %"
+        return (f"{self.human} human labels; the teacher was wrong on {self.teacher_errors} of them ({rate}); "
+                f"{int(self.frame['label'].notna().sum())} of {len(self.frame)} items have a training label")
+
+
+def merge_labels(annotations: Path, labels: Sequence[Path]) -> Merged:
+    """People's labels replace the teacher's; their p:<label> becomes one-hot so soft-label training uses them
+    too. The teacher's label is kept in ``teacher_label`` and the origin in ``label_source``."""
+    records, names = read_annotations(annotations)
+    human = merged_human_labels(records, labels, label_names=names)
+    frame = records.copy()
+    has = frame["item"].isin(human.index).to_numpy()
+    got = frame.loc[has, "item"].map(human)
+    frame.insert(3, "teacher_label", records["label"])
+    frame.insert(4, "label_source", np.where(has, "human", np.where(records["label"].isna(), "none", "teacher")))
+    wrong = int((frame.loc[has, "teacher_label"].to_numpy(dtype=object) != got.to_numpy(dtype=object)).sum())
+    frame.loc[has, "label"] = got
+    for n in names:
+        frame.loc[has, f"p:{n}"] = (got == n).astype(float).to_numpy()
+    if "entropy" in frame:
+        frame.loc[has, "entropy"] = 0.0
+    return Merged(frame=frame, human=int(has.sum()), teacher_errors=wrong)
+
+
+def write_training_labels(frame: pd.DataFrame, out: Path) -> Path:
+    """The merged labels in the annotations format (.parquet, .csv or .jsonl), for ``train --annotations``."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".jsonl"):
+        raise SilverlabelError(f"--out {out}: use a .parquet, .csv or .jsonl file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    elif suffix == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_json(out, orient="records", lines=True, force_ascii=False)
+    return out
+
+
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to policy options; values are read as JSON (0.3, 50, true, "cv"), else as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SilverlabelError(f"--option '{pair}' is not KEY=VALUE, e.g. --option validation=0.3")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

@@ -1,0 +1,43 @@
+"""Plots about the teacher itself: its reliability diagram (more to come: budget curves per policy)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from ..metrics.divergence import Calibration
+
+
+def reliability_diagram(cal: Calibration, *, title: str = "teacher calibration",
+                        path: Path | str | None = None) -> bytes:
+    """A reliability diagram (accuracy against confidence per bin, with item counts) as PNG bytes; also written
+    to ``path`` when given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = cal.bins
+    width = (bins["upper"] - bins["lower"]).to_numpy()
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    try:
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+        filled = bins["count"].to_numpy() > 0
+        ax.bar(bins["lower"][filled], bins["accuracy"][filled], width=width[filled], align="edge",
+               edgecolor="black", color="#4c72b0", alpha=0.8, label="accuracy")
+        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], "o", color="#c44e52", ms=4,
+                label="mean confidence")
+        ax.set(ylim=(0, 1), ylabel="accuracy vs gold", title=f"{title} (ECE {100 * cal.ece:.1f} %)")
+        ax.legend(loc="upper left", fontsize=8)
+        ax_n.bar(bins["lower"], bins["count"], width=width, align="edge", edgecolor="black", color="#8c8c8c")
+        ax_n.set(xlim=(0, 1), xlabel="teacher confidence (max P_S)", ylabel="items")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+    return data
