@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .errors import SilverlabelError
 
@@ -69,7 +69,7 @@ class AnnotationStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "AnnotationStore":
+    def __enter__(self) -> AnnotationStore:
         return self
 
     def __exit__(self, *exc) -> None:

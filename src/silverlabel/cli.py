@@ -231,13 +231,12 @@ def annotate(
     prompt = Prompt(task=ds.task, label_names=tuple(ds.label_names), demonstrations=demos)
     store = AnnotationStore(cache or cache_dir() / "annotations.sqlite")
     if dry_run:
-        from .teachers.llamacpp import resolve_gguf
-
-        _, model_id = resolve_gguf(parse_teacher_uri(teacher)[1])
-        from .teachers.base import store_key
-
-        key = store_key(prompt, chat=not raw_prompt)
-        cached = len(store.get_many(model_id, key, [text_hash(t) for t in train.texts]))
+        t = get_teacher(teacher, chat=not raw_prompt)  # loads nothing; an openai teacher probes its server
+        try:
+            cached = len(store.get_many(t.model_id, t.cache_key(prompt), [text_hash(x) for x in train.texts]))
+        finally:
+            t.close()
+            store.close()
         chars = sum(len(prompt.render(t)) for t in train.texts)
         console.rule("first prompt (before the chat template)")
         console.print(prompt.render(train.texts[0]), markup=False, highlight=False)
@@ -247,24 +246,42 @@ def annotate(
                       f"before prefix reuse); cached: {cached}")
         return
     t = get_teacher(teacher, chat=not raw_prompt)
-    try:
-        ann = t.annotate(train.items, train.texts, prompt, store=store, gold=train.labels)
+    try:  # streamed to the file chunk by chunk: memory stays flat however large the split
+        s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
     finally:
         t.close()
         store.close()
-    frame = ann.frame.assign(gold=[ds.label_names[i] for i in train.labels])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".parquet":
-        frame.to_parquet(out, index=False)
-    elif out.suffix.lower() == ".csv":
-        frame.to_csv(out, index=False)
-    else:
-        frame.to_json(out, orient="records", lines=True, force_ascii=False)
-    s = ann.summary
+    accuracy = "n/a" if s.accuracy is None else f"{100 * s.accuracy:.1f} %"
+    macro_f1 = "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %"
     console.print(f"{s.items} items ({s.cached} cached, {s.labelled} labelled, {s.failed} failed) in "
                   f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
-                  f"{s.label_counts}; accuracy vs gold {100 * s.accuracy:.1f} %, macro-F1 {100 * s.macro_f1:.1f} %")
+                  f"{s.label_counts}; accuracy vs gold {accuracy}, macro-F1 {macro_f1}")
+    _print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
+
+
+def _print_annotation_summary(s, teacher: str) -> None:
+    """The teacher's run as tables: cost, label counts and scores against gold, and the confusion matrix."""
+    table = Table(title=f"teacher {teacher}")
+    for col in ("items", "cached", "labelled", "failed", "seconds", "items/s", "prompt tokens", "accuracy",
+                "macro-F1"):
+        table.add_column(col, justify="right")
+    table.add_row(str(s.items), str(s.cached), str(s.labelled), str(s.failed), f"{s.seconds:.1f}",
+                  f"{s.items_per_s:.2f}", str(s.prompt_tokens),
+                  "n/a" if s.accuracy is None else f"{100 * s.accuracy:.1f} %",
+                  "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %")
+    console.print(table)
+    names = list(s.label_counts)
+    if s.confusion is not None:
+        matrix = Table(title="confusion (rows: gold, columns: teacher; failed items not counted)")
+        matrix.add_column("gold \\ teacher")
+        for n in names:
+            matrix.add_column(n, justify="right")
+        matrix.add_column("gold total", justify="right")
+        for n, row in zip(names, s.confusion):
+            matrix.add_row(n, *[str(v) for v in row], str(sum(row)))
+        matrix.add_row("teacher total", *[str(s.label_counts[n]) for n in names], "")
+        console.print(matrix)
 
 
 @app.command()

@@ -9,10 +9,17 @@ from __future__ import annotations
 import importlib
 
 from ..errors import SilverlabelError
-from .base import TEACHERS, AnnotationSummary, Annotations, Scored, Teacher, register_teacher
+from .base import (
+    TEACHERS,
+    Annotations,
+    AnnotationSummary,
+    Scored,
+    Teacher,
+    register_teacher,
+)
 from .prompts import PAPER_TEMPLATE, Demonstrations, Prompt, sample_demonstrations
 
-_BACKEND_MODULES = {"llamacpp": ".llamacpp", "openai": ".openai_server"}
+_BACKEND_MODULES = {"llamacpp": ".llamacpp", "hf": ".hf_causal", "openai": ".openai_server"}
 
 
 def parse_teacher_uri(uri: str) -> tuple[str, str]:
@@ -33,5 +40,17 @@ def get_teacher(uri: str, **options) -> Teacher:
     return TEACHERS[backend](model, **options)
 
 
-__all__ = ["Annotations", "AnnotationSummary", "Demonstrations", "PAPER_TEMPLATE", "Prompt", "Scored", "Teacher",
-           "TEACHERS", "get_teacher", "parse_teacher_uri", "register_teacher", "sample_demonstrations"]
+__all__ = [
+    "PAPER_TEMPLATE",
+    "TEACHERS",
+    "AnnotationSummary",
+    "Annotations",
+    "Demonstrations",
+    "Prompt",
+    "Scored",
+    "Teacher",
+    "get_teacher",
+    "parse_teacher_uri",
+    "register_teacher",
+    "sample_demonstrations",
+]

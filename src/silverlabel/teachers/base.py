@@ -9,12 +9,16 @@ owns caching, batching, progress and accounting, so every backend gets them the 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -50,6 +54,7 @@ class AnnotationSummary:
     label_counts: dict[str, int]
     accuracy: float | None = None
     macro_f1: float | None = None
+    confusion: list[list[int]] | None = None  # gold (rows) x teacher label (columns), in label order
 
     @property
     def items_per_s(self) -> float:
@@ -119,6 +124,7 @@ class Teacher(ABC):
     """An LLM that labels texts with a fixed few-shot prompt."""
 
     backend: ClassVar[str] = ""
+    batch_items: int = 16  # texts per score() call unless annotate() is given batch_size
 
     def __init__(self, model: str, *, chat: bool = True):
         self.model = model
@@ -140,54 +146,95 @@ class Teacher(ABC):
     def score(self, texts: Sequence[str]) -> list[Scored]:
         """Label-token log-probabilities for each text, in order."""
 
-    def close(self) -> None:  # noqa: B027 - optional for backends
+    def close(self) -> None:
         """Free the model."""
 
     # ------------------------------------------------------------------ shared machinery
     def cache_key(self, prompt: Prompt) -> str:
-        return store_key(prompt, chat=self.chat)
+        """The prompt part of the store key: the prompt, the chat flag, and whatever else the backend says
+        changes its scores (:meth:`scoring_key`)."""
+        extra = self.scoring_key(prompt)
+        return store_key(prompt, chat=self.chat) + (f":{extra}" if extra else "")
 
-    def annotate(self, items: Sequence[str], texts: Sequence[str], prompt: Prompt, *,
-                 store: AnnotationStore | None = None, batch_size: int = 16, gold: Sequence[int] | None = None,
-                 description: str = "annotating") -> Annotations:
-        """Label every text, reusing cached records, committing each batch as it finishes."""
-        label_names = list(prompt.label_names)
-        hashes = [text_hash(t) for t in texts]
+    def scoring_key(self, prompt: Prompt) -> str:
+        """What, beyond the model, prompt and chat flag, changes this backend's scores (e.g. the way a server is
+        asked for them); empty when nothing does. May prepare the prompt to find out."""
+        return ""
+
+    def annotate(self, items: Iterable, texts: Iterable[str], prompt: Prompt, *,
+                 store: AnnotationStore | None = None, batch_size: int | None = None,
+                 gold: Iterable[int] | None = None, description: str = "annotating",
+                 total: int | None = None) -> Annotations:
+        """Label every text, reusing cached records, committing each batch as it finishes; the frame is built
+        from per-chunk frames, so nothing per item outlives its chunk except the frame's own rows."""
+        acc = _Accumulator(list(prompt.label_names))
+        frames = list(self._stream(items, texts, prompt, store=store, batch_size=batch_size, gold=gold,
+                                   description=description, total=total, acc=acc))
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else \
+            self._frame([], [], [], {}, acc.label_names, prompt)
+        return Annotations(frame=frame, label_names=acc.label_names, summary=acc.summary())
+
+    def annotate_to(self, path: str | Path, items: Iterable, texts: Iterable[str], prompt: Prompt, *,
+                    store: AnnotationStore | None = None, batch_size: int | None = None,
+                    gold: Iterable[int] | None = None, description: str = "annotating",
+                    total: int | None = None) -> AnnotationSummary:
+        """Like :meth:`annotate`, but each chunk goes straight to a Parquet, CSV or JSONL file (by extension),
+        so memory stays flat however many items stream through; with gold, a ``gold`` column (label names)."""
+        acc = _Accumulator(list(prompt.label_names))
+        chunks = self._stream(items, texts, prompt, store=store, batch_size=batch_size, gold=gold,
+                              description=description, total=total, acc=acc, gold_column=True)
+        write_frames(path, chunks, empty=self._frame([], [], [], {}, acc.label_names, prompt))
+        return acc.summary()
+
+    def _stream(self, items, texts, prompt, *, store, batch_size, gold, description, total, acc,
+                gold_column=False) -> Iterator[pd.DataFrame]:
+        """One frame per chunk of CHUNK_ITEMS items: cache lookup, scoring of the rest in batches (each written
+        to the store as it finishes), and the chunk's rows. Without a store, a text repeated in two chunks is
+        scored twice: remembering every text seen would make memory grow with the run."""
+        label_names = acc.label_names
+        batch_size = batch_size or self.batch_items
         key = self.cache_key(prompt)
-        cached = store.get_many(self.model_id, key, hashes) if store is not None else {}
-        unique_index = {h: i for i, h in enumerate(hashes)}  # first occurrence of each distinct text
-        todo = [unique_index[h] for h in dict.fromkeys(hashes) if h not in cached]
-        records: dict[str, Record] = dict(cached)
+        if total is None:
+            total = len(texts) if hasattr(texts, "__len__") else 0
+        gold_iter = iter(gold) if gold is not None else None
         started = time.perf_counter()
-        if todo:
-            if self.prompt is None or self.prompt.key() != prompt.key():
-                self.prepare(prompt)
-                check_distinguishable(label_names, self.label_tokens)
-            with progress_bar(description, total=len(todo)) as advance:
+        rows = zip(items, texts)
+        with progress_bar(description, total=total) as advance:
+            while chunk := list(itertools.islice(rows, CHUNK_ITEMS)):
+                c_items = [i for i, _ in chunk]
+                c_texts = [t for _, t in chunk]
+                del chunk
+                hashes = [text_hash(t) for t in c_texts]
+                records = store.get_many(self.model_id, key, hashes) if store is not None else {}
+                first: dict[str, int] = {}  # the first occurrence of each distinct text
+                for i, h in enumerate(hashes):
+                    first.setdefault(h, i)
+                todo = [i for h, i in first.items() if h not in records]
+                if todo and (self.prompt is None or self.prompt.key() != prompt.key()):
+                    self.prepare(prompt)
+                    check_distinguishable(label_names, self.label_tokens)
                 for start in range(0, len(todo), batch_size):
-                    chunk = todo[start:start + batch_size]
+                    part = todo[start:start + batch_size]
                     t0 = time.perf_counter()
-                    scored = self.score([texts[i] for i in chunk])
-                    per_item = (time.perf_counter() - t0) / len(chunk)
-                    batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(chunk, scored)]
+                    scored = self.score([c_texts[i] for i in part])
+                    per_item = (time.perf_counter() - t0) / len(part)
+                    batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(part, scored)]
                     if store is not None:
                         store.put_many(self.model_id, key, batch)
                     records.update({r.text_hash: r for r in batch})
-                    advance(len(chunk))
-        seconds = time.perf_counter() - started
-        frame = self._frame(items, texts, hashes, records, label_names, prompt)
-        failed = int(frame["error"].notna().sum())
-        summary = AnnotationSummary(
-            items=len(texts), cached=len(texts) - len(todo), labelled=len(todo), failed=failed, seconds=seconds,
-            prompt_tokens=int(frame["prompt_tokens"].sum()),
-            label_counts={n: int((frame["label"] == n).sum()) for n in label_names})
-        if gold is not None:
-            from ..metrics import accuracy, macro_f1
-
-            pred = frame["label"].map({n: i for i, n in enumerate(label_names)}).fillna(-1).to_numpy(int)
-            summary.accuracy = accuracy(np.asarray(gold), pred)
-            summary.macro_f1 = macro_f1(np.asarray(gold), pred, labels=list(range(len(label_names))))
-        return Annotations(frame=frame, label_names=label_names, summary=summary)
+                    advance(len(part))
+                advance(len(c_texts) - len(todo))
+                frame = self._frame(c_items, c_texts, hashes, records, label_names, prompt)
+                c_gold = None
+                if gold_iter is not None:
+                    c_gold = np.fromiter(itertools.islice(gold_iter, len(c_texts)), dtype=np.int64)
+                    if len(c_gold) != len(c_texts):
+                        raise SilverlabelError(f"gold has fewer labels than there are texts (ran out after "
+                                               f"{acc.items + len(c_gold)})")
+                    if gold_column:
+                        frame["gold"] = [label_names[g] if 0 <= g < len(label_names) else None for g in c_gold]
+                acc.add(frame, scored=len(todo), gold=c_gold, seconds=time.perf_counter() - started)
+                yield frame
 
     def _record(self, h: str, scored: Scored, label_names: list[str], seconds: float) -> Record:
         if scored.error is not None:
@@ -198,15 +245,123 @@ class Teacher(ABC):
         return Record(h, label_names[choice], [float(x) for x in p], entropy(p), scored.prompt_tokens, seconds)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:
-        rows = []
+        """Columns built one at a time: a row tuple per item would double the chunk's Python objects."""
+        recs = [records[h] for h in hashes]
         nan = [math.nan] * len(label_names)
-        for item, text, h in zip(items, texts, hashes):
-            r = records[h]
-            rows.append((item, text, r.label, r.entropy, *(r.probs or nan), self.model, prompt.demonstrations.seed,
-                         r.prompt_tokens, r.seconds, r.error))
-        cols = ["item", "text", "label", "entropy", *[f"p:{n}" for n in label_names], "model", "demo_seed",
-                "prompt_tokens", "seconds", "error"]
-        return pd.DataFrame(rows, columns=cols)
+        probs = np.array([r.probs or nan for r in recs], dtype=np.float64).reshape(len(recs), len(label_names))
+        cols = {"item": list(items), "text": list(texts), "label": [r.label for r in recs],
+                "entropy": np.array([math.nan if r.entropy is None else r.entropy for r in recs], dtype=np.float64)}
+        cols.update({f"p:{n}": probs[:, k] for k, n in enumerate(label_names)})
+        cols.update({"model": self.model, "demo_seed": prompt.demonstrations.seed,
+                     "prompt_tokens": np.array([r.prompt_tokens or 0 for r in recs], dtype=np.int64),
+                     "seconds": np.array([r.seconds for r in recs], dtype=np.float64),
+                     "error": [r.error for r in recs]})
+        return pd.DataFrame(cols, index=pd.RangeIndex(len(recs)))
+
+
+CHUNK_ITEMS = 2048  # items per store lookup and output chunk: big enough for SQLite, small next to 100k items
+
+
+class _Accumulator:
+    """Running totals for the summary; keeps two int arrays per item (teacher and gold label), nothing else."""
+
+    def __init__(self, label_names: list[str]):
+        self.label_names = label_names
+        self.index = {n: i for i, n in enumerate(label_names)}
+        self.items = self.scored = self.failed = self.prompt_tokens = 0
+        self.seconds = 0.0
+        self.counts = np.zeros(len(label_names), dtype=np.int64)
+        self.pred: list[np.ndarray] = []
+        self.gold: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame, *, scored: int, gold: np.ndarray | None, seconds: float) -> None:
+        pred = frame["label"].map(self.index).fillna(-1).to_numpy(dtype=np.int64)
+        self.items += len(frame)
+        self.scored += scored
+        self.failed += int(frame["error"].notna().sum())
+        self.prompt_tokens += int(frame["prompt_tokens"].sum())
+        self.counts += np.bincount(pred[pred >= 0], minlength=len(self.label_names))
+        self.seconds = seconds
+        if gold is not None:
+            self.pred.append(pred.astype(np.int32))
+            self.gold.append(gold.astype(np.int32))
+
+    def summary(self) -> AnnotationSummary:
+        s = AnnotationSummary(items=self.items, cached=self.items - self.scored, labelled=self.scored,
+                              failed=self.failed, seconds=self.seconds, prompt_tokens=self.prompt_tokens,
+                              label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)})
+        if self.gold:
+            from sklearn.metrics import confusion_matrix, f1_score
+
+            gold, pred = np.concatenate(self.gold), np.concatenate(self.pred)
+            known = gold >= 0  # items without a gold label do not count
+            gold, pred = gold[known], pred[known]
+            if len(gold):
+                s.accuracy = float((gold == pred).mean())
+                # macro over the labels seen in gold or among the teacher's labels; failed items (-1) count as
+                # misses of their gold label
+                present = sorted(set(np.unique(gold)) | set(np.unique(pred[pred >= 0])))
+                s.macro_f1 = float(f1_score(gold, pred, labels=present, average="macro", zero_division=0))
+                s.confusion = confusion_matrix(gold, pred, labels=list(range(len(self.label_names)))).tolist()
+        return s
+
+
+def write_frames(path: str | Path, frames: Iterable[pd.DataFrame], *, empty: pd.DataFrame) -> None:
+    """Write frames one after another to Parquet, CSV or JSONL (by extension); ``empty`` (the columns) when
+    there are none. The file appears under its name only when complete, so an interrupted run never leaves a
+    short file that looks finished."""
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind not in (".parquet", ".csv", ".jsonl"):
+        raise SilverlabelError(f"{path}: use a .parquet, .csv or .jsonl file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    writer = schema = None
+    written = 0
+    try:
+        with open(tmp, "wb") as fh:
+            for frame in frames:
+                if kind == ".parquet":
+                    import pyarrow as pa
+                    import pyarrow.parquet as pq
+
+                    if writer is None:
+                        schema = _schema(frame)
+                        writer = pq.ParquetWriter(fh, schema)
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                elif kind == ".csv":
+                    fh.write(frame.to_csv(index=False, header=written == 0).encode("utf-8"))
+                else:
+                    text = frame.to_json(orient="records", lines=True, force_ascii=False)
+                    fh.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
+                written += 1
+            if writer is not None:
+                writer.close()
+                writer = None
+            elif written == 0 and kind == ".parquet":
+                empty.to_parquet(fh, index=False)
+            elif written == 0 and kind == ".csv":
+                fh.write(empty.to_csv(index=False).encode("utf-8"))
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
+def _schema(frame: pd.DataFrame):
+    """One Parquet schema for every chunk: a chunk where every label (or every error) is missing must not
+    change a column's type."""
+    import pyarrow as pa
+
+    inferred = pa.Schema.from_pandas(frame, preserve_index=False)
+    fields = []
+    for f in inferred:
+        if f.name in ("text", "label", "model", "error", "gold") or pa.types.is_null(f.type):
+            f = f.with_type(pa.string())
+        fields.append(f)
+    return pa.schema(fields)
 
 
 TEACHERS: dict[str, type[Teacher]] = {}

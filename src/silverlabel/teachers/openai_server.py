@@ -42,6 +42,7 @@ messages, ``model_id`` and the annotation store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -49,10 +50,11 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import SilverlabelError
@@ -251,7 +253,7 @@ class OpenAITeacher(Teacher):
         self.api_key_env = api_key_env
         self.scoring = scoring
         self.chat_template = chat_template
-        self.root_url = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        self.root_url = self.base_url.removesuffix("/v1")
         self.mode: str | None = None  # "echo" or "next_token", once prepared
         self.terminator: str | None = None  # its text, when the labels are scored with it
         self.guided_field: str | None = None  # the request field that gives guided choice on this server
@@ -271,6 +273,15 @@ class OpenAITeacher(Teacher):
     @property
     def model_id(self) -> str:
         return f"openai:{self.served_model}@{_public_url(self.base_url)}"
+
+    def scoring_key(self, prompt: Prompt) -> str:
+        """How this server's labels are scored changes them: echo or next token, with or without the terminator,
+        its guided choice or the local one, and the exact text the chat template rendered. Known only after
+        probing the server, so this prepares the prompt (a few requests) when it is not yet."""
+        if self.mode is None or self.prompt is None or self.prompt.key() != prompt.key():
+            self.prepare(prompt)
+        rendered = hashlib.sha256(self._rendered.encode("utf-8")).hexdigest()[:12]
+        return f"{self.mode}:{'term' if self.terminator else 'noterm'}:{self.guided_field or 'local'}:{rendered}"
 
     # ------------------------------------------------------------------ HTTP
     def _http(self):
