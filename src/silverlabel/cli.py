@@ -110,7 +110,7 @@ def _print_study(results: dict, out: Path) -> None:
                                f"student {student}, {largest} training items")
         for t in results["teachers"]:
             if t["dataset"] == name:
-                console.print(f"teacher {t['teacher']} ({t['uri']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
+                console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
                               f"on {t['train_items']} training texts ({t['this_run']['cached']} of {t['items']} "
                               "labels from the cache)")
     timing = results["timing"]

@@ -33,7 +33,10 @@ class _Config(BaseModel):
             path = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] == "extra_forbidden":
                 raise SilverlabelError(f"{where}: unknown key '{path}'; check its spelling") from None
-            raise SilverlabelError(f"{where}: '{path}': {err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            if path == "(top level)":
+                raise SilverlabelError(f"{where}: {msg}") from None
+            raise SilverlabelError(f"{where}: '{path}': {msg}") from None
 
 
 class TrainConfig(_Config):
@@ -112,6 +115,25 @@ def _check_seeds(v: list[int]) -> list[int]:
     return v
 
 
+def _check_policy(m: MitigationSpec, teacher: TeacherSpec) -> None:
+    from .mitigations import POLICIES, resolve_budget
+
+    if m.policy not in POLICIES:
+        raise ValueError(f"mitigation policy '{m.policy}' is unknown; choose one of {', '.join(sorted(POLICIES))}")
+    unknown = sorted(set(m.options) - set(POLICIES[m.policy].defaults))
+    if unknown:
+        raise ValueError(f"mitigation '{m.policy}' has no option '{unknown[0]}'; its options are: "
+                         f"{', '.join(sorted(POLICIES[m.policy].defaults)) or 'none'}")
+    for b in m.budgets:
+        try:
+            resolve_budget(b, 1_000_000)
+        except SilverlabelError as exc:
+            raise ValueError(str(exc)) from None
+    if m.policy == "ensemble" and len(teacher.demo_seeds) < 2:
+        raise ValueError(f"mitigation 'ensemble' needs teacher '{teacher.name}' to have 2 or more demo_seeds "
+                         f"(it has {teacher.demo_seeds})")
+
+
 class StudyConfig(_Config):
     """The grid: datasets x label sources x students x training sizes x seeds."""
 
@@ -160,6 +182,7 @@ class StudyConfig(_Config):
                 raise ValueError(f"mitigation '{m.policy}' needs at least one [[teachers]] entry")
             if m.teacher is not None and m.teacher not in teachers:
                 raise ValueError(f"mitigation '{m.policy}' names teacher '{m.teacher}', which is not in [[teachers]]")
+            _check_policy(m, next(t for t in self.teachers if t.name == (m.teacher or teachers[0])))
         students = [s.name for s in self.students]
         if len(set(students)) != len(students):
             raise ValueError(f"student names repeat: {students}; give each [[students]] a name")

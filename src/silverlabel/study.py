@@ -325,17 +325,17 @@ def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[
     ensemble = None
     if source.policy == "ensemble":
         ensemble = [records[d][records[d]["split"] == "train"].iloc[pick].reset_index(drop=True)
-                    for d in teacher.demo_seeds]
+                    for d in teacher.demo_seeds[1:]]  # the other demonstration sets; the main one is `tr`
     gold_names = np.array([train.label_names[i] for i in train.labels[pick]], dtype=object)
     result = apply_policy(source.policy, tr.reset_index(drop=True), label_names=list(train.label_names),
                           budget=source.budget, oracle=GoldOracle(gold_names), action=source.action,
                           seed=prep.spec.split_seed, ensemble=ensemble, options=dict(source.options))
     accounting = dict(result.accounting)
     if result.soft is not None:
-        keep = ~np.isnan(result.soft).any(axis=1)
+        keep = np.asarray(result.kept)
         return TrainingData([t for t, k in zip(texts, keep) if k], result.soft[keep], val_texts, val_targets,
                             accounting)
-    keep = np.array([lab is not None for lab in result.labels])
+    keep = np.asarray(result.kept)
     index = {n: i for i, n in enumerate(train.label_names)}
     targets = np.array([index[lab] for lab in result.labels[keep]], dtype=np.int64)
     return TrainingData([t for t, k in zip(texts, keep) if k], targets, val_texts, val_targets, accounting)
@@ -520,7 +520,9 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                     summaries.append({"dataset": name, "teacher": tname, "uri": teachers[tname].uri,
                                       "demo_seed": d, **summary})
 
-    # 2. students: every cell not yet finished
+    # 2. students: every cell not yet finished (temporary folders of runs killed mid-write are removed first)
+    for stale in (out / "runs").glob(".*") if (out / "runs").exists() else []:
+        shutil.rmtree(stale, ignore_errors=True)
     cells = plan(config, prepared)
     pending = [c for c in cells if not is_done(out, c)]
     log.info("study %s: %d runs, %d already done, %d to train", config.name, len(cells), len(cells) - len(pending),

