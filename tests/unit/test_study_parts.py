@@ -1,0 +1,151 @@
+"""The study's parts that need no model: config validation, nested training sizes, stable run ids, plateau
+detection and bootstrap intervals (checked against an independent computation)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from silverlabel.config import StudyConfig, load_study_config
+from silverlabel.errors import SilverlabelError
+from silverlabel.metrics import bootstrap_intervals, detect_plateau, krippendorff_alpha
+from silverlabel.study import demo_config, label_sources, nested_order, plan, prepare_dataset
+
+BASE = {"datasets": [{"source": "imdb", "n_train": 100, "n_test": 50}],
+        "teachers": [{"name": "q", "uri": "llamacpp:qwen2.5-0.5b"}], "seeds": [1, 2]}
+
+
+def config(**changes) -> StudyConfig:
+    return StudyConfig.from_dict({**BASE, **changes})
+
+
+@pytest.mark.parametrize("name", ["quick", "scaling-quick", "paper"])
+def test_shipped_configs_validate(name):
+    cfg = load_study_config(name)
+    assert cfg.name == name
+    if name == "quick":
+        assert len(cfg.datasets) >= 2 and cfg.seeds == [1, 2, 3] and set(cfg.label_sources) == {"gold", "teacher"}
+    if name == "scaling-quick":
+        assert len(cfg.sizes) >= 5
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"datasets": [{"source": "imdb", "n_trian": 5}]}, "unknown key 'datasets.0.n_trian'"),
+    ({"seeds": [1, -2]}, "seeds must be 0 or more"),
+    ({"seeds": [1, 1]}, "seeds repeat"),
+    ({"label_sources": ["gold", "teacher:nobody"]}, "names no teacher"),
+    ({"label_sources": ["silver"]}, "is not gold, teacher or teacher:NAME"),
+    ({"sizes": [1, 10]}, "training sizes must be 2 or more"),
+    ({"mitigations": [{"policy": "entropy", "budgets": [1.5]}]}, "above 100 %"),
+    ({"mitigations": [{"policy": "magic"}]}, "policy 'magic' is unknown"),
+    ({"mitigations": [{"policy": "ensemble"}]}, "2 or more demo_seeds"),
+    ({"students": [{"name": "a"}, {"name": "a"}]}, "student names repeat"),
+])
+def test_bad_configs_name_the_field(changes, message):
+    with pytest.raises(SilverlabelError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config(**changes)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text("name = 'x'\n[[datasets]\nsource = 'imdb'\n")
+    with pytest.raises(SilverlabelError, match="study.toml: not valid TOML"):
+        load_study_config(path)
+    with pytest.raises(SilverlabelError, match="no such config file"):
+        load_study_config(tmp_path / "missing.toml")
+
+
+def test_sizes_above_the_training_split_are_an_error():
+    with pytest.raises(SilverlabelError, match="sizes: 200 is above dataset 'imdb' n_train = 100"):
+        prepare_dataset(config().datasets[0], sizes=[50, 200], offline=True)
+
+
+def test_nested_order_keeps_class_shares_in_every_prefix():
+    labels = np.array([0] * 70 + [1] * 20 + [2] * 10)
+    order = nested_order(labels, seed=3)
+    assert sorted(order) == list(range(100))
+    for size in (10, 20, 50, 100):
+        counts = np.bincount(labels[order[:size]], minlength=3)
+        assert np.all(np.abs(counts - size * np.array([0.7, 0.2, 0.1])) <= 1.5), (size, counts)
+    assert not np.array_equal(order, nested_order(labels, seed=4))
+    assert np.array_equal(order, nested_order(labels, seed=3))
+
+
+def test_run_ids_are_stable_and_change_only_with_what_makes_the_run():
+    cfg = config(sizes=[20, 40], students=[{"name": "a", "model": "minilm"}, {"name": "b", "model": "minilm",
+                                                                               "learning_rate": 1e-4}])
+    prepared = {d.key: prepare_dataset(d, sizes=cfg.sizes, offline=True) for d in cfg.datasets}
+    cells = plan(cfg, prepared)
+    assert len(cells) == 2 * 2 * 2 * 2  # sources x students x sizes x seeds
+    assert len({c.run_id for c in cells}) == len(cells)
+    assert [c.run_id for c in cells] == [c.run_id for c in plan(cfg, prepared)]
+    # a third seed adds runs without renaming the finished ones (so a grown grid resumes)
+    more = plan(cfg.model_copy(update={"seeds": [1, 2, 3]}), prepared)
+    assert {c.run_id for c in cells} < {c.run_id for c in more}
+    # changing student b's recipe renames b's runs only
+    students = [cfg.students[0], cfg.students[1].model_copy(update={"learning_rate": 3e-4})]
+    changed = plan(cfg.model_copy(update={"students": students}), prepared)
+    same = {c.run_id for c in cells} & {c.run_id for c in changed}
+    assert same == {c.run_id for c in cells if c.student == "a"}
+
+
+def test_mitigation_sources_are_named_by_policy_budget_and_teacher():
+    cfg = config(mitigations=[{"policy": "entropy", "budgets": [0.05, "25%", 40]}])
+    names = [s.name for s in label_sources(cfg)]
+    assert names == ["gold", "teacher:q", "entropy@5%:q", "entropy@25%:q", "entropy@40:q"]
+
+
+def test_demo_is_quick_toml_with_overrides():
+    assert demo_config() == load_study_config("quick")
+    cfg = demo_config(dataset="toxic", teacher="llamacpp:smollm2-135m", n_train=50, seeds=[4])
+    assert [d.source for d in cfg.datasets] == ["toxic"] and cfg.datasets[0].n_train == 50
+    assert cfg.teachers[0].uri == "llamacpp:smollm2-135m" and cfg.seeds == [4]
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([[0.5, 0.52], [0.70, 0.71], [0.80, 0.81], [0.81, 0.80], [0.80, 0.82]], 200),  # flat from 200
+    ([[0.5, 0.5], [0.6, 0.6], [0.7, 0.7], [0.8, 0.8], [0.9, 0.9]], None),  # still climbing
+    ([[0.80, 0.81], [0.80, 0.80], [0.81, 0.80], [0.80, 0.81], [0.81, 0.80]], 50),  # flat everywhere
+    ([[0.5, 0.7], [0.6, 0.8], [0.70, 0.72], [0.60, 0.80], [0.70, 0.71]], 50),  # wide noise hides the climb
+])
+def test_plateau_detection(values, expected):
+    assert detect_plateau([50, 100, 200, 400, 800], values) == expected
+
+
+def _table(rng, n_items=60, n_runs=3, labels=("a", "b", "c")):
+    gold = rng.choice(labels, n_items, p=[0.6, 0.3, 0.1])
+    rows = []
+    for r in range(n_runs):
+        pred = np.where(rng.random(n_items) < 0.7, gold, rng.choice(labels, n_items))
+        rows += [{"item": i, "run": f"r{r}", "pred": p, "gold": g} for i, (p, g) in enumerate(zip(pred, gold))]
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_matches_an_independent_computation():
+    df = _table(np.random.default_rng(0))
+    got = bootstrap_intervals(df, n_boot=200, seed=5)
+    # the same resamples, scored the slow way with scikit-learn and the krippendorff package
+    wide = df.pivot(index="run", columns="item", values="pred").sort_index()
+    gold = df.drop_duplicates("item").set_index("item")["gold"].sort_index().to_numpy()
+    preds = wide.to_numpy()
+    rng = np.random.default_rng(5)
+    f1s, alphas, accs = [], [], []
+    for _ in range(200):
+        idx = rng.integers(0, len(gold), len(gold))
+        f1s.append(np.mean([f1_score(gold[idx], p[idx], average="macro") for p in preds]))
+        accs.append(np.mean([(gold[idx] == p[idx]).mean() for p in preds]))
+        alphas.append(krippendorff_alpha(preds[:, idx]))
+    assert got["macro_f1_mean"] == pytest.approx(list(np.percentile(f1s, [2.5, 97.5])))
+    assert got["accuracy_mean"] == pytest.approx(list(np.percentile(accs, [2.5, 97.5])))
+    assert got["krippendorff_alpha"] == pytest.approx(list(np.percentile(alphas, [2.5, 97.5])))
+
+
+def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
+    rng = np.random.default_rng(1)
+    small = bootstrap_intervals(_table(rng, n_items=50), n_boot=300)
+    large = bootstrap_intervals(_table(rng, n_items=2000), n_boot=300)
+    width = {k: v[1] - v[0] for k, v in small.items()}
+    assert large["accuracy_mean"][1] - large["accuracy_mean"][0] < width["accuracy_mean"] / 3
+    one = bootstrap_intervals(_table(rng, n_runs=1), n_boot=50)
+    assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0]
+    assert bootstrap_intervals(_table(rng), n_boot=0) == {}
