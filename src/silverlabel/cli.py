@@ -261,19 +261,12 @@ def annotate(
 
 
 def _print_annotation_summary(s, teacher: str) -> None:
-    """The teacher's run as tables: cost, label counts and scores against gold, and the confusion matrix."""
-    table = Table(title=f"teacher {teacher}")
-    for col in ("items", "cached", "labelled", "failed", "seconds", "items/s", "prompt tokens", "accuracy",
-                "macro-F1"):
-        table.add_column(col, justify="right")
-    table.add_row(str(s.items), str(s.cached), str(s.labelled), str(s.failed), f"{s.seconds:.1f}",
-                  f"{s.items_per_s:.2f}", str(s.prompt_tokens),
-                  "n/a" if s.accuracy is None else f"{100 * s.accuracy:.1f} %",
-                  "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %")
-    console.print(table)
+    """The teacher against gold as a table: the confusion matrix with its totals, accuracy and macro-F1."""
     names = list(s.label_counts)
     if s.confusion is not None:
-        matrix = Table(title="confusion (rows: gold, columns: teacher; failed items not counted)")
+        matrix = Table(title=f"teacher {teacher} vs gold: accuracy {100 * s.accuracy:.1f} %, macro-F1 "
+                             f"{100 * s.macro_f1:.1f} %\nconfusion (rows: gold, columns: teacher; failed items "
+                             "not counted)")
         matrix.add_column("gold \\ teacher")
         for n in names:
             matrix.add_column(n, justify="right")

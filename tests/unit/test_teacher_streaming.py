@@ -208,3 +208,27 @@ def test_openai_cache_key_names_the_scoring_method_guided_choice_and_rendered_pr
     t.cache_key(_prompt())
     t._rendered = "another chat template's text"  # a different rendering of the same prompt
     assert t.cache_key(_prompt()) != key(scoring="echo")
+
+
+def test_annotate_command_prints_macro_f1_and_the_confusion_matrix(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from silverlabel import cli, teachers
+
+    monkeypatch.setitem(teachers._BACKEND_MODULES, "fake-test", __name__)
+    monkeypatch.setitem(teachers.TEACHERS, "fake-test", FakeTeacher)
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"some text {i},{NAMES[i % 3]}\n" for i in range(60)))
+    out = tmp_path / "o.csv"
+    r = CliRunner().invoke(cli.app, ["annotate", str(data), "--out", str(out), "--teacher", "fake-test:x",
+                                     "--n-train", "40", "--n-test", "20", "--k", "0", "--cache",
+                                     str(tmp_path / "c.sqlite")], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    table = pd.read_csv(out)
+    gold, pred = table["gold"], table["label"]
+    f1 = f1_score(gold, pred, average="macro")
+    assert f"macro-F1 {100 * f1:.1f} %" in r.output and "confusion (rows: gold, columns: teacher" in r.output
+    matrix = confusion_matrix(gold, pred, labels=list(NAMES))
+    for name, row in zip(NAMES, matrix):  # each gold row of the printed matrix, with its total
+        assert any(line.split("│")[1:] and [c.strip() for c in line.split("│")[1:6]] ==
+                   [name, *map(str, row), str(row.sum())] for line in r.output.splitlines()), (name, row, r.output)
