@@ -128,6 +128,8 @@ class LabelSource:
         if self.teacher:
             t = teachers[self.teacher].to_dict()
             t.pop("name")
+            if self.policy != "ensemble":  # only the main demonstration set makes these labels
+                t["demo_seeds"] = t["demo_seeds"][:1]
             out["teacher"] = t
         if self.kind == "mitigation":
             out.update(policy=self.policy, budget=self.budget, action=self.action, options=dict(self.options))
@@ -159,7 +161,8 @@ def label_sources(config: StudyConfig) -> list[LabelSource]:
         teacher = m.teacher or teachers[0]
         for b in m.budgets:
             shown = f"{100 * b:g}%" if isinstance(b, float) else str(b)
-            out.append(LabelSource(f"{m.policy}@{shown}:{teacher}", "mitigation", teacher=teacher, policy=m.policy,
+            opts = "[" + ",".join(f"{k}={v}" for k, v in sorted(m.options.items())) + "]" if m.options else ""
+            out.append(LabelSource(f"{m.policy}{opts}@{shown}:{teacher}", "mitigation", teacher=teacher, policy=m.policy,
                                    budget=b, action=m.action, options=tuple(sorted(m.options.items()))))
     seen: set[str] = set()
     return [s for s in out if not (s.name in seen or seen.add(s.name))]

@@ -30,7 +30,20 @@ def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
     confusion = {g: {c: int(((gold == g) & (labelled == c)).sum()) for c in cols} for g in rare_first}
     per_class_error = {g: (float((labelled[gold == g] != g).mean()) if (gold == g).any() else None)
                        for g in rare_first}
-    return {"items": len(frame), "train_items": len(train),
+    from .metrics.divergence import calibration, kl_estimate
+
+    cols = [f"p:{n}" for n in label_names]
+    ok = train[cols].notna().all(axis=1).to_numpy() & train["gold"].isin(label_names).to_numpy()
+    divergence = None
+    if ok.sum() >= 2:
+        probs = train.loc[ok, cols].to_numpy(np.float64)
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        gold_index = train.loc[ok, "gold"].map({n: i for i, n in enumerate(label_names)}).to_numpy(np.int64)
+        kl = kl_estimate(probs, gold_index, n_boot=1000, seed=0)
+        cal = calibration(probs, gold_index, n_bins=10)
+        divergence = {"kl": kl.to_dict(), "gold_needed_for_0.05_nats": kl.gold_needed(0.05),
+                      "ece": float(cal.ece), "reliability": cal.bins.to_dict(orient="list")}
+    return {"items": len(frame), "train_items": len(train), "divergence": divergence,
             "accuracy": float((labelled == gold).mean()) if len(train) else None,
             "macro_f1": macro_f1(gold, labelled, labels=label_names) if len(train) else None,
             "failed": int(frame["label"].isna().sum()), "prompt_tokens": int(frame["prompt_tokens"].sum()),

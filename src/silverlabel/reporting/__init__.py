@@ -101,7 +101,19 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
         plots.confusion(t["confusion"], path, title=f"{t['teacher']} (demos {t['demo_seed']}) vs gold, training "
                                                        "texts")
         figs[f"confusion:{t['teacher']}:{t['demo_seed']}"] = path
-        teachers.append({**t, "figure": path})
+        entry = {**t, "figure": path}
+        if t.get("divergence"):
+            import pandas as pd
+
+            from ..metrics.divergence import Calibration
+            from .teacher_plots import reliability_diagram
+
+            cal = Calibration(ece=t["divergence"]["ece"], bins=pd.DataFrame(t["divergence"]["reliability"]))
+            entry["reliability_figure"] = figures / path.name.replace("-confusion.png", "-reliability.png")
+            reliability_diagram(cal, title=f"{t['teacher']} calibration on {t['train_items']} gold labels",
+                                path=entry["reliability_figure"])
+            figs[f"reliability:{t['teacher']}:{t['demo_seed']}"] = entry["reliability_figure"]
+        teachers.append(entry)
     mitigations = [r for r in rows if r["kind"] == "mitigation" and r["student"] == students[0]
                    and r["size"] == largest]
     budget = None
@@ -181,6 +193,13 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                    f"tokens (this run: {t['this_run']['cached']} from the cache)", "",
                    _markdown_table([{"gold": g, **row} for g, row in conf.items()], ["gold", *cols], {}), "",
                    f"![confusion](figures/{t['figure'].name})", ""]
+            if t.get("divergence"):
+                d = t["divergence"]
+                md += [f"Divergence from the truth: KL(P ‖ P_S) ≈ {d['kl']['value']:.3f} nats [{d['kl']['ci_low']:.3f}, "
+                       f"{d['kl']['ci_high']:.3f}] from {d['kl']['n']} gold labels (mean −log P_S(gold | x); with "
+                       f"ambiguous texts an upper bound); ±0.05 nats would need about "
+                       f"{d['gold_needed_for_0.05_nats']} gold labels. Calibration: ECE {100 * d['ece']:.1f} %.", "",
+                       f"![reliability](figures/{t['reliability_figure'].name})", ""]
         if s["mitigations"]:
             acc_cols = ["label_source", "gold_used", "teacher_calls", "errors_caught_precision",
                         "errors_caught_recall", "noise_rate"]
