@@ -14,13 +14,14 @@ _API = {
     "SilverlabelError": "errors",
     "Dataset": "data", "Splits": "data", "load_dataset": "data", "load_preset": "data", "split": "data",
     "PRESETS": "data",
-    "DemoConfig": "config", "TrainConfig": "config",
+    "TrainConfig": "config", "StudyConfig": "config", "load_study_config": "config",
     "Prompt": "teachers", "get_teacher": "teachers", "sample_demonstrations": "teachers",
     "AnnotationStore": "cache",
     "train_student": "students", "StudentRun": "students",
     "evaluate_table": "metrics", "accuracy": "metrics", "macro_f1": "metrics", "krippendorff_alpha": "metrics",
     "p_unchanged": "metrics", "pairwise_churn": "metrics",
-    "run_demo": "study", "StudyResult": "study",
+    "run_study": "study", "demo_config": "study", "write_study_report": "reporting",
+    "apply_policy": "mitigations", "GoldOracle": "mitigations",
 }
 
 __all__ = ["__version__", *_API]

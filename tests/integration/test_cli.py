@@ -21,9 +21,10 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"silverlabel {__version__}"
 
 
-@pytest.mark.parametrize("command", ["demo", "datasets", "annotate", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["demo", "datasets", "annotate", "train", "evaluate", "study", "study run",
+                                     "study report", "select", "merge"])
 def test_every_command_explains_itself(command):
-    r = run(command, "--help")
+    r = run(*command.split(), "--help")
     assert r.returncode == 0
     assert len(r.stdout.split()) > 20 and "Usage" in r.stdout
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from silverlabel.cache import AnnotationStore, Record, text_hash
-from silverlabel.config import DemoConfig, TrainConfig
+from silverlabel.config import StudyConfig, TrainConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, parse_teacher_uri, sample_demonstrations
 from silverlabel.teachers.base import check_distinguishable, distribution, entropy, guided_choice
@@ -126,7 +126,7 @@ def test_configs_refuse_unknown_keys_and_bad_values():
     with pytest.raises(SilverlabelError, match="unknown key 'epocs'"):
         TrainConfig.from_dict({"epocs": 3})
     with pytest.raises(SilverlabelError, match="seeds"):
-        DemoConfig.from_dict({"seeds": [-1]})
+        StudyConfig.from_dict({"datasets": [{"source": "imdb"}], "seeds": [-1]})
     cfg = TrainConfig(model="minilm", epochs=2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
