@@ -501,7 +501,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     out = Path(out)
     check_out(out)
     started = time.perf_counter()
-    timing = {"annotate_s": 0.0, "train_s": 0.0}
+    timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
     prepared = _prepare_all(config, offline)
     teachers = {t.name: t for t in config.teachers}
@@ -539,8 +539,10 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
             if key not in cache:
                 prep = prepared[cell.dataset]
                 teacher = teachers.get(cell.source.teacher) if cell.source.teacher else None
+                t0 = time.perf_counter()
                 cache[key] = training_data(prep, cell.source, cell.size,
                                            records.get((cell.dataset, cell.source.teacher), {}), teacher)
+                timing["mitigate_s"] += time.perf_counter() - t0 if cell.source.kind == "mitigation" else 0.0
                 accounting[key] = {**cache[key].accounting, "n_train": len(cache[key].texts)}
             if is_done(out, cell):
                 continue
@@ -574,12 +576,13 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
 
     results = summarise(config, out, prepared, cells, records, summaries, accounting)
     wall = time.perf_counter() - started
-    work = timing["annotate_s"] + timing["train_s"]
+    work = timing["annotate_s"] + timing["train_s"] + timing["mitigate_s"]
     results["timing"] = {"wall_s": wall, **timing, "overhead_s": wall - work,
                          "overhead_share": (wall - work) / wall if wall else 0.0,
                          "runs_trained": len(pending), "method": (
                              "overhead = wall time of run_study minus the time inside the teacher's annotate "
-                             "calls and inside each student run (model load, training, test prediction); it "
+                             "calls, inside each student run (model load, training, test prediction) and inside "
+                             "the mitigation policies (embeddings, cleanlab, error models); it "
                              "covers data loading, planning, writing runs, metrics with bootstrap intervals "
                              "and the report")}
     results["versions"] = versions()

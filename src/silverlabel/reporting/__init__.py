@@ -224,7 +224,8 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                   f"(fingerprint {info['fingerprint']})")
     if timing:
         md += ["", f"Wall time {timing['wall_s']:.0f} s: teacher {timing['annotate_s']:.0f} s, students "
-                   f"{timing['train_s']:.0f} s ({timing['runs_trained']} runs trained), runner overhead "
+                   f"{timing['train_s']:.0f} s ({timing['runs_trained']} runs trained), mitigation policies "
+                   f"{timing.get('mitigate_s', 0):.0f} s, runner overhead "
                    f"{timing['overhead_s']:.1f} s = {100 * timing['overhead_share']:.1f} % ({timing['method']})."]
     md += ["", "```json", json.dumps(results["config"], indent=2), "```", "",
            "Versions: " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()), ""]
