@@ -16,6 +16,13 @@ def _plt():
     return plt
 
 
+def _save_pair(fig, axes, path: Path) -> None:
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def per_class_f1(rows: list[dict], names: list[str], support: dict, path: Path) -> None:
     """Grouped bars: per-class F1 (mean over seeds) for each label source, rarest class on the left."""
     plt = _plt()
@@ -64,10 +71,7 @@ def scaling(rows: list[dict], student: str, plateaus: list[dict], path: Path) ->
         ax.set_xlabel("training items (log scale); dotted: plateau")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_pair(fig, axes, path)
 
 
 def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> None:
@@ -120,7 +124,4 @@ def budget_curves(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("gold labels spent")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_pair(fig, axes, path)
