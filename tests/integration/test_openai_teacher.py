@@ -260,7 +260,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
         if fault == "hang":  # longer than the client waits
-            time.sleep(1.5)
+            time.sleep(5.0)
             self._send(500, b"too late")
         elif fault == "500":  # an error page quoting the request's key
             self._send(500, f"internal error serving {auth}".encode(), "text/plain")
@@ -319,7 +319,8 @@ def test_retries_a_timeout_500_and_429_then_scores(proxied, teacher, toxic, capl
     caplog.set_level(logging.WARNING, logger="silverlabel")
     proxy.calls.clear()
     proxy.faults.extend(["hang", "500", "429"])
-    t._http().timeout, timeout = httpx.Timeout(1.0), t._http().timeout
+    # 4 s, not less: the real request after the faults must not time out on a busy two-core machine
+    t._http().timeout, timeout = httpx.Timeout(4.0), t._http().timeout
     try:
         started = time.monotonic()
         [got] = t.score([text])
@@ -328,7 +329,7 @@ def test_retries_a_timeout_500_and_429_then_scores(proxied, teacher, toxic, capl
         t._http().timeout = timeout
     assert got.error is None
     assert proxy.calls[:4] == ["hang", "500", "429", "relay"]
-    assert took >= 2.0  # the 1 s timeout, then Retry-After: 1
+    assert took >= 5.0  # the 4 s timeout, then Retry-After: 1
     assert "no reply within 60 s; retry 1 of 3" in caplog.text  # the teacher's timeout, as configured
     assert "HTTP 500; retry 2 of 3" in caplog.text and "HTTP 429; retry 3 of 3 in 1.00 s" in caplog.text
     [direct] = teacher.score([text])
