@@ -52,13 +52,17 @@ def test_run_records_curve_and_test_probabilities(data):
 
 
 def test_soft_labels_train_on_probabilities(data):
-    soft = np.eye(2)[data.train.labels] * 0.8 + 0.1
-    run = _train(data, seed=1, targets=soft)
-    assert run.preds.shape == (40,)
+    onehot = _train(data, seed=1, targets=np.eye(2)[data.train.labels])
     hard = _train(data, seed=1)
-    assert not np.array_equal(run.probs, hard.probs)
+    assert np.allclose(onehot.probs, hard.probs, atol=1e-4)  # one-hot P_S is the hard-label loss
+    # the student follows the teacher's distribution: the same texts with opposite P_S pull opposite ways
+    leans_pos = _train(data, seed=1, targets=np.tile([0.2, 0.8], (len(data.train), 1)), learning_rate=5e-4)
+    leans_neg = _train(data, seed=1, targets=np.tile([0.8, 0.2], (len(data.train), 1)), learning_rate=5e-4)
+    assert leans_pos.probs[:, 1].mean() > leans_neg.probs[:, 1].mean() + 0.1
+    assert leans_pos.curve[0]["train_loss"] > 0.5  # entropy of (0.2, 0.8) is 0.50: a soft loss, not a hard one
     with pytest.raises(SilverlabelError, match="config.labels is 'hard'"):
-        train_student(data.train.texts, soft, num_labels=2, config=TrainConfig(model="minilm"), seed=1)
+        train_student(data.train.texts, np.eye(2)[data.train.labels], num_labels=2,
+                      config=TrainConfig(model="minilm"), seed=1)
 
 
 def test_saved_model_is_safetensors_and_predicts_the_same(data, tmp_path):
