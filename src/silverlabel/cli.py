@@ -187,6 +187,19 @@ def datasets() -> None:
                   "always uses its stand-in (the Manifesto Project API needs a key; not implemented yet).")
 
 
+def _writable(folder: Path, flag: str = "--out") -> None:
+    """Fail before the expensive part when the output cannot be written (a read-only folder, a path under a file)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SilverlabelError(f"{flag}: cannot write to {folder} ({exc.strerror or exc}); choose another "
+                               "path") from None
+
+
 def _load(data: str, text_column, label_column, id_column, task):
     from .data import load_dataset
 
@@ -245,6 +258,7 @@ def annotate(
                       f"{len(ds.label_names)} labels each); prompt tokens ≈ {chars // 4} (4 characters a token, "
                       f"before prefix reuse); cached: {cached}")
         return
+    _writable(out.parent)
     t = get_teacher(teacher, chat=not raw_prompt)
     try:  # streamed to the file chunk by chunk: memory stays flat however large the split
         s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
@@ -340,8 +354,10 @@ def train(
         else:
             targets = np.array([index[label] for label in table.loc[kept_items, "label"]])
         source = "teacher-soft" if soft_labels else "teacher"
+    seed_list = _seeds(seeds)
+    _writable(out)
     frames = []
-    for seed in _seeds(seeds):
+    for seed in seed_list:
         run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,
                             val_texts=splits.validation.texts, val_labels=splits.validation.labels,
                             test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
@@ -441,17 +457,38 @@ def merge(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    from rich.markup import escape
+
+    # click's exceptions, wherever this typer takes click from (recent typers vendor it as typer._click)
+    click = sys.modules[typer.BadParameter.__module__]
     debug = "--debug" in sys.argv[1:] or os.environ.get("SILVERLABEL_DEBUG") == "1"
+    err = Console(stderr=True)
     try:
-        app(standalone_mode=True)
+        # not standalone: click would print usage errors as a multi-line box; they become one line here
+        code = app(standalone_mode=False)
     except SilverlabelError as exc:
         if debug:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a path or label like "data[red].csv" is text, not rich markup
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted; finished work is kept and a rerun resumes from it")
+    except getattr(click, "NoArgsIsHelpError", ()) as exc:  # a bare group: its help, as click does
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        if debug:
+            raise
+        where = exc.ctx.command_path if exc.ctx is not None else "silverlabel"
+        err.print(f"[bold red]error:[/] {escape(exc.format_message().rstrip('.'))}; see {escape(where)} --help",
+                  highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted; finished work is kept and a rerun resumes from it")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

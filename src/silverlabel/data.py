@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TASK = "Classify the text into one of the available labels."
 MAX_CLASSES = 200  # more distinct values than this is nearly always the wrong column
+MAX_TEXT_CHARS = 1_000_000  # a longer "text" is nearly always a broken CSV quote that swallowed the rest of a file
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,8 @@ def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise SilverlabelError(
-            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 or pass --encoding"
+            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 (or pass encoding= to "
+            "load_dataset)"
         ) from None
     except pd.errors.ParserError as exc:
         raise SilverlabelError(f"{path}: malformed {kind.upper()} ({str(exc).strip()}); fix that row") from None
@@ -423,6 +425,12 @@ def _from_frame(frame: pd.DataFrame, *, name: str, label_names: list[str] | None
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise SilverlabelError(f"{where}: row {row + 1} has an empty text; fill it or drop the row")
+    long = (texts.astype(str).str.len() > MAX_TEXT_CHARS).to_numpy()
+    if long.any():
+        row = int(np.flatnonzero(long)[0])
+        raise SilverlabelError(
+            f"{where}: row {row + 1} has a text of {len(str(texts.iloc[row])):,} characters (at most "
+            f"{MAX_TEXT_CHARS:,}); an unclosed quote can swallow the rest of a CSV into one cell: fix or shorten it")
     labels = _label_strings(frame["label"], where)
     found = sorted(labels.unique(), key=lambda s: (0, float(s), s) if _is_number(s) else (1, 0.0, s))
     if label_names is None:
