@@ -121,19 +121,20 @@ def test_ray_executor_gives_the_same_results(study, tmp_path):
     require("ray", "pip install 'silverlabel[ray]'")
     config, out = study
     ray_out = tmp_path / "ray"
-    shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("runs", "report*", "figures", "results.json"))
+    shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("report*", "figures", "results.json"))
+    for run in (ray_out / "runs").glob("*-n48-*"):  # Ray trains half the grid; the rest is resumed from disk
+        shutil.rmtree(run)
     r = cli("study", "run", str(config), "--out", str(ray_out), "--executor", "ray")
     assert r.returncode == 0, r.stderr[-3000:]
     local, remote = results(out), results(ray_out)
-    assert remote["timing"]["runs_trained"] == 8
+    assert remote["timing"]["runs_trained"] == 4
     assert sorted(p.name for p in (ray_out / "runs").iterdir()) == sorted(p.name for p in (out / "runs").iterdir())
     key = ["label_source", "size", "seed", "item"]
     a = pd.read_parquet(out / "predictions.parquet").sort_values(key).reset_index(drop=True)
     b = pd.read_parquet(ray_out / "predictions.parquet").sort_values(key).reset_index(drop=True)
     assert (a["pred"] == b["pred"]).all()
-    strip = ("ci",)
     for x, y in zip(local["results"], remote["results"]):
-        assert {k: v for k, v in x.items() if k not in strip} == {k: v for k, v in y.items() if k not in strip}
+        assert x == y  # the same numbers, intervals included: the report is the same
 
 
 def _chromium() -> str:
