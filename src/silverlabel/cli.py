@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import sqlite3
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -455,6 +457,9 @@ def merge(
     console.print(f"wrote {path}")
 
 
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
     from rich.markup import escape
@@ -485,6 +490,17 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except (OSError, sqlite3.OperationalError) as exc:
+        # a full disk or a folder made read-only mid-run: the user's to fix, not a bug; anything else is a bug
+        full = isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS or \
+            any(s in str(exc) for s in ("disk is full", "readonly database", "disk I/O error"))
+        if debug or not full:
+            raise
+        what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f"{exc.filename}: " if isinstance(exc, OSError) and exc.filename else ""
+        err.print(f"[bold red]error:[/] {escape(where + what)}; free some space or fix the permissions (or choose "
+                  "another --out), then rerun: finished work is kept", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted; finished work is kept and a rerun resumes from it")
         sys.exit(130)

@@ -73,6 +73,16 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
         raise
 
 
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}")  # the atomic writers' temporary files: mkstemp(prefix=".NAME.")
+
+
+def remove_stale_temp(folder: Path) -> None:
+    """Delete temporary files that a writer killed before its rename left behind (kill -9 skips the cleanup)."""
+    for p in folder.glob(".*") if folder.is_dir() else []:
+        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
+            p.unlink(missing_ok=True)
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -500,6 +510,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
         raise SilverlabelError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
     out = Path(out)
     check_out(out)
+    for folder in (out, out / "teachers"):
+        remove_stale_temp(folder)
     started = time.perf_counter()
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
