@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -87,6 +88,23 @@ class TeacherSpec(_Config):
     k_shot: int = Field(3, ge=0)
     demo_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     balanced: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        from .teachers import parse_teacher_uri
+
+        try:
+            parse_teacher_uri(v)  # an unknown backend is found before anything is written or annotated
+        except SilverlabelError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_serializer("uri")
+    def _redacted(self, v: str) -> str:
+        from .teachers import redact_uri
+
+        return redact_uri(v)
 
 
 class StudentSpec(TrainConfig):

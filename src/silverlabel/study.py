@@ -38,7 +38,7 @@ from .config import DatasetSpec, StudyConfig, TeacherSpec, TrainConfig
 from .data import Dataset, Splits, load_dataset, split
 from .errors import SilverlabelError
 from .progress import progress_bar
-from .teachers import Prompt, get_teacher, sample_demonstrations
+from .teachers import Prompt, get_teacher, redact_uri, sample_demonstrations
 
 log = logging.getLogger(__name__)
 
@@ -532,7 +532,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                     summary = frame.attrs.pop("summary")
                     atomic_write_parquet(frame, teacher_table_path(out, name, tname, d))
                     records.setdefault((name, tname), {})[d] = frame
-                    summaries.append({"dataset": name, "teacher": tname, "uri": teachers[tname].uri,
+                    summaries.append({"dataset": name, "teacher": tname, "uri": redact_uri(teachers[tname].uri),
                                       "demo_seed": d, **summary})
 
     # 2. students: every cell not yet finished (temporary folders of runs killed mid-write are removed first)

@@ -51,6 +51,31 @@ def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
             "confusion": confusion, "per_class_error": per_class_error, "model": str(frame["model"].iloc[0])}
 
 
+def model_hashes(config) -> dict:
+    """sha256 of every model the study used, where a file identifies it (shipped assets: their pinned hash; local
+    files: hashed here); hub models are recorded by name only."""
+    from pathlib import Path
+
+    from .assets import GGUF_ASSETS, STUDENT_ASSETS, sha256_file
+    from .teachers import parse_teacher_uri, redact_uri
+
+    def file_hash(path: Path) -> str | None:
+        return sha256_file(path) if path.is_file() else None
+
+    out = {"teachers": {}, "students": {}}
+    for t in config.teachers:
+        _, model = parse_teacher_uri(t.uri)
+        asset = GGUF_ASSETS.get(model)
+        out["teachers"][t.name] = {"uri": redact_uri(t.uri),
+                                   "sha256": asset.sha256 if asset else file_hash(Path(model.split("#")[0]))}
+    for s in config.students:
+        asset = STUDENT_ASSETS.get(s.model)
+        weights = Path(s.model) / "model.safetensors"
+        out["students"][s.name] = {"model": s.model,
+                                   "sha256": asset.sha256 if asset else file_hash(weights)}
+    return out
+
+
 def summarise(config, out, prepared, cells, records, annotation_summaries, accounting) -> dict:
     from .study import LabelSource  # noqa: F401  (the cells' sources)
 
@@ -126,6 +151,7 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
                     plateaus.append({"dataset": dataset, "student": student, "label_source": source,
                                      "metric": metric, "plateau_size": size, "sizes": [r["size"] for r in curve]})
     return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
+            "models": model_hashes(config),
             "results": rows, "plateaus": plateaus, "plateau_method": PLATEAU_METHOD + (
                 "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
                 "bootstrap interval at the largest size instead of a standard error")}

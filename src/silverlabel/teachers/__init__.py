@@ -15,6 +15,7 @@ from .base import (
     AnnotationSummary,
     Scored,
     Teacher,
+    redact_uri,
     register_teacher,
 )
 from .prompts import PAPER_TEMPLATE, Demonstrations, Prompt, sample_demonstrations

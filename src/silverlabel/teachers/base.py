@@ -13,6 +13,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -252,7 +253,7 @@ class Teacher(ABC):
         cols = {"item": list(items), "text": list(texts), "label": [r.label for r in recs],
                 "entropy": np.array([math.nan if r.entropy is None else r.entropy for r in recs], dtype=np.float64)}
         cols.update({f"p:{n}": probs[:, k] for k, n in enumerate(label_names)})
-        cols.update({"model": self.model, "demo_seed": prompt.demonstrations.seed,
+        cols.update({"model": redact_uri(self.model), "demo_seed": prompt.demonstrations.seed,
                      "prompt_tokens": np.array([r.prompt_tokens or 0 for r in recs], dtype=np.int64),
                      "seconds": np.array([r.seconds for r in recs], dtype=np.float64),
                      "error": [r.error for r in recs]})
@@ -362,6 +363,12 @@ def _schema(frame: pd.DataFrame):
             f = f.with_type(pa.string())
         fields.append(f)
     return pa.schema(fields)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any user:password of a server URL removed: it is what tables, configs, run records and
+    reports write (credentials belong in the environment, e.g. OPENAI_API_KEY, never in files)."""
+    return re.sub(r"(https?://)[^/@#\s]*@", r"\1", uri)
 
 
 TEACHERS: dict[str, type[Teacher]] = {}
