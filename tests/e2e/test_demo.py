@@ -110,4 +110,3 @@ def test_rerun_reuses_annotations_and_runs(demo):
     assert len(list((out / "runs").iterdir())) == 6
     assert "labels imdb" in first.stdout and "imdb · gold · n=160 · seed 1" in first.stdout  # progress shown
     assert "seed 1" not in second.stdout + second.stderr  # no training bar on the rerun
-    assert "labels imdb" not in second.stdout  # nor an annotation bar

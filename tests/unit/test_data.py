@@ -161,7 +161,7 @@ def test_test_labels_missing_from_training():
 
 def test_unreadable_encoding(tmp_path):
     path = _write(tmp_path, "d.csv", "text,label\ncaf\xe9,a\nb,b\n".encode("latin-1"), mode="wb")
-    with pytest.raises(SilverlabelError, match="not readable as utf-8.*--encoding"):
+    with pytest.raises(SilverlabelError, match="not readable as utf-8.*re-save it as UTF-8"):
         load_dataset(path)
     assert load_dataset(path, encoding="latin-1").texts[0] == "café"
 
