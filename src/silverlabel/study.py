@@ -470,8 +470,6 @@ def _prepare_all(config: StudyConfig, offline: bool | None) -> dict[str, Prepare
 def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None) -> StudyPlan:
     """The grid and the work left, without loading any model."""
     from .cache import text_hash
-    from .teachers import parse_teacher_uri
-    from .teachers.base import store_key
 
     out = Path(out)
     prepared = _prepare_all(config, offline)
@@ -484,16 +482,15 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         for name, prep in prepared.items():
             texts = prep.splits.train.texts + prep.splits.validation.texts
             for tname, seeds in teacher_needs(config).items():
-                t = teachers[tname]
-                for d in sorted(seeds):
-                    cached = 0
-                    backend, model = parse_teacher_uri(t.uri)
-                    if store is not None and backend == "llamacpp":
-                        from .teachers.llamacpp import resolve_gguf
-
-                        key = store_key(_prompt(prep, t, d), chat=t.chat)
-                        cached = len(store.get_many(resolve_gguf(model)[1], key, [text_hash(x) for x in texts]))
-                    todo[f"{name}/{tname}/demos {d}"] = len(texts) - cached
+                model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat)  # loads no weights
+                try:
+                    for d in sorted(seeds):
+                        cached = 0 if store is None else len(store.get_many(
+                            model.model_id, model.cache_key(_prompt(prep, teachers[tname], d)),
+                            [text_hash(x) for x in texts]))
+                        todo[f"{name}/{tname}/demos {d}"] = len(texts) - cached
+                finally:
+                    model.close()
     finally:
         if store is not None:
             store.close()
@@ -512,6 +509,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     check_out(out)
     for folder in (out, out / "teachers"):
         remove_stale_temp(folder)
+    for stale in (out / "runs").glob(".*") if (out / "runs").exists() else []:  # runs killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
@@ -535,9 +534,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                     summaries.append({"dataset": name, "teacher": tname, "uri": redact_uri(teachers[tname].uri),
                                       "demo_seed": d, **summary})
 
-    # 2. students: every cell not yet finished (temporary folders of runs killed mid-write are removed first)
-    for stale in (out / "runs").glob(".*") if (out / "runs").exists() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    # 2. students: every cell not yet finished
     cells = plan(config, prepared)
     pending = [c for c in cells if not is_done(out, c)]
     log.info("study %s: %d runs, %d already done, %d to train", config.name, len(cells), len(cells) - len(pending),

@@ -77,8 +77,6 @@ def model_hashes(config) -> dict:
 
 
 def summarise(config, out, prepared, cells, records, annotation_summaries, accounting) -> dict:
-    from .study import LabelSource  # noqa: F401  (the cells' sources)
-
     frames = [pd.read_parquet(out / "runs" / c.run_id / "predictions.parquet") for c in cells]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     atomic_write_parquet(predictions, out / "predictions.parquet")
