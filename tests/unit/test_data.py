@@ -239,3 +239,37 @@ def test_fingerprint_changes_with_content():
     b = Dataset(name="t", items=["1", "2"], texts=["x", "y"], labels=[1, 0], label_names=["a", "b"])
     assert a.fingerprint() != b.fingerprint()
     assert json.dumps(a.fingerprint())
+
+
+def test_hub_probe_answers_for_a_listening_and_a_closed_port(monkeypatch):
+    import socket
+
+    from silverlabel.data import hub_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        hub_reachable.cache_clear()
+        assert hub_reachable()
+    hub_reachable.cache_clear()
+    assert not hub_reachable()
+    hub_reachable.cache_clear()
+
+
+def test_unreachable_hub_falls_back_to_the_stand_in_without_the_datasets_retries(monkeypatch, caplog):
+    import socket
+
+    from silverlabel.data import hub_reachable, load_preset
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connect is refused at once
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        hub_reachable.cache_clear()
+        with caplog.at_level("WARNING"):
+            data = load_preset("imdb", offline=False)
+    hub_reachable.cache_clear()
+    assert not data.provenance.real
+    assert f"cannot connect to http://127.0.0.1:{port}" in caplog.text

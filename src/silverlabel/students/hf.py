@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import TrainConfig
+from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _tokenize(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int
 def _collate(ids: list[list[int]], pad_id: int, device):
     import torch
 
-    width = max(len(x) for x in ids)
+    width = pad_width(max(len(x) for x in ids), device)
     batch = torch.full((len(ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for row, x in enumerate(ids):
@@ -112,7 +113,8 @@ def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, 
     order = np.argsort([-len(x) for x in ids], kind="stable")
     out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
     model.eval()
-    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16), \
+            attention_kernels(device):
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             x, mask = _collate([ids[i] for i in idx], pad_id, device)
@@ -200,7 +202,7 @@ def train_student(
 
     curve: list[dict] = []
     best_f1, best_state, best_epoch = -1.0, None, config.epochs
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), attention_kernels(dev):
         torch.manual_seed(seed)  # dropout; restored on exit, so no global seed leaks to the caller
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -221,10 +223,10 @@ def train_student(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                losses.append(float(loss.detach()))
+                losses.append(loss.detach())  # no per-step sync with the GPU
                 if progress is not None:
                     progress(1)
-            point = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            point = {"epoch": epoch, "train_loss": float(torch.stack(losses).double().mean())}
             if val_ids and val_labels is not None:
                 val_pred = predict_proba(model, val_ids, pad_id, batch_size=config.eval_batch_size, device=dev,
                                          fp16=fp16).argmax(1)

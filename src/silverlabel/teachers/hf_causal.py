@@ -26,6 +26,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
 from .base import Scored, Teacher, register_teacher
 from .prompts import Prompt, split_at_text
@@ -269,7 +270,7 @@ class HFCausalTeacher(Teacher):
         if any(len(t) < 2 for t in self.label_tokens):
             raise SilverlabelError(f"a label tokenises to nothing: {list(prompt.label_names)}")
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self.terminator
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_kernels(self._device):
             ids = torch.tensor([self.prefix_tokens], device=self._device)
             cache = transformers.DynamicCache(config=model.config)
             out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
@@ -305,7 +306,7 @@ class HFCausalTeacher(Teacher):
         torch, transformers = _import_torch_transformers()
         model, dev = self._model, self._device
         B, K, P = len(items), len(self.label_tokens), len(self.prefix_tokens)
-        L = max(len(t) for t in items)
+        L = pad_width(max(len(t) for t in items), dev)
         ids = torch.full((B, L), self._pad, dtype=torch.long)
         item_mask = torch.zeros((B, L), dtype=torch.long)
         pos = torch.full((B, L), P, dtype=torch.long)
@@ -321,7 +322,7 @@ class HFCausalTeacher(Teacher):
             lab_ids[k, :len(lt) - 1] = torch.tensor(lt[:-1])
             lab_mask[k, :len(lt) - 1] = 1
         lengths = torch.tensor([len(t) for t in items])
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_kernels(dev):
             cache = transformers.DynamicCache(
                 ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in self._prefix_kv],
                 config=model.config)

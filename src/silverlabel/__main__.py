@@ -1,0 +1,5 @@
+"""``python -m silverlabel`` is the ``silverlabel`` command."""
+
+from .cli import main
+
+main()
