@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from silverlabel.data import PRESETS, Dataset, check_split_labels, load_dataset, load_preset, split
+from silverlabel.data import (
+    PRESETS,
+    Dataset,
+    check_split_labels,
+    load_dataset,
+    load_preset,
+    split,
+)
 from silverlabel.errors import SilverlabelError
 
 ROWS = [{"id": f"r{i}", "body": f"text number {i} " + ("good" if i % 3 else "bad"),

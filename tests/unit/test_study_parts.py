@@ -9,7 +9,13 @@ from sklearn.metrics import f1_score
 from silverlabel.config import StudyConfig, load_study_config
 from silverlabel.errors import SilverlabelError
 from silverlabel.metrics import bootstrap_intervals, detect_plateau, krippendorff_alpha
-from silverlabel.study import demo_config, label_sources, nested_order, plan, prepare_dataset
+from silverlabel.study import (
+    demo_config,
+    label_sources,
+    nested_order,
+    plan,
+    prepare_dataset,
+)
 
 BASE = {"datasets": [{"source": "imdb", "n_train": 100, "n_test": 50}],
         "teachers": [{"name": "q", "uri": "llamacpp:qwen2.5-0.5b"}], "seeds": [1, 2]}

@@ -11,7 +11,12 @@ from silverlabel.cache import AnnotationStore, Record, text_hash
 from silverlabel.config import StudyConfig, TrainConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, parse_teacher_uri, sample_demonstrations
-from silverlabel.teachers.base import check_distinguishable, distribution, entropy, guided_choice
+from silverlabel.teachers.base import (
+    check_distinguishable,
+    distribution,
+    entropy,
+    guided_choice,
+)
 from silverlabel.teachers.prompts import split_at_text
 
 

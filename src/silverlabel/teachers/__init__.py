@@ -51,6 +51,7 @@ __all__ = [
     "Scored",
     "Teacher",
     "get_teacher",
+    "redact_uri",
     "parse_teacher_uri",
     "register_teacher",
     "sample_demonstrations",
