@@ -115,6 +115,7 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
                "size": size, "n_test": ev["n_items"], "seeds": [c.seed for c in group],
                **{k: ev[k] for k in ("accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
                                      "krippendorff_alpha", "p_unchanged", "pairwise_churn", "per_class")},
+               "one_class": bool(frame["pred"].nunique() == 1),  # collapse: alpha 100 then means nothing
                "macro_f1_per_seed": list(ev["macro_f1_per_run"].values()),
                "accuracy_per_seed": list(ev["accuracy_per_run"].values()),
                "ci": bootstrap_intervals(table, n_boot=config.bootstrap, seed=0),
@@ -146,13 +147,26 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
                         size = _alpha_plateau(curve)
                     else:
                         size = detect_plateau([r["size"] for r in curve], values)
+                    collapsed = [r["size"] for r in curve if r.get("one_class")]
+                    size = plateau_after_collapse(size, [r["size"] for r in curve], collapsed)
                     plateaus.append({"dataset": dataset, "student": student, "label_source": source,
-                                     "metric": metric, "plateau_size": size, "sizes": [r["size"] for r in curve]})
+                                     "metric": metric, "plateau_size": size, "sizes": [r["size"] for r in curve],
+                                     "one_class_sizes": collapsed})
     return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
             "models": model_hashes(config),
             "results": rows, "plateaus": plateaus, "plateau_method": PLATEAU_METHOD + (
                 "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
-                "bootstrap interval at the largest size instead of a standard error")}
+                "bootstrap interval at the largest size instead of a standard error; a size at which every run predicts one class "
+                "cannot start a plateau (that flat stretch is collapse)")}
+
+
+def plateau_after_collapse(plateau: int | None, sizes: list[int], one_class: list[int]) -> int | None:
+    """A flat stretch of students that all predict one class is collapse, not a plateau: the plateau starts at
+    the first size after the last collapsed one, and there is none if the largest size collapsed."""
+    if plateau is None or not one_class or plateau > max(one_class):
+        return plateau
+    later = [s for s in sizes if s > max(one_class)]
+    return min(later) if later else None
 
 
 def _alpha_plateau(curve: list[dict]) -> int | None:

@@ -95,6 +95,11 @@ def test_grid_results_and_files(study):
     preds = pd.read_parquet(out / "predictions.parquet")
     assert len(preds) == 8 * 40 and set(preds["pred"]) <= {POS, NEG}
     assert (out / "report.html").exists() and (out / "report.md").exists()
+    for r in rows:  # collapse to one class is flagged from the predictions themselves
+        cell = preds[(preds["label_source"] == r["label_source"]) & (preds["size"] == r["size"])]
+        assert r["one_class"] == (cell["pred"].nunique() == 1)
+    assert ("every run predicted one class" in (out / "report.md").read_text()) == any(
+        r["one_class"] for r in rows if r["size"] == 48)
 
 
 def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study):

@@ -155,3 +155,24 @@ def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
     one = bootstrap_intervals(_table(rng, n_runs=1), n_boot=50)
     assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0]
     assert bootstrap_intervals(_table(rng), n_boot=0) == {}
+
+
+def test_table1_marks_collapsed_rows():
+    from silverlabel.reporting import COLLAPSED, table1_rows
+
+    base = {"teacher_accuracy": None, "n_train": 10, "accuracy_mean": 0.5, "macro_f1_mean": 0.3,
+            "krippendorff_alpha": 1.0, "accuracy_std": 0.0, "macro_f1_std": 0.0, "p_unchanged": 1.0}
+    rows = table1_rows([{**base, "label_source": "teacher:x", "one_class": True},
+                        {**base, "label_source": "gold", "one_class": False}])
+    assert rows[0]["labels"] == f"teacher:x {COLLAPSED}" and rows[1]["labels"] == "gold"
+
+
+def test_collapse_is_not_a_plateau():
+    from silverlabel.summary import plateau_after_collapse
+
+    sizes = [25, 50, 100, 200, 400]
+    assert plateau_after_collapse(25, sizes, sizes) is None  # one class everywhere: flat, but no plateau
+    assert plateau_after_collapse(25, sizes, [25, 50]) == 100  # the plateau starts after the collapse
+    assert plateau_after_collapse(200, sizes, [25]) == 200
+    assert plateau_after_collapse(None, sizes, [25]) is None
+    assert plateau_after_collapse(50, sizes, []) == 50

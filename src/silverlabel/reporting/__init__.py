@@ -33,12 +33,27 @@ def _pct(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.2f}"
 
 
+def _plateau_text(p: dict, largest: int):
+    if p["plateau_size"] is not None:
+        return p["plateau_size"]
+    if largest in p.get("one_class_sizes", []):
+        return f"none: one class predicted up to {largest}"
+    if p.get("one_class_sizes"):
+        return f"none up to {largest} (one class predicted at {', '.join(map(str, p['one_class_sizes']))})"
+    return f"none up to {largest}"
+
+
+COLLAPSED = "‡"
+COLLAPSED_NOTE = (f"{COLLAPSED} every run predicted one class for every test item: its αK and p_uc of 100 mean "
+                  "collapse, not stability.")
+
+
 def table1_rows(sources, *, intervals: bool = False) -> list[dict]:
     """Rows of Table 1 in percent strings, in the paper's column order, plus the teacher's own accuracy."""
     rows = []
     for s in sources:
         s = s if isinstance(s, dict) else s.__dict__
-        row = {"labels": s["label_source"], "teacher_acc": _pct(s.get("teacher_accuracy")), "n_train": s["n_train"]}
+        row = {"labels": s["label_source"] + (f" {COLLAPSED}" if s.get("one_class") else ""), "teacher_acc": _pct(s.get("teacher_accuracy")), "n_train": s["n_train"]}
         for col, metric in _METRIC_OF.items():
             row[col] = _pct(s[metric])
             ci = (s.get("ci") or {}).get(metric) if intervals else None
@@ -73,6 +88,7 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
     for student in students:
         top = [r for r in rows if r["student"] == student and r["size"] == largest]
         tables.append({"student": student, "rows": table1_rows(top, intervals=True)})
+        tables[-1]["collapsed"] = any(r["labels"].endswith(COLLAPSED) for r in tables[-1]["rows"])
     paper = paper_rows(info.get("paper_dataset"))
     slug = "".join(ch if ch.isalnum() else "-" for ch in name)
     figs = {}
@@ -91,8 +107,7 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
         plateaus = [p for p in results["plateaus"] if p["dataset"] == name and p["student"] == students[0]]
         plots.scaling(rows, students[0], plateaus, path)
         figs["scaling"] = path
-        scaling = {"sizes": sizes, "plateaus": [{**p, "plateau": p["plateau_size"] if p["plateau_size"] is not None
-                                                  else f"none up to {max(sizes)}"} for p in plateaus]}
+        scaling = {"sizes": sizes, "plateaus": [{**p, "plateau": _plateau_text(p, max(sizes))} for p in plateaus]}
     teachers = []
     for t in results["teachers"]:
         if t["dataset"] != name:
@@ -123,7 +138,7 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
         figs["budget"] = path
         table2 = table1_rows([r for r in rows if r["student"] == students[0] and r["size"] == largest
                               and r["kind"] != "mitigation"] + mitigations, intervals=True)
-        budget = {"rows": table2, "paper": [
+        budget = {"rows": table2, "collapsed": any(r["labels"].endswith(COLLAPSED) for r in table2), "paper": [
             {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
              "teacher_acc": "", "n_train": 5000} for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
     return {"name": name, "info": info, "tables": tables, "paper": paper, "largest": largest, "students": students,
@@ -152,6 +167,7 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     images = {str(p): _data_uri(p) for s in sections for p in s["figures"].values()}
     html = env.get_template("report.html.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, images=images, pct=_pct,
+        collapsed_note=COLLAPSED_NOTE,
         config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
         timing=results.get("timing", {}))
     atomic_write_text(html_path, html)
@@ -169,6 +185,8 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
         for t in s["tables"]:
             md += [f"### Table 1 — student `{t['student']}`, {s['largest']} training items (percent, "
                    "[bootstrap 95 % interval over test items])", "", _markdown_table(t["rows"], columns, titles), ""]
+            if any(r["labels"].endswith(COLLAPSED) for r in t["rows"]):
+                md += [COLLAPSED_NOTE, ""]
         if s["paper"]:
             md += ["The paper's published numbers for this dataset (labelled paper:; RoBERTa-base student, "
                    "Qwen2.5-Instruct 3B/7B teachers, 5000 training items, 5 seeds), for orientation:", "",
@@ -212,6 +230,8 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                    f"![budget curves](figures/{s['figures']['budget'].name})", "",
                    "Table 2 style (percent, [bootstrap 95 % interval]); gold and the plain teacher labels for "
                    "reference:", "", _markdown_table(s["budget"]["rows"], columns, titles), ""]
+            if any(r["labels"].endswith(COLLAPSED) for r in s["budget"]["rows"]):
+                md += [COLLAPSED_NOTE, ""]
             if s["budget"]["paper"]:
                 md += ["The paper's Table 2 (7B teacher; its gold budget is not stated):", "",
                        _markdown_table(s["budget"]["paper"], columns, titles), ""]
