@@ -96,6 +96,22 @@ class SpyOracle(GoldOracle):
 # ---------------------------------------------------------------------------------------- every policy
 
 
+@pytest.mark.parametrize("name, probs", [(n, "ps") for n in sorted(POLICIES)] + [("confident", "cv")])
+def test_a_teacher_that_says_one_label_still_gets_its_budget_spent(teacher, name, probs):
+    """The 0.5B teacher labels every Davidson tweet 'offensive language': no policy may crash on that."""
+    records, gold, names, _, fake = teacher
+    one = records.copy()
+    one["label"] = names[0]
+    options = {**_options(name, fake), **({"probs": probs} if name == "confident" else {})}
+    r = apply_policy(name, one, label_names=names, budget=0.1, oracle=GoldOracle(gold), seed=1,
+                     ensemble=_ensemble(records, names), options=options)
+    assert r.accounting["gold_used"] == r.chosen.sum() == (60 if r.accounting["budget"] else 0)
+    if name == "confident":  # ranked by the teacher's own confidence in that one label, lowest first
+        p0 = one[f"p:{names[0]}"].to_numpy()
+        picked = p0[r.chosen & ~np.isnan(p0)]  # items the teacher failed on come first, as in every policy
+        assert picked.max() <= np.sort(p0[~np.isnan(p0)])[len(picked) - 1] + 1e-12
+
+
 @pytest.mark.parametrize("name", sorted(POLICIES))
 @pytest.mark.parametrize("budget", [0, 0.05, 37, 0.3])
 def test_every_policy_spends_exactly_the_budget(teacher, name, budget):

@@ -60,6 +60,13 @@ def confident_policy(ctx: PolicyInput) -> Selection:
     valid = np.flatnonzero(~ctx.failed)
     labels = ctx.teacher[valid]
     how = ctx.options["probs"]
+    score = np.full(ctx.n, -np.inf)
+    if len(np.unique(labels)) < 2:  # no second class to confuse it with: confident learning has nothing to say
+        log.warning("policy 'confident': the teacher gave every item the same label; ranking by its own "
+                    "confidence P_S(label) instead (lowest first)")
+        score[valid] = 1 - ctx.probs[valid, labels]
+        return Selection(chosen=mask(ctx.n, top_k(ctx, score, ctx.budget)),
+                         info={"flagged_items": 0, "flagged_with_gold": 0, "single_teacher_label": True})
     if how == "ps":
         pred = ctx.probs[valid]
     elif how == "cv":
@@ -72,7 +79,6 @@ def confident_policy(ctx: PolicyInput) -> Selection:
                                                  c=ctx.options["C"])
     else:
         raise SilverlabelError(f"policy 'confident': option probs='{how}' is not 'ps' (the teacher's P_S) or 'cv'")
-    score = np.full(ctx.n, -np.inf)
     flagged = np.zeros(ctx.n, dtype=bool)
     if len(valid):
         flags, quality = label_issues(labels, pred, filter_by=ctx.options["filter_by"])
