@@ -98,10 +98,11 @@ def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> No
 
 
 def budget_curves(rows: list[dict], path: Path) -> None:
-    """Student macro-F1 and alpha against the gold labels spent, one line per policy; the plain teacher labels
-    are every policy's point at zero gold, and gold-label training is the ceiling."""
+    """Student macro-F1 and alpha against the gold labels spent, one line per policy starting from the plain
+    teacher labels at zero gold; no-gold sources (ensemble vote, soft labels) are lone squares at zero, and
+    gold-label training is the ceiling. A hollow marker is a student that predicts one class in every run."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
     gold = [r for r in rows if r["kind"] == "gold"]
     base = {r["teacher"]: r for r in rows if r["kind"] == "teacher"}
     policies: dict[tuple, list[dict]] = {}
@@ -109,13 +110,21 @@ def budget_curves(rows: list[dict], path: Path) -> None:
         if r["kind"] == "mitigation":
             action = r["label_source"].split("@")[0]
             policies.setdefault((action, r["teacher"]), []).append(r)
+
+    def value(r, metric):
+        return np.nan if r[metric] is None else r[metric]
+
     for (policy, teacher), curve in policies.items():
-        points = ([(0, base[teacher])] if teacher in base else []) + sorted(
-            ((r["accounting"].get("gold_used", 0), r) for r in curve), key=lambda p: p[0])
-        x = [p[0] for p in points]
+        spent = sorted(((r["accounting"].get("gold_used", 0), r) for r in curve), key=lambda p: p[0])
+        no_gold = all(x == 0 for x, _ in spent)
+        points = spent if no_gold or teacher not in base else [(0, base[teacher])] + spent
         for ax, metric in ((axes[0], "macro_f1_mean"), (axes[1], "krippendorff_alpha")):
-            ax.plot(x, [np.nan if p[1][metric] is None else p[1][metric] for p in points], marker="o",
-                    label=f"{policy} ({teacher})")
+            line, = ax.plot([p[0] for p in points], [value(p[1], metric) for p in points],
+                            marker="s" if no_gold else "o", linestyle="none" if no_gold else "-",
+                            label=f"{policy} ({teacher})")
+            hollow = [p for p in points if p[1].get("one_class")]
+            ax.plot([p[0] for p in hollow], [value(p[1], metric) for p in hollow], linestyle="none",
+                    marker="s" if no_gold else "o", color=line.get_color(), markerfacecolor="white")
     for ax, metric, title in ((axes[0], "macro_f1_mean", "student macro-F1"),
                               (axes[1], "krippendorff_alpha", "Krippendorff's α across seeds")):
         for g in gold:
@@ -124,4 +133,11 @@ def budget_curves(rows: list[dict], path: Path) -> None:
         ax.set_xlabel("gold labels spent")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    _save_pair(fig, axes, path)
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    fig.legend(seen.values(), seen.keys(), loc="lower center", bbox_to_anchor=(0.5, 0.04), ncol=4, fontsize=8,
+               frameon=False)
+    fig.text(0.5, 0.01, "hollow marker: every run predicts one class", ha="center", fontsize=7, color="#57606a")
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
