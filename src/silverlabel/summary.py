@@ -156,8 +156,8 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
             "models": model_hashes(config),
             "results": rows, "plateaus": plateaus, "plateau_method": PLATEAU_METHOD + (
                 "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
-                "bootstrap interval at the largest size instead of a standard error; a size at which every run predicts one class "
-                "cannot start a plateau (that flat stretch is collapse)")}
+                "bootstrap interval at the largest size instead of a standard error; a size at which every run "
+                "predicts one class cannot start a plateau (that flat stretch is collapse)")}
 
 
 def plateau_after_collapse(plateau: int | None, sizes: list[int], one_class: list[int]) -> int | None:
