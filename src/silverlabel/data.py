@@ -143,11 +143,15 @@ def register_preset(preset: Preset) -> Preset:
     return preset
 
 
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub (HF_ENDPOINT) answers a TCP connect within a few seconds. Without this check
     an offline machine spends about 40 s in the datasets library's retries before falling back."""
-    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = urllib.parse.urlparse(_hub_endpoint())
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
                                  timeout=timeout).close()
@@ -158,7 +162,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def _imdb_real() -> pd.DataFrame:
     if not hub_reachable():
-        raise OSError(f"cannot connect to {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}")
+        raise OSError(f"cannot connect to {_hub_endpoint()}")
     try:
         import datasets  # noqa: F401 - optional
     except ImportError as exc:

@@ -53,7 +53,8 @@ def table1_rows(sources, *, intervals: bool = False) -> list[dict]:
     rows = []
     for s in sources:
         s = s if isinstance(s, dict) else s.__dict__
-        row = {"labels": s["label_source"] + (f" {COLLAPSED}" if s.get("one_class") else ""), "teacher_acc": _pct(s.get("teacher_accuracy")), "n_train": s["n_train"]}
+        row = {"labels": s["label_source"] + (f" {COLLAPSED}" if s.get("one_class") else ""),
+               "teacher_acc": _pct(s.get("teacher_accuracy")), "n_train": s["n_train"]}
         for col, metric in _METRIC_OF.items():
             row[col] = _pct(s[metric])
             ci = (s.get("ci") or {}).get(metric) if intervals else None
@@ -87,8 +88,8 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
     tables = []
     for student in students:
         top = [r for r in rows if r["student"] == student and r["size"] == largest]
-        tables.append({"student": student, "rows": table1_rows(top, intervals=True)})
-        tables[-1]["collapsed"] = any(r["labels"].endswith(COLLAPSED) for r in tables[-1]["rows"])
+        tables.append({"student": student, "rows": table1_rows(top, intervals=True),
+                       "collapsed": any(r.get("one_class") for r in top)})
     paper = paper_rows(info.get("paper_dataset"))
     slug = "".join(ch if ch.isalnum() else "-" for ch in name)
     figs = {}
@@ -136,9 +137,10 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
         path = figures / f"{slug}-budget.png"
         plots.budget_curves([r for r in rows if r["student"] == students[0] and r["size"] == largest], path)
         figs["budget"] = path
-        table2 = table1_rows([r for r in rows if r["student"] == students[0] and r["size"] == largest
-                              and r["kind"] != "mitigation"] + mitigations, intervals=True)
-        budget = {"rows": table2, "collapsed": any(r["labels"].endswith(COLLAPSED) for r in table2), "paper": [
+        budget_sources = [r for r in rows if r["student"] == students[0] and r["size"] == largest
+                          and r["kind"] != "mitigation"] + mitigations
+        budget = {"rows": table1_rows(budget_sources, intervals=True),
+                  "collapsed": any(r.get("one_class") for r in budget_sources), "paper": [
             {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
              "teacher_acc": "", "n_train": 5000} for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
     return {"name": name, "info": info, "tables": tables, "paper": paper, "largest": largest, "students": students,
@@ -185,7 +187,7 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
         for t in s["tables"]:
             md += [f"### Table 1 — student `{t['student']}`, {s['largest']} training items (percent, "
                    "[bootstrap 95 % interval over test items])", "", _markdown_table(t["rows"], columns, titles), ""]
-            if any(r["labels"].endswith(COLLAPSED) for r in t["rows"]):
+            if t["collapsed"]:
                 md += [COLLAPSED_NOTE, ""]
         if s["paper"]:
             md += ["The paper's published numbers for this dataset (labelled paper:; RoBERTa-base student, "
@@ -230,7 +232,7 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                    f"![budget curves](figures/{s['figures']['budget'].name})", "",
                    "Table 2 style (percent, [bootstrap 95 % interval]); gold and the plain teacher labels for "
                    "reference:", "", _markdown_table(s["budget"]["rows"], columns, titles), ""]
-            if any(r["labels"].endswith(COLLAPSED) for r in s["budget"]["rows"]):
+            if s["budget"]["collapsed"]:
                 md += [COLLAPSED_NOTE, ""]
             if s["budget"]["paper"]:
                 md += ["The paper's Table 2 (7B teacher; its gold budget is not stated):", "",
