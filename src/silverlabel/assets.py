@@ -18,6 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import SilverlabelError
+from .files import temp_path
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def gguf_path(name: str) -> Path:
         _verified(target, asset.sha256, f"teacher '{name}'")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
+    tmp = temp_path(target)
     log.info("joining %d parts of %s into %s", len(parts), name, target)
     digest = hashlib.sha256()
     with open(tmp, "wb") as out:
@@ -156,16 +157,3 @@ def student_path(name: str) -> Path:
     path = _locate(dist, inner, name)
     _verified(path / asset.weights_file, asset.sha256, f"student '{name}'")
     return path
-
-
-def available() -> dict[str, bool]:
-    """Which shipped models are installed (without verifying them)."""
-    out = {}
-    for asset in [*GGUF_ASSETS.values(), *STUDENT_ASSETS.values()]:
-        try:
-            out[asset.name] = all(
-                Path(str(importlib.metadata.distribution(d).locate_file(p))).exists() for d, p in asset.parts
-            )
-        except importlib.metadata.PackageNotFoundError:
-            out[asset.name] = False
-    return out

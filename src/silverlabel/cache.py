@@ -11,7 +11,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SilverlabelError
@@ -113,7 +113,3 @@ class AnnotationStore:
         for row in self._db.execute("SELECT * FROM annotations ORDER BY model, prompt, text_hash"):
             yield dict(zip(("model", "prompt", "text_hash", "label", "probs", "entropy", "prompt_tokens",
                             "seconds", "error"), row))
-
-
-def record_dict(record: Record) -> dict:
-    return asdict(record)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import SilverlabelError
+from .files import check_writable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label text with an LLM teacher, train small students on those labels, and measure what "
@@ -189,19 +190,6 @@ def datasets() -> None:
                   "always uses its stand-in (the Manifesto Project API needs a key; not implemented yet).")
 
 
-def _writable(folder: Path, flag: str = "--out") -> None:
-    """Fail before the expensive part when the output cannot be written (a read-only folder, a path under a file)."""
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise SilverlabelError(f"{flag}: cannot write to {folder} ({exc.strerror or exc}); choose another "
-                               "path") from None
-
-
 def _load(data: str, text_column, label_column, id_column, task):
     from .data import load_dataset
 
@@ -260,7 +248,7 @@ def annotate(
                       f"{len(ds.label_names)} labels each); prompt tokens ≈ {chars // 4} (4 characters a token, "
                       f"before prefix reuse); cached: {cached}")
         return
-    _writable(out.parent)
+    check_writable(out.parent)
     t = get_teacher(teacher, chat=not raw_prompt)
     try:  # streamed to the file chunk by chunk: memory stays flat however large the split
         s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
@@ -357,7 +345,7 @@ def train(
             targets = np.array([index[label] for label in table.loc[kept_items, "label"]])
         source = "teacher-soft" if soft_labels else "teacher"
     seed_list = _seeds(seeds)
-    _writable(out)
+    check_writable(out)
     frames = []
     for seed in seed_list:
         run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,

@@ -75,7 +75,19 @@ class DatasetSpec(_Config):
 
     @property
     def key(self) -> str:
-        return self.name or self.source
+        """How progress bars, tables and results name the dataset: its ``name``, else a file's or folder's name
+        without its extensions (``data/tweets.csv.gz`` is ``tweets``), else the preset or ``hf:`` source."""
+        if self.name:
+            return self.name
+        if self.source.startswith("hf:") or not any(c in self.source for c in "/\\."):
+            return self.source
+        name = Path(self.source).name
+        while (suffix := Path(name).suffix.lower()) in _DATA_SUFFIXES:
+            name = name[: -len(suffix)]
+        return name or self.source
+
+
+_DATA_SUFFIXES = {".gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet", ".txt"}
 
 
 class TeacherSpec(_Config):

@@ -110,7 +110,6 @@ class Splits:
     train: Dataset
     validation: Dataset
     test: Dataset
-    seed: int
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
@@ -130,9 +129,6 @@ class Preset:
     real_loader: Callable[[], pd.DataFrame] | None
     real_source: str
     stand_in_task: str | None = None  # when the stand-in asks a different question than the real data
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.paper_dataset} ({len(self.label_names)} classes)"
 
 
 PRESETS: dict[str, Preset] = {}
@@ -532,8 +528,10 @@ def split(
     train, validation = train_test_split(rest, train_size=n_train, test_size=n_validation,
                                          stratify=dataset.labels[rest], random_state=seed)
     # sorted so the same seed gives the same order regardless of sklearn internals; students shuffle themselves
-    return Splits(train=dataset.subset(np.sort(train)), validation=dataset.subset(np.sort(validation)),
-                  test=dataset.subset(np.sort(test)), seed=seed)
+    splits = Splits(train=dataset.subset(np.sort(train)), validation=dataset.subset(np.sort(validation)),
+                    test=dataset.subset(np.sort(test)))
+    check_split_labels(splits)
+    return splits
 
 
 def check_split_labels(splits: Splits) -> None:

@@ -21,8 +21,6 @@ import logging
 import os
 import platform
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -37,50 +35,17 @@ from .cache import AnnotationStore
 from .config import DatasetSpec, StudyConfig, TeacherSpec, TrainConfig
 from .data import Dataset, Splits, load_dataset, split
 from .errors import SilverlabelError
+from .files import (
+    atomic_folder,
+    atomic_write_parquet,
+    atomic_write_text,
+    check_writable,
+    remove_stale_temp,
+)
 from .progress import progress_bar
 from .teachers import Prompt, get_teacher, redact_uri, sample_demonstrations
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------------------------------- files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash leaves the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}")  # the atomic writers' temporary files: mkstemp(prefix=".NAME.")
-
-
-def remove_stale_temp(folder: Path) -> None:
-    """Delete temporary files that a writer killed before its rename left behind (kill -9 skips the cleanup)."""
-    for p in folder.glob(".*") if folder.is_dir() else []:
-        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
-            p.unlink(missing_ok=True)
 
 
 def _hash(obj) -> str:
@@ -89,16 +54,6 @@ def _hash(obj) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
-def check_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise SilverlabelError(f"{out}: cannot write to the output folder ({exc.strerror}); choose another --out")
 
 
 def versions() -> dict:
@@ -422,10 +377,8 @@ EXECUTORS: dict[str, Callable] = {"local": local_executor, "ray": ray_executor}
 
 def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict) -> None:
     """Write a finished run into runs/<run id>/ atomically (a temporary folder renamed into place)."""
-    run_dir = out / "runs" / cell.run_id
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out / "runs", prefix=f".{cell.run_id}."))
-    try:
+    # a folder there without its run.json is not a finished run: atomic_folder replaces it
+    with atomic_folder(out / "runs" / cell.run_id) as tmp:
         names = prep.splits.test.label_names
         frame = pd.DataFrame({
             "item": prep.splits.test.items, "run": f"{cell.source.name}|{cell.student}|n{cell.size}|s{cell.seed}",
@@ -438,12 +391,6 @@ def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict
         record = {**meta, "run_id": cell.run_id, "curve": result["curve"], "best_epoch": result["best_epoch"],
                   "steps": result["steps"], "seconds": result["seconds"], "device": result["device"]}
         (tmp / "run.json").write_text(json.dumps(record, indent=2, default=str))
-        if run_dir.exists():  # a folder without its run.json, i.e. not a finished run; replace it
-            shutil.rmtree(run_dir)
-        os.replace(tmp, run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -506,11 +453,9 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     if executor not in EXECUTORS:
         raise SilverlabelError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
     out = Path(out)
-    check_out(out)
-    for folder in (out, out / "teachers"):
+    check_writable(out)
+    for folder in (out, out / "teachers", out / "runs"):  # what writers killed mid-write left
         remove_stale_temp(folder)
-    for stale in (out / "runs").glob(".*") if (out / "runs").exists() else []:  # runs killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
     started = time.perf_counter()
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))

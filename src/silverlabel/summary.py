@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .data import PRESETS
+from .files import atomic_write_parquet
 from .metrics import (
     PLATEAU_METHOD,
     bootstrap_intervals,
@@ -15,8 +16,7 @@ from .metrics import (
     evaluate_table,
     macro_f1,
 )
-from .reporting.paper import TABLE1
-from .study import atomic_write_parquet
+from .paper import TABLE1
 
 
 def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:

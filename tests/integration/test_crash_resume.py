@@ -32,6 +32,7 @@ import pytest
 
 from silverlabel.cache import text_hash
 from silverlabel.data import load_dataset, load_preset, split
+from silverlabel.files import temp_path
 from tests.helpers import require
 
 N_ITEMS = 60
@@ -292,8 +293,9 @@ def test_leftovers_of_a_killed_writer_are_cleaned(study_setup, tmp_path):
     shutil.copytree(ref, out, ignore=shutil.ignore_patterns("results.json", "report.*", "predictions.parquet"))
     lost = sorted((out / "runs").iterdir())[0]
     shutil.rmtree(lost)
-    leftovers = [out / ".results.json.k1ll3d0x", out / "teachers" / ".short__smol__d0.parquet.a1b2c3d4",
-                 out / ".config.json.zz99yy88", out / "runs" / f".{lost.name}.q7w8e9r0"]
+    # the names the atomic writers give their files and run folders before the rename
+    leftovers = [temp_path(out / "results.json"), temp_path(out / "teachers" / "short__smol__d0.parquet"),
+                 temp_path(out / "config.json"), temp_path(out / "runs" / lost.name)]
     for p in leftovers[:-1]:
         p.write_text("half")
     leftovers[-1].mkdir()
@@ -414,10 +416,19 @@ def test_a_full_disk_is_a_clear_error(tmp_path):
         pytest.skip("no /dev/full on this system")
     data = _tiny_data(tmp_path)
     out = tmp_path / "a.parquet"
-    (tmp_path / "a.parquet.part").symlink_to("/dev/full")
-    r = subprocess.run(_cmd("annotate", str(data), "--out", str(out), "--teacher", "llamacpp:smollm2-135m",
-                            "--n-train", "16", "--n-test", "20", "--cache", str(tmp_path / "c.sqlite")),
-                       capture_output=True, text=True, timeout=600, env=_env())
+    full = tmp_path / ".a.parquet.0000dead.tmp"
+    full.symlink_to("/dev/full")
+    # the writer's temporary name is random; in the CLI's process it is pinned to the planted link
+    args = _cmd("annotate", str(data), "--out", str(out), "--teacher", "llamacpp:smollm2-135m",
+                "--n-train", "16", "--n-test", "20", "--cache", str(tmp_path / "c.sqlite"))
+    script = ("import pathlib, sys, silverlabel.files as f\n"
+              "orig = f.temp_path\n"
+              f"f.temp_path = lambda p: pathlib.Path({str(full)!r}) if pathlib.Path(p).name == 'a.parquet' "
+              "else orig(p)\n"
+              "from silverlabel.cli import main\n"
+              f"sys.argv = ['silverlabel', *{args[3:]!r}]\n"
+              "main()\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=_env())
     _one_error_line(r, "No space left on device")
     assert not out.exists()
     with sqlite3.connect(tmp_path / "c.sqlite") as db:  # the teacher's work was kept for the rerun

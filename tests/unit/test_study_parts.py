@@ -176,3 +176,17 @@ def test_collapse_is_not_a_plateau():
     assert plateau_after_collapse(200, sizes, [25]) == 200
     assert plateau_after_collapse(None, sizes, [25]) is None
     assert plateau_after_collapse(50, sizes, []) == 50
+
+
+@pytest.mark.parametrize("source, name, key", [
+    ("toxic", None, "toxic"), ("hf:stanfordnlp/imdb", None, "hf:stanfordnlp/imdb"),
+    ("/home/me/data/tweets.csv.gz", None, "tweets"), ("runs/my.data.parquet", None, "my.data"),
+    ("saved_hf_folder/train", None, "train"), ("/abs/x.csv", "mine", "mine")])
+def test_a_dataset_from_a_file_is_named_by_its_stem_not_its_path(source, name, key):
+    spec = StudyConfig.from_dict({"datasets": [{"source": source, "name": name}], "label_sources": ["gold"]})
+    assert spec.datasets[0].key == key
+
+
+def test_two_files_with_one_stem_need_names():
+    with pytest.raises(SilverlabelError, match="dataset names repeat"):
+        StudyConfig.from_dict({"datasets": [{"source": "a/t.csv"}, {"source": "b/t.csv"}], "label_sources": ["gold"]})

@@ -112,7 +112,7 @@ def test_annotate_to_writes_the_same_rows_chunk_by_chunk(tmp_path, monkeypatch, 
     assert got["label"].tolist()[:4] == want.frame["label"].tolist()[:4] and got["label"][4:8].isna().all()
     assert np.allclose(got[[f"p:{n}" for n in NAMES]].to_numpy(), want.probs(), equal_nan=True)
     assert summary.confusion == want.summary.confusion and summary.failed == 4
-    assert not path.with_name(path.name + ".part").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left beside it
 
 
 def test_an_interrupted_write_leaves_no_file(tmp_path):

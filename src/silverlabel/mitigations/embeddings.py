@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from ..assets import STUDENT_ASSETS, cache_dir, student_path
+from ..errors import SilverlabelError
+from ..files import atomic_save_npy
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,6 @@ def _key(texts: Sequence[str], model: str, max_length: int) -> str:
 def sentence_embeddings(texts: Sequence[str], *, model: str = "minilm", max_length: int = 128,
                         batch_size: int = 64, cache: bool = True) -> np.ndarray:
     """(n, d) float32 unit vectors for ``texts`` from a shipped encoder (``STUDENT_ASSETS`` name)."""
-    from ..assets import STUDENT_ASSETS, cache_dir, student_path
-    from ..errors import SilverlabelError
-
     if model not in STUDENT_ASSETS:
         raise SilverlabelError(f"no shipped encoder '{model}'; choose one of {', '.join(STUDENT_ASSETS)}")
     texts = [str(t) for t in texts]
@@ -63,17 +63,12 @@ def sentence_embeddings(texts: Sequence[str], *, model: str = "minilm", max_leng
     vectors = np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.config.hidden_size),
                                                                              np.float32)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # several processes may race
-        np.save(tmp, vectors)
-        tmp.replace(path)
+        atomic_save_npy(path, vectors)  # several processes may race to write it
     return vectors
 
 
 def features_for(ctx, *, embeddings=None) -> np.ndarray:
     """The policy's embeddings: given ones (checked for shape) or computed from the records' text."""
-    from ..errors import SilverlabelError
-
     if embeddings is None:
         if "text" not in ctx.records.columns:
             raise SilverlabelError("records have no 'text' column to embed; pass options={'embeddings': array}")

@@ -18,8 +18,9 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..errors import SilverlabelError
+from ..files import atomic_write_text
+from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
-from .paper import TABLE1, TABLE1_COLUMNS, TABLE2
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,6 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
 
 def write_study_report(out: str | Path) -> dict[str, Path]:
     """Write report.md, report.html and figures/ for the study in ``out`` (from its results.json)."""
-    from ..study import atomic_write_text
 
     out = Path(out)
     path = out / "results.json"

@@ -18,7 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..assets import STUDENT_ASSETS, student_path
 from ..config import TrainConfig
+from ..data import hub_reachable, offline_mode
 from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
 
@@ -42,28 +44,11 @@ class StudentRun:
 PAPER_STUDENT = "roberta-base"
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether huggingface.co answers (never tried when offline mode is set)."""
-    from ..data import offline_mode
-
-    if offline_mode():
-        return False
-    import socket
-
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
 def resolve_model(name: str) -> str:
     """'auto' to the paper's RoBERTa-base when the hub is reachable and the shipped MiniLM otherwise; shipped
     short names ('minilm') to their verified directory; anything else is a hub name or local dir."""
-    from ..assets import STUDENT_ASSETS, student_path
-
     if name == "auto":
-        name = PAPER_STUDENT if hub_reachable() else "minilm"
+        name = PAPER_STUDENT if not offline_mode() and hub_reachable() else "minilm"
         log.info("student 'auto' is %s", name)
     if name in STUDENT_ASSETS:
         return str(student_path(name))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import re
 import time
 from abc import ABC, abstractmethod
@@ -26,6 +25,7 @@ import pandas as pd
 
 from ..cache import AnnotationStore, Record, text_hash
 from ..errors import SilverlabelError
+from ..files import write_frames
 from ..progress import progress_bar
 from .prompts import Prompt
 
@@ -305,64 +305,6 @@ class _Accumulator:
                 s.macro_f1 = float(f1_score(gold, pred, labels=present, average="macro", zero_division=0))
                 s.confusion = confusion_matrix(gold, pred, labels=list(range(len(self.label_names)))).tolist()
         return s
-
-
-def write_frames(path: str | Path, frames: Iterable[pd.DataFrame], *, empty: pd.DataFrame) -> None:
-    """Write frames one after another to Parquet, CSV or JSONL (by extension); ``empty`` (the columns) when
-    there are none. The file appears under its name only when complete, so an interrupted run never leaves a
-    short file that looks finished."""
-    path = Path(path)
-    kind = path.suffix.lower()
-    if kind not in (".parquet", ".csv", ".jsonl"):
-        raise SilverlabelError(f"{path}: use a .parquet, .csv or .jsonl file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    writer = schema = None
-    written = 0
-    try:
-        with open(tmp, "wb") as fh:
-            for frame in frames:
-                if kind == ".parquet":
-                    import pyarrow as pa
-                    import pyarrow.parquet as pq
-
-                    if writer is None:
-                        schema = _schema(frame)
-                        writer = pq.ParquetWriter(fh, schema)
-                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-                elif kind == ".csv":
-                    fh.write(frame.to_csv(index=False, header=written == 0).encode("utf-8"))
-                else:
-                    text = frame.to_json(orient="records", lines=True, force_ascii=False)
-                    fh.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
-                written += 1
-            if writer is not None:
-                writer.close()
-                writer = None
-            elif written == 0 and kind == ".parquet":
-                empty.to_parquet(fh, index=False)
-            elif written == 0 and kind == ".csv":
-                fh.write(empty.to_csv(index=False).encode("utf-8"))
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-
-
-def _schema(frame: pd.DataFrame):
-    """One Parquet schema for every chunk: a chunk where every label (or every error) is missing must not
-    change a column's type."""
-    import pyarrow as pa
-
-    inferred = pa.Schema.from_pandas(frame, preserve_index=False)
-    fields = []
-    for f in inferred:
-        if f.name in ("text", "label", "model", "error", "gold") or pa.types.is_null(f.type):
-            f = f.with_type(pa.string())
-        fields.append(f)
-    return pa.schema(fields)
 
 
 def redact_uri(uri: str) -> str:

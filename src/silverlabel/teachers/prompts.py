@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -92,7 +92,6 @@ class Prompt:
     demonstrations: Demonstrations
     template: str = PAPER_TEMPLATE
     label_separator: str = "\n"
-    _sentinel: str = field(default="\x00TEXT\x00", repr=False)
 
     def __post_init__(self) -> None:
         validate_label_names(self.label_names)

@@ -1,0 +1,165 @@
+"""Writing files so that a crash leaves the old file or the new one, never half of one.
+
+A leaf module (standard library, pandas and pyarrow only): every writer in silverlabel goes through it, so there
+is one temporary-name scheme, and a restart can find and remove what a killed writer (kill -9 skips every
+``finally``) left behind. The scheme: ``.<final name>.<8 random characters>.tmp`` beside the final path, for files
+and for run folders alike.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import SilverlabelError
+
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9]{8}\.tmp")
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path`` that :func:`remove_stale_temp` recognises."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+@contextmanager
+def _replacing(path: Path):
+    """Yield a temporary path; rename it onto ``path`` when the block ends normally, remove it otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    with _replacing(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+def atomic_save_npy(path: Path, array) -> None:
+    """``np.save`` under a temporary name; several processes may race to write the same cache file."""
+    import numpy as np
+
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+@contextmanager
+def atomic_folder(path: Path):
+    """Yield a temporary folder that is renamed onto ``path`` when the block ends normally. A folder already at
+    ``path`` is replaced (it is an unfinished one: callers check for completeness before writing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temp(folder: Path) -> int:
+    """Delete the temporary files and folders that killed writers left in ``folder``; returns how many."""
+    removed = 0
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        if is_temp_name(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def check_writable(folder: Path, what: str = "--out") -> None:
+    """Fail before the expensive part when ``folder`` cannot be written (read-only, a path under a file)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SilverlabelError(f"{what}: cannot write to {folder} ({exc.strerror or exc}); choose another "
+                               "path") from None
+
+
+def write_frames(path: str | Path, frames: Iterable[pd.DataFrame], *, empty: pd.DataFrame) -> None:
+    """Write frames one after another to Parquet, CSV or JSONL (by extension); ``empty`` (the columns) when
+    there are none. The file appears under its name only when complete, so an interrupted run never leaves a
+    short file that looks finished."""
+    path = Path(path)
+    kind = path.suffix.lower()
+    if kind not in (".parquet", ".csv", ".jsonl"):
+        raise SilverlabelError(f"{path}: use a .parquet, .csv or .jsonl file name")
+    with _replacing(path) as tmp:
+        _write_frames(tmp, kind, frames, empty)
+
+
+def _write_frames(tmp: Path, kind: str, frames: Iterable[pd.DataFrame], empty: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = schema = None
+    written = 0
+    with open(tmp, "wb") as fh:
+        try:
+            for frame in frames:
+                if kind == ".parquet":
+                    if writer is None:
+                        schema = _schema(frame)
+                        writer = pq.ParquetWriter(fh, schema)
+                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                elif kind == ".csv":
+                    fh.write(frame.to_csv(index=False, header=written == 0).encode("utf-8"))
+                else:
+                    text = frame.to_json(orient="records", lines=True, force_ascii=False)
+                    fh.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
+                written += 1
+        finally:
+            if writer is not None:
+                writer.close()
+        if written == 0 and kind == ".parquet":
+            empty.to_parquet(fh, index=False)
+        elif written == 0 and kind == ".csv":
+            fh.write(empty.to_csv(index=False).encode("utf-8"))
+
+
+def _schema(frame: pd.DataFrame):
+    """One Parquet schema for every chunk: a chunk where every label (or every error) is missing must not
+    change a column's type."""
+    import pyarrow as pa
+
+    inferred = pa.Schema.from_pandas(frame, preserve_index=False)
+    fields = []
+    for f in inferred:
+        if f.name in ("text", "label", "model", "error", "gold") or pa.types.is_null(f.type):
+            f = f.with_type(pa.string())
+        fields.append(f)
+    return pa.schema(fields)

@@ -1,0 +1,94 @@
+"""The one temporary-name scheme: every writer's in-flight file or folder is recognised and removed on restart."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from silverlabel.files import (
+    atomic_folder,
+    atomic_save_npy,
+    atomic_write_parquet,
+    atomic_write_text,
+    is_temp_name,
+    remove_stale_temp,
+    write_frames,
+)
+
+
+def _in_flight(folder, target):
+    """Names in ``folder`` other than ``target`` while a writer is mid-way."""
+    return [p.name for p in folder.iterdir() if p.name != target]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_streamed_tables_write_under_a_name_restart_removes(tmp_path, suffix):
+    seen = []
+
+    def frames():
+        yield pd.DataFrame({"item": ["a"], "label": ["x"]})
+        seen.extend(_in_flight(tmp_path, f"t{suffix}"))
+        yield pd.DataFrame({"item": ["b"], "label": [None]})
+
+    write_frames(tmp_path / f"t{suffix}", frames(), empty=pd.DataFrame({"item": [], "label": []}))
+    assert len(seen) == 1 and is_temp_name(seen[0]) and seen[0].startswith(f".t{suffix}.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"t{suffix}"]
+
+
+def test_every_writer_uses_names_that_restart_removes(tmp_path, monkeypatch):
+    """Kill each writer just before its rename (os.replace never happens): what it leaves is a temporary name,
+    and remove_stale_temp deletes it and nothing else."""
+    import numpy as np
+
+    (tmp_path / "keep.txt").write_text("finished")
+    (tmp_path / ".hidden-but-mine").write_text("not a temporary file")
+
+    def killed(src, dst):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(os, "replace", killed)
+    writers = [lambda: atomic_write_text(tmp_path / "a.json", "{}"),
+               lambda: atomic_write_parquet(pd.DataFrame({"x": [1]}), tmp_path / "b.parquet"),
+               lambda: atomic_save_npy(tmp_path / "c.npy", np.zeros(3))]
+    for write in writers:
+        with pytest.raises(SystemExit):
+            write()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-but-mine", "keep.txt"]  # cleaned up
+    # a killed process does not clean up: plant what each would have left, by the writers' own scheme
+    monkeypatch.undo()
+    from silverlabel.files import temp_path
+
+    left = [temp_path(tmp_path / n) for n in ("a.json", "b.parquet", "c.npy", "x.parquet")]
+    for p in left:
+        p.write_text("half")
+    run = temp_path(tmp_path / "0123abcd")
+    run.mkdir()
+    (run / "predictions.parquet").write_text("half")
+    assert all(is_temp_name(p.name) for p in [*left, run])
+    assert remove_stale_temp(tmp_path) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-but-mine", "keep.txt"]
+
+
+def test_interrupted_writers_leave_nothing_and_keep_the_old_file(tmp_path):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+
+    def boom():
+        yield pd.DataFrame({"item": ["a"]})
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_frames(tmp_path / "r.csv", boom(), empty=pd.DataFrame({"item": []}))
+    with pytest.raises(ZeroDivisionError):
+        with atomic_folder(tmp_path / "run") as tmp:
+            (tmp / "run.json").write_text("{}")
+            1 / 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"] and target.read_text() == "old"
+
+
+def test_atomic_folder_replaces_an_unfinished_folder(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "stale.txt").write_text("from a run without run.json")
+    with atomic_folder(tmp_path / "run") as tmp:
+        (tmp / "run.json").write_text("{}")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.json"]
