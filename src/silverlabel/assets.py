@@ -18,7 +18,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import SilverlabelError
-from .files import temp_path
+from .files import remove_stale_temp, temp_path
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,7 @@ def gguf_path(name: str) -> Path:
         _verified(target, asset.sha256, f"teacher '{name}'")
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(target.parent, of=target.name)  # a join killed part-way
     tmp = temp_path(target)
     log.info("joining %d parts of %s into %s", len(parts), name, target)
     digest = hashlib.sha256()

@@ -85,11 +85,12 @@ def atomic_folder(path: Path):
         raise
 
 
-def remove_stale_temp(folder: Path) -> int:
-    """Delete the temporary files and folders that killed writers left in ``folder``; returns how many."""
+def remove_stale_temp(folder: Path, *, of: str | None = None) -> int:
+    """Delete the temporary files and folders that killed writers left in ``folder`` (only those of the final
+    name ``of`` when given); returns how many."""
     removed = 0
     for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
-        if is_temp_name(p.name):
+        if is_temp_name(p.name) and (of is None or p.name.startswith(f".{of}.")):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -118,6 +119,7 @@ def write_frames(path: str | Path, frames: Iterable[pd.DataFrame], *, empty: pd.
     kind = path.suffix.lower()
     if kind not in (".parquet", ".csv", ".jsonl"):
         raise SilverlabelError(f"{path}: use a .parquet, .csv or .jsonl file name")
+    remove_stale_temp(path.parent, of=path.name)  # what an earlier, killed write of this file left
     with _replacing(path) as tmp:
         _write_frames(tmp, kind, frames, empty)
 

@@ -328,7 +328,7 @@ def train_cell(payload: dict) -> dict:
                         save_dir=payload.get("save_dir"))
     return {"preds": np.asarray(run.preds), "probs": np.asarray(run.probs), "curve": run.curve,
             "best_epoch": run.best_epoch, "steps": run.steps, "seconds": run.seconds, "device": run.device,
-            "wall": time.perf_counter() - started}
+            "wall": time.perf_counter() - started, "config": config.to_dict()}  # the recipe as trained
 
 
 def local_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dict], None]) -> None:
@@ -514,7 +514,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
             timing["train_s"] += result["wall"]
             meta = {"dataset": cell.dataset, "label_source": cell.source.name, "student": cell.student,
                     "size": cell.size, "seed": cell.seed, "source_spec": cell.source.spec(teachers),
-                    "train_config": students[cell.student].to_dict(),
+                    "train_config": {"name": cell.student, **result["config"]},
                     "accounting": accounting.get((cell.dataset, cell.source.name, cell.size), {})}
             write_run(out, cell, result, prep=prepared[cell.dataset], meta=meta)
             advance(1)

@@ -80,3 +80,17 @@ def test_saved_model_is_safetensors_and_predicts_the_same(data, tmp_path):
     ids = tok(list(data.test.texts), truncation=True, max_length=48)["input_ids"]
     probs = predict_proba(model, ids, tok.pad_token_id, batch_size=64, device=torch.device("cpu"), fp16=False)
     assert np.allclose(probs, run.probs, atol=1e-5)
+
+
+def test_the_study_records_the_recipe_it_trained(data):
+    """A study cell given distributions under a 'hard' recipe trains soft, and says so in what it returns for
+    run.json (it used to record the recipe from before the switch)."""
+    from silverlabel.study import TrainingData, train_cell
+
+    config = TrainConfig(model="minilm", epochs=1, batch_size=8, max_length=48)
+    soft = TrainingData(data.train.texts, np.eye(2)[data.train.labels], data.validation.texts,
+                        data.validation.labels)
+    result = train_cell({"config": config, "data": soft, "seed": 1, "test_texts": data.test.texts,
+                         "label_names": data.train.label_names})
+    assert config.labels == "hard" and result["config"]["labels"] == "soft"
+    assert TrainConfig.from_dict(result["config"]) == config.model_copy(update={"labels": "soft"})

@@ -92,3 +92,13 @@ def test_atomic_folder_replaces_an_unfinished_folder(tmp_path):
     with atomic_folder(tmp_path / "run") as tmp:
         (tmp / "run.json").write_text("{}")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.json"]
+
+
+def test_a_rewrite_removes_what_a_killed_write_of_that_file_left(tmp_path):
+    from silverlabel.files import temp_path
+
+    mine, other = temp_path(tmp_path / "a.parquet"), temp_path(tmp_path / "b.parquet")
+    mine.write_text("half")
+    other.write_text("another writer's")
+    write_frames(tmp_path / "a.parquet", iter([pd.DataFrame({"item": ["x"]})]), empty=pd.DataFrame({"item": []}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.parquet", other.name])
