@@ -8,6 +8,7 @@ user cache directory (never into site-packages) and a marker records the verifie
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -83,10 +84,18 @@ def cache_dir() -> Path:
     return path
 
 
-def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+def sha256_file(path: Path) -> str:
+    """The file's sha256, computed once per process for an unchanged file (a local GGUF identifies a teacher in
+    every cache key, run record and summary, and hashing a GB file each time costs seconds)."""
+    stat = Path(path).stat()
+    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed anew
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
+        while block := fh.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
 

@@ -58,6 +58,10 @@ class TrainConfig(_Config):
     bucket_by_length: bool = True
     save_model: bool = False  # write the chosen checkpoint as safetensors beside the run (off: they are large)
 
+    def steps(self, n_train: int) -> int:
+        """Optimizer steps for ``n_train`` examples: every epoch ends with a short last batch."""
+        return self.epochs * -(-n_train // self.batch_size)
+
 
 class DatasetSpec(_Config):
     """One dataset of a study: a preset, a file (with its column mapping) or ``hf:NAME``, and its split."""

@@ -333,7 +333,7 @@ def train_cell(payload: dict) -> dict:
 
 def local_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dict], None]) -> None:
     for cell, payload in jobs:
-        steps = payload["config"].epochs * -(-len(payload["data"].texts) // payload["config"].batch_size)
+        steps = payload["config"].steps(len(payload["data"].texts))
         with progress_bar(f"{cell.dataset} · {cell.source.name} · n={cell.size} · seed {cell.seed}",
                           total=steps) as advance:
             payload["progress"] = advance
@@ -442,8 +442,7 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         if store is not None:
             store.close()
     students = {s.name: s for s in config.students}
-    steps = sum(students[c.student].epochs * -(-c.size // students[c.student].batch_size)
-                for c, d in zip(cells, done) if not d)
+    steps = sum(students[c.student].steps(c.size) for c, d in zip(cells, done) if not d)
     return StudyPlan(cells, done, todo, steps)
 
 

@@ -102,3 +102,23 @@ def test_a_rewrite_removes_what_a_killed_write_of_that_file_left(tmp_path):
     other.write_text("another writer's")
     write_frames(tmp_path / "a.parquet", iter([pd.DataFrame({"item": ["x"]})]), empty=pd.DataFrame({"item": []}))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a.parquet", other.name])
+
+
+def test_a_model_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
+    import hashlib
+    import time
+
+    from silverlabel import assets
+
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"weights" * 1000)
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: (reads.append(str(f)), real_open(f, *a, **k))[1])
+    first = assets.sha256_file(path)
+    assert first == assets.sha256_file(path) == hashlib.sha256(b"weights" * 1000).hexdigest()
+    assert reads.count(str(path.resolve())) == 1
+    time.sleep(0.01)
+    path.write_bytes(b"other weights")
+    assert assets.sha256_file(path) == hashlib.sha256(b"other weights").hexdigest()
+    assert reads.count(str(path.resolve())) == 2

@@ -171,8 +171,7 @@ def train_student(
     lengths = np.array([len(x) for x in train_ids])
 
     rng = np.random.default_rng(seed)
-    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = config.steps(len(train_ids))
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups = [
         {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
