@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import entropy
 
 from ..errors import SilverlabelError
 
@@ -143,8 +144,7 @@ class PolicyInput:
 
     @property
     def entropy(self) -> np.ndarray:
-        p = np.clip(self.probs, 1e-300, 1)
-        return -(self.probs * np.log(p)).sum(axis=1)
+        return entropy(self.probs, axis=1)
 
     @property
     def margin(self) -> np.ndarray:

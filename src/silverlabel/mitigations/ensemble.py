@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.stats import entropy
 
 from ..errors import SilverlabelError
 from .base import PolicyInput, Selection, mask, register_policy
@@ -68,7 +69,7 @@ def ensemble_policy(ctx: PolicyInput) -> Selection:
     labels, probs = align_runs(ctx.records, ctx.ensemble, ctx.label_names)
     flips = flip_rate(labels)
     mean = probs.mean(axis=0)
-    ent = -(mean * np.log(np.clip(mean, 1e-300, 1))).sum(axis=1)
+    ent = entropy(mean, axis=1)
     if ctx.options["fill"] == "entropy":
         second = ent
     elif ctx.options["fill"] == "random":

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from scipy.stats import entropy  # nats; zero-probability labels contribute nothing
 
 from ..cache import AnnotationStore, Record, text_hash
 from ..errors import SilverlabelError
@@ -86,10 +87,6 @@ def distribution(token_logprobs: Sequence[Sequence[float]]) -> np.ndarray:
     return p / p.sum()
 
 
-def entropy(p: np.ndarray) -> float:
-    """Shannon entropy in nats; zero-probability labels contribute nothing (hand-written: one line, no library)."""
-    nz = p[p > 0]
-    return float(-(nz * np.log(nz)).sum())
 
 
 def guided_choice(label_tokens: Sequence[Sequence[int]], token_logprobs: Sequence[Sequence[float]]) -> int:
@@ -243,7 +240,7 @@ class Teacher(ABC):
         p = distribution(scored.token_logprobs)
         choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens,
                                                                                 scored.token_logprobs)
-        return Record(h, label_names[choice], [float(x) for x in p], entropy(p), scored.prompt_tokens, seconds)
+        return Record(h, label_names[choice], [float(x) for x in p], float(entropy(p)), scored.prompt_tokens, seconds)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:
         """Columns built one at a time: a row tuple per item would double the chunk's Python objects."""
