@@ -416,7 +416,7 @@ def test_a_full_disk_is_a_clear_error(tmp_path):
         pytest.skip("no /dev/full on this system")
     data = _tiny_data(tmp_path)
     out = tmp_path / "a.parquet"
-    full = tmp_path / ".a.parquet.0000dead.tmp"
+    full = tmp_path / "full-disk"  # not a temporary name: a restart must not clean it away
     full.symlink_to("/dev/full")
     # the writer's temporary name is random; in the CLI's process it is pinned to the planted link
     args = _cmd("annotate", str(data), "--out", str(out), "--teacher", "llamacpp:smollm2-135m",
