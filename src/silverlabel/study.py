@@ -142,6 +142,12 @@ class Prepared:
     splits: Splits
     order: np.ndarray  # training-split positions; size s trains on the first s
 
+    def training_positions(self, size: int) -> np.ndarray:
+        """Positions in the training split (and so in a teacher table's train rows, which annotate writes in
+        split order) of the items a cell of this size trains on; kept in split order, so a size's items do not
+        depend on the order."""
+        return np.sort(self.order[:size])
+
 
 def nested_order(labels: np.ndarray, seed: int) -> np.ndarray:
     """A seeded order of the training items whose every prefix keeps the class shares (nested, stratified).
@@ -276,7 +282,7 @@ def _teacher_targets(frame: pd.DataFrame, label_names: list[str]) -> tuple[np.nd
 def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[int, pd.DataFrame],
                   teacher: TeacherSpec | None) -> TrainingData:
     train, val = prep.splits.train, prep.splits.validation
-    pick = np.sort(prep.order[:size])  # kept in split order, so a size's items do not depend on the order
+    pick = prep.training_positions(size)
     texts = [train.texts[i] for i in pick]
     if source.kind == "gold":
         return TrainingData(texts, train.labels[pick], val.texts, val.labels)

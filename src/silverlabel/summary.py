@@ -123,7 +123,7 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
         if cell.source.teacher:
             main_seed = {t.name: t.demo_seeds[0] for t in config.teachers}[cell.source.teacher]
             tr = records[(dataset, cell.source.teacher)][main_seed]
-            tr = tr[tr["split"] == "train"].iloc[np.sort(prepared[dataset].order[:size])]
+            tr = tr[tr["split"] == "train"].iloc[prepared[dataset].training_positions(size)]
             row["teacher_accuracy"] = float((tr["label"].to_numpy() == tr["gold"].to_numpy()).mean())
         else:
             row["teacher_accuracy"] = None
