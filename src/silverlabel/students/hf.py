@@ -128,15 +128,45 @@ def train_student(
     checkpoint with the best validation macro-F1 is kept when ``config.select_best`` and validation data exist.
     """
     import torch
-    import transformers
-    from sklearn.metrics import f1_score
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     started = time.perf_counter()
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     fp16 = dev.type == "cuda" and config.fp16 != "off"
     if config.fp16 == "on" and dev.type != "cuda":
         log.info("fp16 asked for but no GPU; training in fp32")
+    targets = _checked_targets(train_texts, train_targets, num_labels=num_labels, config=config)
+    tokenizer, model = _load(config, num_labels=num_labels, seed=seed)
+    model.to(dev)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    train_ids = _tokenize(tokenizer, train_texts, config.max_length)
+    val_ids = _tokenize(tokenizer, val_texts, config.max_length) if len(val_texts) else []
+    test_ids = _tokenize(tokenizer, test_texts, config.max_length) if len(test_texts) else []
+    total = config.steps(len(train_ids))
+    step = _Stepper(model, config, total=total, fp16=fp16)
+    batches = _Batches(train_ids, targets, pad_id, config, rng=np.random.default_rng(seed), device=dev)
+    best = _BestCheckpoint(config)
+    curve: list[dict] = []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), attention_kernels(dev):
+        torch.manual_seed(seed)  # dropout; restored on exit, so no global seed leaks to the caller
+        for epoch in range(1, config.epochs + 1):
+            point = {"epoch": epoch, "train_loss": _train_epoch(model, batches, step, fp16=fp16, progress=progress)}
+            if val_ids and val_labels is not None:
+                val_pred = predict_proba(model, val_ids, pad_id, batch_size=config.eval_batch_size, device=dev,
+                                         fp16=fp16).argmax(1)
+                point["val_macro_f1"] = _macro_f1(val_labels, val_pred, num_labels)
+                best.consider(model, epoch, point["val_macro_f1"])
+            curve.append(point)
+    best.restore(model)
+    if config.save_model and save_dir is not None:
+        model.save_pretrained(save_dir, safe_serialization=True)  # safetensors only, never pickle
+        tokenizer.save_pretrained(save_dir)
+    probs = (predict_proba(model, test_ids, pad_id, batch_size=config.eval_batch_size, device=dev, fp16=fp16)
+             if test_ids else np.zeros((0, num_labels), dtype=np.float32))
+    return StudentRun(seed=seed, preds=probs.argmax(1).astype(np.int64), probs=probs, curve=curve,
+                      best_epoch=best.epoch, steps=total, seconds=time.perf_counter() - started, device=dev.type)
+
+
+def _checked_targets(texts: Sequence[str], train_targets, *, num_labels: int, config: TrainConfig) -> np.ndarray:
     targets = np.asarray(train_targets)
     soft = targets.ndim == 2
     if soft != (config.labels == "soft"):
@@ -144,8 +174,17 @@ def train_student(
                                f"{'an (n, K) probability matrix' if soft else 'class indices'}; make them agree")
     if soft and (targets.shape[1] != num_labels or not np.allclose(targets.sum(1), 1, atol=1e-3)):
         raise SilverlabelError(f"soft targets must be ({len(targets)}, {num_labels}) rows that sum to 1")
-    if len(train_texts) != len(targets):
-        raise SilverlabelError(f"{len(train_texts)} training texts but {len(targets)} labels")
+    if len(texts) != len(targets):
+        raise SilverlabelError(f"{len(texts)} training texts but {len(targets)} labels")
+    return targets
+
+
+def _load(config: TrainConfig, *, num_labels: int, seed: int):
+    """A fresh tokenizer and classifier whose new head is drawn from ``seed`` (the caller's generator untouched)."""
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     model_ref = resolve_model(config.model)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialized head" is expected, not news
@@ -163,75 +202,102 @@ def train_student(
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.utils.logging.enable_progress_bar()
-    model.to(dev)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    train_ids = _tokenize(tokenizer, train_texts, config.max_length)
-    val_ids = _tokenize(tokenizer, val_texts, config.max_length) if len(val_texts) else []
-    test_ids = _tokenize(tokenizer, test_texts, config.max_length) if len(test_texts) else []
-    lengths = np.array([len(x) for x in train_ids])
+    return tokenizer, model
 
-    rng = np.random.default_rng(seed)
-    total = config.steps(len(train_ids))
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    # fused: one kernel over all parameters instead of a loop of small ops, as transformers' Trainer does by default
-    # (adamw_torch_fused); a few times faster per optimizer step, about 2 % of a MiniLM run on 2 CPU cores
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
-    scheduler = transformers.get_linear_schedule_with_warmup(
-        optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total), num_training_steps=total)
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    target_tensor = torch.tensor(targets, dtype=torch.float32 if soft else torch.long)
 
-    curve: list[dict] = []
-    best_f1, best_state, best_epoch = -1.0, None, config.epochs
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), attention_kernels(dev):
-        torch.manual_seed(seed)  # dropout; restored on exit, so no global seed leaks to the caller
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            losses = []
-            for idx in _batches(lengths, config.batch_size, rng, config.bucket_by_length):
-                x, mask = _collate([train_ids[i] for i in idx], pad_id, dev)
-                y = target_tensor[idx].to(dev)
-                with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=fp16):
-                    logits = model(input_ids=x, attention_mask=mask).logits.float()
-                if soft:
-                    loss = -(y * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
-                else:
-                    loss = torch.nn.functional.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                losses.append(loss.detach())  # no per-step sync with the GPU
-                if progress is not None:
-                    progress(1)
-            point = {"epoch": epoch, "train_loss": float(torch.stack(losses).double().mean())}
-            if val_ids and val_labels is not None:
-                val_pred = predict_proba(model, val_ids, pad_id, batch_size=config.eval_batch_size, device=dev,
-                                         fp16=fp16).argmax(1)
-                f1 = float(f1_score(val_labels, val_pred, average="macro", labels=list(range(num_labels)),
-                                    zero_division=0))
-                point["val_macro_f1"] = f1
-                if config.select_best and f1 > best_f1:
-                    best_f1, best_epoch = f1, epoch
-                    if epoch < config.epochs:  # the last epoch's weights are still in the model
-                        best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-                    else:
-                        best_state = None
-            curve.append(point)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    if config.save_model and save_dir is not None:
-        model.save_pretrained(save_dir, safe_serialization=True)  # safetensors only, never pickle
-        tokenizer.save_pretrained(save_dir)
-    probs = (predict_proba(model, test_ids, pad_id, batch_size=config.eval_batch_size, device=dev, fp16=fp16)
-             if test_ids else np.zeros((0, num_labels), dtype=np.float32))
-    return StudentRun(seed=seed, preds=probs.argmax(1).astype(np.int64), probs=probs, curve=curve,
-                      best_epoch=best_epoch, steps=total, seconds=time.perf_counter() - started, device=dev.type)
+class _Stepper:
+    """The paper's optimizer: AdamW with weight decay off for biases and norms, linear warm-up then decay,
+    gradient clipping at 1, and a loss scaler for fp16."""
+
+    def __init__(self, model, config: TrainConfig, *, total: int, fp16: bool):
+        import torch
+        import transformers
+
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+        groups = [
+            {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+             "weight_decay": config.weight_decay},
+            {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        # fused: one kernel over all parameters instead of a loop of small ops, as transformers' Trainer does by
+        # default (adamw_torch_fused); a few times faster per optimizer step, about 2 % of a MiniLM run on 2 cores
+        self.optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+        self.scheduler = transformers.get_linear_schedule_with_warmup(
+            self.optimizer, num_warmup_steps=math.ceil(config.warmup_ratio * total), num_training_steps=total)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.params = list(model.parameters())
+
+    def __call__(self, loss) -> None:
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+
+class _Batches:
+    """One epoch's shuffled (length-bucketed) batches of padded inputs and their targets, on the device."""
+
+    def __init__(self, ids: list[list[int]], targets: np.ndarray, pad_id: int, config: TrainConfig, *,
+                 rng: np.random.Generator, device):
+        import torch
+
+        self.ids, self.pad_id, self.config, self.rng, self.device = ids, pad_id, config, rng, device
+        self.lengths = np.array([len(x) for x in ids])
+        self.soft = targets.ndim == 2
+        self.targets = torch.tensor(targets, dtype=torch.float32 if self.soft else torch.long)
+
+    def __iter__(self):
+        for idx in _batches(self.lengths, self.config.batch_size, self.rng, self.config.bucket_by_length):
+            x, mask = _collate([self.ids[i] for i in idx], self.pad_id, self.device)
+            yield x, mask, self.targets[idx].to(self.device)
+
+
+def _train_epoch(model, batches: _Batches, step: _Stepper, *, fp16: bool, progress=None) -> float:
+    """One pass over the training batches; returns the mean loss (read once, so no per-step sync with a GPU)."""
+    import torch
+
+    model.train()
+    losses = []
+    for x, mask, y in batches:
+        with torch.autocast(device_type=batches.device.type, dtype=torch.float16, enabled=fp16):
+            logits = model(input_ids=x, attention_mask=mask).logits.float()
+        if batches.soft:
+            loss = -(y * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, y)
+        step(loss)
+        losses.append(loss.detach())
+        if progress is not None:
+            progress(1)
+    return float(torch.stack(losses).double().mean())
+
+
+def _macro_f1(labels: np.ndarray, pred: np.ndarray, num_labels: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, pred, average="macro", labels=list(range(num_labels)), zero_division=0))
+
+
+class _BestCheckpoint:
+    """Keeps the weights of the epoch with the best validation macro-F1 (the first of equals), in CPU memory."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.score, self.state, self.epoch = -1.0, None, config.epochs
+
+    def consider(self, model, epoch: int, score: float) -> None:
+        if not self.config.select_best or score <= self.score:
+            return
+        self.score, self.epoch = score, epoch
+        # the last epoch's weights are still in the model when it is the best, so no copy is needed
+        self.state = (copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+                      if epoch < self.config.epochs else None)
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
