@@ -420,6 +420,12 @@ def _ray_train_cell(payload: dict, threads: int) -> dict:
 EXECUTORS: dict[str, Callable] = {"local": local_executor, "ray": ray_executor}
 
 
+def run_label(cell: Cell) -> str:
+    """The ``run`` column of predictions.parquet: readable, and unique across the whole grid (datasets share item
+    ids, so the dataset is part of it)."""
+    return f"{cell.dataset}|{cell.source.name}|{cell.student}|n{cell.size}|s{cell.seed}"
+
+
 def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict) -> None:
     """Write a finished run into runs/<run id>/ atomically (a temporary folder renamed into place)."""
     run_dir = out / "runs" / cell.run_id
@@ -428,7 +434,7 @@ def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict
     try:
         names = prep.splits.test.label_names
         frame = pd.DataFrame({
-            "item": prep.splits.test.items, "run": f"{cell.source.name}|{cell.student}|n{cell.size}|s{cell.seed}",
+            "item": prep.splits.test.items, "run": run_label(cell),
             "dataset": cell.dataset, "label_source": cell.source.name, "student": cell.student, "size": cell.size,
             "seed": cell.seed, "pred": [names[i] for i in result["preds"]],
             "gold": [names[i] for i in prep.splits.test.labels]})
