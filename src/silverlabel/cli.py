@@ -77,15 +77,23 @@ def _seeds(text: str) -> list[int]:
 
 
 def print_table1(results: list[dict], *, title: str) -> None:
-    from .reporting import table1_rows
+    """Table 1 in percent; fits 80 columns (light rules, long label names wrap, headers are never cut), with the
+    meaning of ‡ under it when a row carries it."""
+    from rich import box
 
-    table = Table(title=title)
-    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher acc", "n_train"):
-        table.add_column(col, justify="left" if col == "labels" else "right")
-    for r in table1_rows(results):
+    from .reporting import COLLAPSED_NOTE, table1_rows
+
+    rows = table1_rows(results)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher\nacc", "n_train"):
+        table.add_column(col, justify="left" if col == "labels" else "right", overflow="fold",
+                         min_width=max(map(len, col.split())))
+    for r in rows:
         table.add_row(r["labels"], r["acc"], r["macro_f1"], r["alpha"], r["sd_acc"], r["sd_f1"], r["p_unchanged"],
                       r["teacher_acc"], str(r["n_train"]))
     console.print(table)
+    if any(r.get("one_class") for r in results):
+        console.print(COLLAPSED_NOTE, highlight=False)
 
 
 DEMO_OUT = Path("silverlabel-demo")  # fixed, so a plain rerun of `silverlabel demo` resumes
@@ -157,6 +165,10 @@ def _print_study(results: dict, out: Path) -> None:
             print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
                          title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
                                f"student {student}, {largest} training items")
+        from .reporting.text import takeaways
+
+        for line in takeaways(rows):
+            console.print(line, highlight=False)
         for t in results["teachers"]:
             if t["dataset"] == name:
                 console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
@@ -323,7 +335,8 @@ def annotate(
     macro_f1 = "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %"
     console.print(f"{s.items} items ({s.cached} cached, {s.labelled} labelled, {s.failed} failed) in "
                   f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
-                  f"{s.label_counts}; accuracy vs gold {accuracy}, macro-F1 {macro_f1}")
+                  f"{', '.join(f'{n} {c}' for n, c in s.label_counts.items())}; accuracy vs gold {accuracy}, "
+                  f"macro-F1 {macro_f1}", highlight=False)
     _print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
 
