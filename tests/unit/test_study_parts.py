@@ -15,6 +15,8 @@ from silverlabel.study import (
     nested_order,
     plan,
     prepare_dataset,
+    run_label,
+    write_run,
 )
 
 BASE = {"datasets": [{"source": "imdb", "n_train": 100, "n_test": 50}],
@@ -176,3 +178,25 @@ def test_collapse_is_not_a_plateau():
     assert plateau_after_collapse(200, sizes, [25]) == 200
     assert plateau_after_collapse(None, sizes, [25]) is None
     assert plateau_after_collapse(50, sizes, []) == 50
+
+
+def test_run_labels_in_predictions_are_unique_across_datasets(tmp_path):
+    cfg = config(datasets=[{"source": "imdb", "n_train": 30, "n_test": 20},
+                           {"source": "toxic", "n_train": 30, "n_test": 20}])
+    prepared = {d.key: prepare_dataset(d, sizes=cfg.sizes, offline=True) for d in cfg.datasets}
+    cells = plan(cfg, prepared)
+    labels = [run_label(c) for c in cells]
+    assert len(set(labels)) == len(cells)  # before, imdb and toxic cells shared 'gold|minilm|n30|s1'
+    frames = []
+    for name in ("imdb", "toxic"):
+        cell = next(c for c in cells if c.dataset == name and c.source.name == "gold" and c.seed == 1)
+        k = len(prepared[name].splits.test.label_names)
+        n = len(prepared[name].splits.test)
+        write_run(tmp_path, cell, {"preds": np.zeros(n, int), "probs": np.full((n, k), 1 / k), "curve": [],
+                                   "best_epoch": 1, "steps": 1, "seconds": 0.0, "device": "cpu"},
+                  prep=prepared[name], meta={})
+        frames.append(pd.read_parquet(tmp_path / "runs" / cell.run_id / "predictions.parquet"))
+    runs = [set(f["run"]) for f in frames]
+    assert runs[0] != runs[1] and all(len(r) == 1 for r in runs)
+    both = pd.concat(frames)
+    assert not both.duplicated(["run", "item"]).any()
