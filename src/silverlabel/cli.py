@@ -18,6 +18,7 @@ from rich.table import Table
 from . import __version__
 from .errors import SilverlabelError
 
+
 def _flags_show_no_type() -> None:
     """typer 0.29 writes `<bool>` after every flag in --help (`--version <bool>`, even `--help <bool>`), as if the
     flag took a value; a flag takes none, so its type column stays empty. Other typer versions lack the hook or
@@ -497,16 +498,23 @@ def evaluate(
 
 
 def _print_groups(groups, by: list[str], *, title: str) -> None:
-    """One row per group (dataset, label source, student, size), in percent."""
+    """One row per group (dataset, label source, student, size), in percent; a grouping value shared by every
+    group goes to the title, so the table fits a narrow terminal."""
+    from rich import box
+
     pct = _pct
-    table = Table(title=f"{title}: {len(groups)} groups (percent; σ with ddof=1)", padding=(0, 1))
-    for col in by:
-        table.add_column(col)
+    shared = {c: groups[0].key[c] for c in by if len(groups) > 1 and len({str(g.key[c]) for g in groups}) == 1}
+    varying = [c for c in by if c not in shared]
+    where = "".join(f", {c} {v}" for c, v in shared.items())
+    table = Table(title=f"{title}: {len(groups)} groups{where} (percent; σ with ddof=1)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    for col in varying:
+        table.add_column({"label_source": "labels"}.get(col, col), overflow="fold")
     for col in ("runs", "acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
         table.add_column(col, justify="right", min_width=len(col))
     for g in groups:
         ev = g.evaluation.to_dict()
-        table.add_row(*[str(g.key[c]) for c in by], str(ev["n_runs"]), pct(ev["accuracy_mean"]),
+        table.add_row(*[str(g.key[c]) for c in varying], str(ev["n_runs"]), pct(ev["accuracy_mean"]),
                       pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]), pct(ev["macro_f1_std"]),
                       pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]), pct(ev["pairwise_churn"]))
     console.print(table)
