@@ -1,6 +1,6 @@
-"""Progress for long work: a rich bar on a terminal; without one (CI, nohup, a notebook's log) one log line per
-finished stage or run, plus a line a minute for long ones, since a bar there would only show when it ends;
-nothing when quiet."""
+"""Progress for long work: a rich bar on a terminal or in Jupyter; without one (CI, nohup, a log file) one log
+line per finished stage or run, plus a line a minute for long ones, since a bar there would only show when it
+ends; nothing when quiet."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def set_quiet(quiet: bool) -> None:
 def _terminal() -> bool:
     from rich.console import Console
 
-    return Console().is_terminal  # rich's own test (honours FORCE_TERMINAL / TTY_COMPATIBLE)
+    console = Console()  # rich's own tests (they honour FORCE_TERMINAL); a Jupyter cell draws rich's bar live
+    return console.is_terminal or console.is_jupyter
 
 
 @contextlib.contextmanager
