@@ -25,7 +25,8 @@ def reliability_figure(cal: Calibration, *, title: str = "teacher calibration"):
     # the dots sit at (mean confidence, accuracy) of each bin; not clipped, so a bin at 1.0 shows whole
     ax.plot(bins["confidence"][filled], bins["accuracy"][filled], "o", color="#c44e52", ms=4, clip_on=False,
             label="bin's mean confidence (x) and accuracy (y)")
-    ax.set(ylim=(0, 1.05), ylabel="accuracy vs gold", title=f"{title} (ECE {100 * cal.ece:.1f} %)")
+    ax.set(ylim=(0, 1.05), ylabel="accuracy vs gold")
+    ax.set_title(f"{title}\nexpected calibration error {100 * cal.ece:.1f} %", fontsize=10)
     ax_n.bar(bins["lower"], bins["count"], width=width, align="edge", edgecolor="black", color="#8c8c8c")
     ax_n.set(xlim=(0, 1.02), xlabel="teacher confidence (max P_S)", ylabel="items")
     # below the axes, never over a bar

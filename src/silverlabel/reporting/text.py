@@ -44,8 +44,10 @@ def takeaways(rows: list[dict]) -> list[str]:
                        f"{_with_ci(t, 'macro_f1_mean')} %, αK {_with_ci(t, 'krippendorff_alpha')} (no gold-label "
                        "students to compare with).")
             continue
-        collapse = (" Every one of its runs predicts a single class, so that αK measures collapse, not stability."
-                    if t.get("one_class") else "")
+        collapsed = [what for what, r in (("teacher-label", t), ("gold-label", gold)) if r.get("one_class")]
+        collapse = (f" Every {' and every '.join(collapsed)} run predicts a single class: "
+                    f"{'that αK measures' if len(collapsed) == 1 else 'those αK measure'} collapse, not stability."
+                    if collapsed else "")
         out.append(f"Training {student} on {largest} {t['label_source']} labels instead of gold "
                    f"{_change(t, gold, 'macro_f1_mean', 'macro-F1')} ({_with_ci(t, 'macro_f1_mean')} % against "
                    f"{_with_ci(gold, 'macro_f1_mean')} %) and {_change(t, gold, 'krippendorff_alpha', 'αK')} "
