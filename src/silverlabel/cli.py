@@ -8,7 +8,6 @@ import logging
 import os
 import sqlite3
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +19,26 @@ from . import __version__
 from .errors import SilverlabelError
 from .files import check_writable
 
+
+def _flags_show_no_type() -> None:
+    """typer 0.29 writes `<bool>` after every flag in --help (`--version <bool>`, even `--help <bool>`), as if the
+    flag took a value; a flag takes none, so its type column stays empty. Other typer versions lack the hook or
+    do not need it, and are left alone."""
+    from typer import core
+
+    option = getattr(core, "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_flags_show_no_type", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._flags_show_no_type = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label text with an LLM teacher, train small students on those labels, and measure what "
                        "the shortcut costs against gold labels (accuracy, macro-F1, stability across seeds).")
@@ -60,34 +79,69 @@ def _seeds(text: str) -> list[int]:
 
 
 def print_table1(results: list[dict], *, title: str) -> None:
-    from .reporting import table1_rows
+    """Table 1 in percent; fits 80 columns (light rules, long label names wrap, headers are never cut), with the
+    meaning of ‡ under it when a row carries it."""
+    from rich import box
 
-    table = Table(title=title)
-    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher acc", "n_train"):
-        table.add_column(col, justify="left" if col == "labels" else "right")
-    for r in table1_rows(results):
+    from .reporting import COLLAPSED_NOTE, table1_rows
+
+    rows = table1_rows(results)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher\nacc", "n_train"):
+        table.add_column(col, justify="left" if col == "labels" else "right", overflow="fold",
+                         min_width=max(map(len, col.split())))
+    for r in rows:
         table.add_row(r["labels"], r["acc"], r["macro_f1"], r["alpha"], r["sd_acc"], r["sd_f1"], r["p_unchanged"],
                       r["teacher_acc"], str(r["n_train"]))
     console.print(table)
+    if any(r.get("one_class") for r in results):
+        console.print(COLLAPSED_NOTE, highlight=False)
+
+
+DEMO_OUT = Path("silverlabel-demo")  # fixed, so a plain rerun of `silverlabel demo` resumes
+
+
+def _quick() -> dict:
+    """configs/quick.toml as data, for the demo's help texts (read, not copied, so they cannot drift from it)."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    data = tomllib.loads((Path(__file__).parent / "configs" / "quick.toml").read_text(encoding="utf-8"))
+    d, s = data["datasets"][0], data["students"][0]
+    return {"datasets": ", ".join(x["source"] for x in data["datasets"]), "n_train": d["n_train"],
+            "n_test": d["n_test"], "seeds": ",".join(map(str, data["seeds"])), "teacher": data["teachers"][0]["uri"],
+            "student": s["model"], "lr": _e(s["learning_rate"]) if "learning_rate" in s else "TrainConfig's"}
+
+
+def _e(value: float) -> str:
+    """3e-4, not 0.0003 (how a learning rate is written)."""
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+_QUICK = _quick()
 
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: a new silverlabel-demo-<time> "
-                                       "folder here). Rerunning into the same folder reuses finished work."),
-    dataset: Optional[str] = typer.Option(None, help="One dataset instead of quick.toml's two: a preset (imdb, "
-                                          "toxic, ecommerce, manifestos) or a data file."),
-    teacher: Optional[str] = typer.Option(None, help="Teacher URI instead of llamacpp:qwen2.5-0.5b, e.g. "
+    out: Optional[Path] = typer.Option(None, "--out", help=f"Output folder (default: ./{DEMO_OUT}). Rerunning into "
+                                       "the same folder reuses finished work."),
+    dataset: Optional[str] = typer.Option(None, help=f"One dataset instead of quick.toml's ({_QUICK['datasets']}): "
+                                          "a preset (imdb, toxic, ecommerce, manifestos) or a data file."),
+    teacher: Optional[str] = typer.Option(None, help=f"Teacher URI instead of {_QUICK['teacher']}, e.g. "
                                           "llamacpp:smollm2-135m or llamacpp:/path/model.gguf."),
-    student: Optional[str] = typer.Option(None, help="Student instead of 'minilm' (shipped): a hub name or a local "
-                                          "model folder."),
-    n_train: Optional[int] = typer.Option(None, help="Training items per dataset (quick.toml: 200)."),
-    n_test: Optional[int] = typer.Option(None, help="Held-out test items per dataset (quick.toml: 300)."),
-    seeds: Optional[str] = typer.Option(None, help="Student seeds, comma-separated (quick.toml: 1,2,3)."),
+    student: Optional[str] = typer.Option(None, help=f"Student instead of '{_QUICK['student']}' (shipped): a hub "
+                                          "name or a local model folder."),
+    n_train: Optional[int] = typer.Option(None, help=f"Training items per dataset (quick.toml: {_QUICK['n_train']})."),
+    n_test: Optional[int] = typer.Option(None, help=f"Held-out test items per dataset (quick.toml: "
+                                         f"{_QUICK['n_test']})."),
+    seeds: Optional[str] = typer.Option(None, help=f"Student seeds, comma-separated (quick.toml: {_QUICK['seeds']})."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (the paper's recipe: 3)."),
-    learning_rate: Optional[float] = typer.Option(None, help="Student learning rate (quick.toml: 1e-4; the "
-                                                  "paper's 2e-5 needs its 5000 items: at a few hundred, MiniLM at "
-                                                  "2e-5 still predicts one class)."),
+    learning_rate: Optional[float] = typer.Option(None, help=f"Student learning rate (quick.toml: {_QUICK['lr']}; "
+                                                  "the paper's 2e-5 needs its 5000 items: at a few hundred, MiniLM "
+                                                  "at 2e-5 still predicts one class)."),
     raw_prompt: bool = typer.Option(False, help="Send the bare prompt instead of wrapping it in the model's chat "
                                     "template."),
 ) -> None:
@@ -95,7 +149,9 @@ def demo(
     and print Table 1; the same code path as `silverlabel study run`, with these options as overrides."""
     from .study import demo_config, run_study
 
-    out = out or Path(f"silverlabel-demo-{datetime.now():%Y%m%d-%H%M%S}")
+    out = out or DEMO_OUT
+    console.print(f"silverlabel demo: writing to {out.resolve()} (a rerun into it reuses finished work)",
+                  highlight=False, soft_wrap=True)
     config = demo_config(dataset=dataset, teacher=teacher, student=student, n_train=n_train, n_test=n_test,
                          seeds=_seeds(seeds) if seeds else None, epochs=epochs, learning_rate=learning_rate,
                          chat=not raw_prompt)
@@ -111,6 +167,10 @@ def _print_study(results: dict, out: Path) -> None:
             print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
                          title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
                                f"student {student}, {largest} training items")
+        from .reporting.text import takeaways
+
+        for line in takeaways(rows):
+            console.print(line, highlight=False)
         for t in results["teachers"]:
             if t["dataset"] == name:
                 console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
@@ -220,15 +280,20 @@ def annotate(
     label distribution p:<label>, computed from the model's log-probabilities of each label string."""
     from .assets import cache_dir
     from .cache import AnnotationStore, text_hash
-    from .data import split
+    from .data import annotation_split
     from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
 
     parse_teacher_uri(teacher)
     if out.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
         raise SilverlabelError(f"--out {out}: use a .parquet, .csv or .jsonl file name")
     ds = _load(data, text_column, label_column, id_column, task)
-    splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
-    train = splits.train
+    train = annotation_split(ds, n_train=n_train, n_test=n_test, seed=0)
+    if k > len(train):  # demonstrations come from the training items; say which limit left too few
+        why = (f"--n-train {n_train} caps them; pass a larger --n-train" if len(train) == n_train else
+               f"the test split (--n-test {n_test}) took {n_test} of the {len(ds)} rows of {data}; pass a smaller "
+               "--n-test")
+        raise SilverlabelError(f"--k {k} demonstrations but only {len(train)} training items: {why}, or --k "
+                               f"{len(train)} or fewer")
     demos = sample_demonstrations(train.texts, train.labels, train.label_names, k=k, seed=demo_seed,
                                   balanced=balanced)
     prompt = Prompt(task=ds.task, label_names=tuple(ds.label_names), demonstrations=demos)
@@ -259,7 +324,8 @@ def annotate(
     macro_f1 = "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %"
     console.print(f"{s.items} items ({s.cached} cached, {s.labelled} labelled, {s.failed} failed) in "
                   f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
-                  f"{s.label_counts}; accuracy vs gold {accuracy}, macro-F1 {macro_f1}")
+                  f"{', '.join(f'{n} {c}' for n, c in s.label_counts.items())}; accuracy vs gold {accuracy}, "
+                  f"macro-F1 {macro_f1}", highlight=False)
     _print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
 
@@ -364,10 +430,12 @@ def train(
     console.print(f"wrote {out / 'predictions.parquet'} and {out / 'results.json'}")
 
 
-def _print_evaluation(ev: dict, *, title: str) -> None:
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.2f}"
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
 
+
+def _print_evaluation(ev: dict, *, title: str) -> None:
+    pct = _pct
     table = Table(title=f"{title}: {ev['n_runs']} runs x {ev['n_items']} items (percent; σ with ddof=1)")
     for col in ("acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
         table.add_column(col, justify="right")
@@ -386,21 +454,58 @@ def _print_evaluation(ev: dict, *, title: str) -> None:
 
 @app.command()
 def evaluate(
-    table: Path = typer.Argument(..., help="CSV or Parquet with columns item, run, pred, gold."),
+    table: Path = typer.Argument(..., help="CSV or Parquet with columns item, run, pred, gold (and optionally "
+                                 "dataset, label_source, student, size, as in a study's predictions.parquet)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Accuracy and macro-F1 per run (mean and standard deviation with ddof=1), Krippendorff's alpha (nominal;
     runs as coders, items as units), p_unchanged (share of items predicted the same in every run), pairwise churn
-    and per-class scores, from a prediction table. All fractions are in [0, 1]; alpha is null for one run."""
-    from .metrics import evaluate_table, read_prediction_table
+    and per-class scores, from a prediction table. A table with any of the columns dataset, label_source, student,
+    size (a study's predictions.parquet) is evaluated per group of those columns, one row each, as in Table 1.
+    The printed tables are in percent; --json gives fractions in [0, 1]: one object, or with grouping columns an
+    object whose "groups" holds one object per group (its grouping values, then the metrics) and whose "group_by"
+    names the columns. Alpha is n/a (null) for one run."""
+    from .metrics import GROUP_COLUMNS, evaluate_groups, read_prediction_table
 
-    ev = evaluate_table(read_prediction_table(table), source=str(table)).to_dict()
+    frame = read_prediction_table(table)
+    groups = evaluate_groups(frame, source=str(table))
+    keys = ("n_items", "n_runs", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
+            "krippendorff_alpha", "p_unchanged", "pairwise_churn", "per_class")
+    by = [c for c in GROUP_COLUMNS if c in frame.columns]
     if as_json:
-        keys = ("n_items", "n_runs", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
-                "krippendorff_alpha", "p_unchanged", "pairwise_churn", "per_class")
-        sys.stdout.write(json.dumps({k: ev[k] for k in keys}) + "\n")
+        if not by:
+            ev = groups[0].evaluation.to_dict()
+            sys.stdout.write(json.dumps({k: ev[k] for k in keys}) + "\n")
+        else:
+            rows = [{**{c: g.to_dict()[c] for c in by}, **{k: g.to_dict()[k] for k in keys}} for g in groups]
+            sys.stdout.write(json.dumps({"group_by": by, "groups": rows}) + "\n")
+    elif not by:
+        _print_evaluation(groups[0].evaluation.to_dict(), title=str(table))
     else:
-        _print_evaluation(ev, title=str(table))
+        _print_groups(groups, by, title=str(table))
+
+
+def _print_groups(groups, by: list[str], *, title: str) -> None:
+    """One row per group (dataset, label source, student, size), in percent; a grouping value shared by every
+    group goes to the title, so the table fits a narrow terminal."""
+    from rich import box
+
+    pct = _pct
+    shared = {c: groups[0].key[c] for c in by if len(groups) > 1 and len({str(g.key[c]) for g in groups}) == 1}
+    varying = [c for c in by if c not in shared]
+    where = "".join(f", {c} {v}" for c, v in shared.items())
+    table = Table(title=f"{title}: {len(groups)} groups{where} (percent; σ with ddof=1)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    for col in varying:
+        table.add_column({"label_source": "labels"}.get(col, col), overflow="fold")
+    for col in ("runs", "acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
+        table.add_column(col, justify="right", min_width=len(col))
+    for g in groups:
+        ev = g.evaluation.to_dict()
+        table.add_row(*[str(g.key[c]) for c in varying], str(ev["n_runs"]), pct(ev["accuracy_mean"]),
+                      pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]), pct(ev["macro_f1_std"]),
+                      pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]), pct(ev["pairwise_churn"]))
+    console.print(table)
 
 
 @app.command()

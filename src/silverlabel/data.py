@@ -269,8 +269,11 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
         task = preset.stand_in_task or preset.task
         if preset.stand_in_task is None:
             label_names = list(preset.label_names)
+    origin = meta["source"]
+    if "/" in origin and ":" not in origin.split("/")[0]:  # a path on the machine that vendored it: the file's name
+        origin = origin.rsplit("/", 1)[-1]
     prov = Provenance(
-        source=f"{meta['source']} (vendored in silverlabel/presets/{meta['file']})",
+        source=f"{origin} (vendored in silverlabel/presets/{meta['file']})",
         real=bool(meta["real"]),
         paper_dataset=preset.paper_dataset,
         licence=meta.get("licence", ""),
@@ -532,6 +535,19 @@ def split(
                     test=dataset.subset(np.sort(test)))
     check_split_labels(splits)
     return splits
+
+
+def annotation_split(dataset: Dataset, *, n_train: int = 5000, n_test: int = 2000, seed: int = 0) -> Dataset:
+    """The items ``annotate`` labels: the training split of ``split`` (so ``train --annotations`` finds every one
+    of its training items), topped up to ``n_train`` from the validation split, which annotate itself never uses
+    (on a small file the validation split would otherwise take most of what the test split leaves)."""
+    splits = split(dataset, n_train=n_train, n_test=n_test, seed=seed)
+    room = n_train - len(splits.train)
+    if room <= 0 or len(splits.validation) == 0:
+        return splits.train
+    position = {item: i for i, item in enumerate(dataset.items)}
+    taken = splits.train.items + splits.validation.items[:room]
+    return dataset.subset(np.sort([position[i] for i in taken]))
 
 
 def check_split_labels(splits: Splits) -> None:

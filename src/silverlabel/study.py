@@ -112,6 +112,12 @@ class Cell:
     seed: int
     run_id: str
 
+    @property
+    def label(self) -> str:
+        """The ``run`` column of predictions.parquet: readable, and unique across the whole grid (datasets share
+        item ids, so the dataset is part of it)."""
+        return f"{self.dataset}|{self.source.name}|{self.student}|n{self.size}|s{self.seed}"
+
 
 def label_sources(config: StudyConfig) -> list[LabelSource]:
     teachers = [t.name for t in config.teachers]
@@ -387,7 +393,7 @@ def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict
     with atomic_folder(out / "runs" / cell.run_id) as tmp:
         names = prep.splits.test.label_names
         frame = pd.DataFrame({
-            "item": prep.splits.test.items, "run": f"{cell.source.name}|{cell.student}|n{cell.size}|s{cell.seed}",
+            "item": prep.splits.test.items, "run": cell.label,
             "dataset": cell.dataset, "label_source": cell.source.name, "student": cell.student, "size": cell.size,
             "seed": cell.seed, "pred": [names[i] for i in result["preds"]],
             "gold": [names[i] for i in prep.splits.test.labels]})

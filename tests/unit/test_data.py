@@ -10,6 +10,7 @@ import pytest
 from silverlabel.data import (
     PRESETS,
     Dataset,
+    annotation_split,
     check_split_labels,
     load_dataset,
     load_preset,
@@ -106,6 +107,36 @@ def test_presets_have_provenance_and_counts():
     for name in PRESETS:
         ds = load_preset(name, offline=True)
         assert len(ds) > 1000 and ds.num_labels >= 2 and ds.task
+
+
+def test_vendored_presets_name_their_source_file_not_the_vendoring_machine():
+    for name in PRESETS:
+        text = load_preset(name, offline=True).provenance.describe()
+        assert "../" not in text and not any(part.startswith("/") for part in text.split())
+        assert f"silverlabel/presets/{name}.parquet" in text
+    assert "labeled_data.csv.gz (vendored" in load_preset("toxic", offline=True).provenance.describe()
+
+
+def test_annotation_split_gives_back_the_validation_items_on_a_small_file():
+    ds = Dataset("small", [f"r{i}" for i in range(20)], [f"t{i}" for i in range(20)], np.arange(20) % 2, ["a", "b"])
+    splits = split(ds, n_test=10, seed=0)
+    assert len(splits.train) == 2  # validation (a tenth of the 5000 cap, capped) took 8 of the 10 left
+    items = annotation_split(ds, n_test=10, seed=0)
+    assert len(items) == 10 and set(items.items) == set(splits.train.items) | set(splits.validation.items)
+    assert not set(items.items) & set(splits.test.items)
+
+
+def test_annotation_split_on_a_large_file_is_the_training_split():
+    ds = load_preset("toxic", offline=True)
+    splits = split(ds, n_train=300, n_test=200, seed=0)
+    items = annotation_split(ds, n_train=300, n_test=200, seed=0)
+    assert items.items == splits.train.items  # train --annotations finds every training item
+    capped = annotation_split(_small(130), n_train=100, n_test=20, seed=0)
+    assert len(capped) == 100 and set(split(_small(130), n_train=100, n_test=20).train.items) <= set(capped.items)
+
+
+def _small(n):
+    return Dataset("s", [f"r{i}" for i in range(n)], [f"t{i}" for i in range(n)], np.arange(n) % 2, ["a", "b"])
 
 
 def test_tampered_vendored_preset_is_refused(monkeypatch):

@@ -15,6 +15,7 @@ from silverlabel.study import (
     nested_order,
     plan,
     prepare_dataset,
+    write_run,
 )
 
 BASE = {"datasets": [{"source": "imdb", "n_train": 100, "n_test": 50}],
@@ -190,3 +191,25 @@ def test_a_dataset_from_a_file_is_named_by_its_stem_not_its_path(source, name, k
 def test_two_files_with_one_stem_need_names():
     with pytest.raises(SilverlabelError, match="dataset names repeat"):
         StudyConfig.from_dict({"datasets": [{"source": "a/t.csv"}, {"source": "b/t.csv"}], "label_sources": ["gold"]})
+
+
+def test_run_labels_in_predictions_are_unique_across_datasets(tmp_path):
+    cfg = config(datasets=[{"source": "imdb", "n_train": 30, "n_test": 20},
+                           {"source": "toxic", "n_train": 30, "n_test": 20}])
+    prepared = {d.key: prepare_dataset(d, sizes=cfg.sizes, offline=True) for d in cfg.datasets}
+    cells = plan(cfg, prepared)
+    labels = [c.label for c in cells]
+    assert len(set(labels)) == len(cells)  # before, imdb and toxic cells shared 'gold|minilm|n30|s1'
+    frames = []
+    for name in ("imdb", "toxic"):
+        cell = next(c for c in cells if c.dataset == name and c.source.name == "gold" and c.seed == 1)
+        k = len(prepared[name].splits.test.label_names)
+        n = len(prepared[name].splits.test)
+        write_run(tmp_path, cell, {"preds": np.zeros(n, int), "probs": np.full((n, k), 1 / k), "curve": [],
+                                   "best_epoch": 1, "steps": 1, "seconds": 0.0, "device": "cpu"},
+                  prep=prepared[name], meta={})
+        frames.append(pd.read_parquet(tmp_path / "runs" / cell.run_id / "predictions.parquet"))
+    runs = [set(f["run"]) for f in frames]
+    assert runs[0] != runs[1] and all(len(r) == 1 for r in runs)
+    both = pd.concat(frames)
+    assert not both.duplicated(["run", "item"]).any()

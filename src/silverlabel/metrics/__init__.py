@@ -38,3 +38,6 @@ __all__ += ["bootstrap_intervals"]
 from silverlabel.metrics.scaling import PLATEAU_METHOD, detect_plateau  # noqa: E402
 
 __all__ += ["PLATEAU_METHOD", "detect_plateau"]
+from silverlabel.metrics.groups import GROUP_COLUMNS, GroupEvaluation, evaluate_groups  # noqa: E402
+
+__all__ += ["GROUP_COLUMNS", "GroupEvaluation", "evaluate_groups"]

@@ -14,13 +14,13 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from ..errors import SilverlabelError
 from ..files import atomic_write_text
 from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
+from .text import pct, split_line, takeaways
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,7 @@ _METRIC_OF = {"acc": "accuracy_mean", "macro_f1": "macro_f1_mean", "alpha": "kri
               "sd_acc": "accuracy_std", "sd_f1": "macro_f1_std", "p_unchanged": "p_unchanged"}
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.2f}"
+_pct = pct  # percent with two decimals, "n/a" for a missing value
 
 
 def _plateau_text(p: dict, largest: int):
@@ -144,7 +143,8 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
                   "collapsed": any(r.get("one_class") for r in budget_sources), "paper": [
             {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
              "teacher_acc": "", "n_train": 5000} for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
-    return {"name": name, "info": info, "tables": tables, "paper": paper, "largest": largest, "students": students,
+    return {"name": name, "info": info, "takeaways": takeaways(rows),
+            "split_line": split_line(info["split"], info["test_class_counts"]), "tables": tables, "paper": paper, "largest": largest, "students": students,
             "rare_first": rare_first, "support": support, "per_class_rows": per_class_rows, "scaling": scaling,
             "teachers": teachers, "figures": figs, "mitigations": mitigations, "budget": budget}
 
@@ -169,7 +169,7 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     images = {str(p): _data_uri(p) for s in sections for p in s["figures"].values()}
     html = env.get_template("report.html.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, images=images, pct=_pct,
-        collapsed_note=COLLAPSED_NOTE,
+        collapsed_note=COLLAPSED_NOTE, confusion_columns=plots.confusion_columns,
         config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
         timing=results.get("timing", {}))
     atomic_write_text(html_path, html)
@@ -179,11 +179,14 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
 def _markdown(results: dict, sections: list[dict], columns: list[str], titles: dict) -> str:
     timing = results.get("timing", {})
     md = [f"# silverlabel study: {results['study']}", ""]
+    for s in sections:  # the take-aways first: what the teacher's labels cost, per dataset
+        md += [f"- **{s['name']}**: {line}" for line in s["takeaways"]]
+    md += [""] if any(s["takeaways"] for s in sections) else []
     for s in sections:
         info = s["info"]
         md += [f"## {s['name']}", "", f"- data: {info['provenance']}"
                + ("" if info["real_data"] else " — **offline stand-in, not the paper's data**"),
-               f"- split: {info['split']}; test classes: {info['test_class_counts']}", ""]
+               f"- split: {s['split_line']}", ""]
         for t in s["tables"]:
             md += [f"### Table 1 — student `{t['student']}`, {s['largest']} training items (percent, "
                    "[bootstrap 95 % interval over test items])", "", _markdown_table(t["rows"], columns, titles), ""]
@@ -205,7 +208,7 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                f"![per-class F1](figures/{s['figures']['per_class'].name})", ""]
         for t in s["teachers"]:
             conf = t["confusion"]
-            cols = list(next(iter(conf.values())).keys()) if conf else []
+            cols = plots.confusion_columns(conf)
             md += [f"### Teacher `{t['teacher']}` ({t['uri']}, demonstration set {t['demo_seed']})", "",
                    f"- accuracy {_pct(t['accuracy'])} %, macro-F1 {_pct(t['macro_f1'])} % on {t['train_items']} "
                    f"training texts; failed {t['failed']}",

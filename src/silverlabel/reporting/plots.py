@@ -23,22 +23,34 @@ def _save_pair(fig, axes, path: Path) -> None:
     _plt().close(fig)
 
 
-def per_class_f1(rows: list[dict], names: list[str], support: dict, path: Path) -> None:
-    """Grouped bars: per-class F1 (mean over seeds) for each label source, rarest class on the left."""
+def per_class_f1_figure(rows: list[dict], names: list[str], support: dict):
+    """Grouped bars: per-class F1 (mean over seeds) for each label source, rarest class on the left. A bar of
+    height 0 draws nothing, so an F1 of 0 is written as "0" (and a class without a score as "n/a") at its place."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 3.6))
     width = 0.8 / max(len(rows), 1)
     for j, r in enumerate(rows):
-        f1 = [(r["per_class"].get(n) or {}).get("f1") or 0.0 for n in names]
-        ax.bar(np.arange(len(names)) + j * width - 0.4 + width / 2, f1, width, label=r["label_source"])
+        scores = [(r["per_class"].get(n) or {}).get("f1") for n in names]
+        x = np.arange(len(names)) + j * width - 0.4 + width / 2
+        bars = ax.bar(x, [v or 0.0 for v in scores], width, label=r["label_source"])
+        for xi, v in zip(x, scores):
+            if not v:
+                ax.text(xi, 0.01, "0" if v == 0 else "n/a", ha="center", va="bottom", fontsize=8,
+                        color=bars.patches[0].get_facecolor(), fontweight="bold")
     ax.set_xticks(np.arange(len(names)), [f"{n}\n(n={support.get(n, 0)})" for n in names])
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1 on the test split (mean over seeds)")
     ax.set_title("Per-class F1 by label source (rarest class first)")
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
+    return fig, ax
+
+
+def per_class_f1(rows: list[dict], names: list[str], support: dict, path: Path) -> None:
+    """The per-class F1 chart (see per_class_f1_figure) written to ``path``."""
+    fig, _ = per_class_f1_figure(rows, names, support)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
 
 
 def scaling(rows: list[dict], student: str, plateaus: list[dict], path: Path) -> None:
@@ -74,11 +86,19 @@ def scaling(rows: list[dict], student: str, plateaus: list[dict], path: Path) ->
     _save_pair(fig, axes, path)
 
 
-def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> None:
-    """Gold (rows, rarest first) by teacher label (columns): counts and row shares."""
+def confusion_columns(table: dict[str, dict[str, int]]) -> list[str]:
+    """The columns of a gold-by-teacher table in its rows' order (so the diagonal is the correct labels), then any
+    column that is no gold class (failed calls); also mends tables written with the columns in another order."""
+    rows = list(table)
+    first = next(iter(table.values()), {})
+    return [r for r in rows if r in first] + [c for c in first if c not in rows]
+
+
+def confusion_figure(table: dict[str, dict[str, int]], *, title: str):
+    """Gold (rows, rarest first) by teacher label (columns, the same order): counts and row shares."""
     plt = _plt()
     rows = list(table)
-    cols = list(next(iter(table.values())).keys()) if table else []
+    cols = confusion_columns(table)
     values = np.array([[table[r][c] for c in cols] for r in rows], dtype=float).reshape(len(rows), len(cols))
     share = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 * len(cols) + 2.5, 1.0 * len(rows) + 1.6))
@@ -93,8 +113,14 @@ def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> No
     ax.set_ylabel("gold label (rarest first)")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
+    return fig, ax
+
+
+def confusion(table: dict[str, dict[str, int]], path: Path, *, title: str) -> None:
+    """The confusion heatmap (see confusion_figure) written to ``path``."""
+    fig, _ = confusion_figure(table, title=title)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _plt().close(fig)
 
 
 def budget_curves(rows: list[dict], path: Path) -> None:
