@@ -1,6 +1,7 @@
 """The llama.cpp teacher on the shipped SmolLM2-135M model: the batched shared-prefix engine must give the
 same distribution as scoring each full prompt from scratch, labels must be the guided-decoding choice, and
-cached items must never be scored again."""
+cached items must never be scored again. The label is checked against llama.cpp's own generation under a label
+grammar in test_teacher_contract.py, for every backend."""
 
 import math
 
@@ -12,7 +13,6 @@ from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import get_teacher
 from silverlabel.teachers.base import distribution
-from tests.integration.grammar_reference import canonical_ids, generate_label
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -71,45 +71,6 @@ def test_annotation_records_distribution_entropy_and_guided_label(toxic, teacher
             teacher.score = original
         assert again.summary.cached == 8 and again.summary.labelled == 0
         assert again.frame["label"].tolist() == ann.frame["label"].tolist()
-
-
-N_GRAMMAR = 12
-
-
-@pytest.fixture(scope="module")
-def generator():
-    """A plain llama-cpp-python model of the same GGUF, for generation under a grammar."""
-    import llama_cpp
-
-    from silverlabel.assets import gguf_path
-
-    llm = llama_cpp.Llama(model_path=str(gguf_path("smollm2-135m")), n_ctx=1024, n_threads=2, verbose=False, seed=0)
-    yield llm
-    llm.close()
-
-
-def test_label_is_what_llama_cpp_generates_under_a_label_grammar(toxic, teacher, generator):
-    """The reference: llama.cpp's own greedy generation under a GBNF grammar that allows only the label strings,
-    on the same prompt. Greedy decoding over the label trie (silverlabel's label) makes the same choices as long as
-    the generation follows each label's own tokenisation; a grammar also allows other spellings of a label
-    (smaller pieces), which silverlabel does not score, so items where llama.cpp took one are told apart."""
-    s, prompt = toxic
-    names = list(s.train.label_names)
-    texts, items = s.train.texts[:N_GRAMMAR], s.train.items[:N_GRAMMAR]
-    ann = teacher.annotate(items, texts, prompt)
-    prefix, item_part = teacher.render(prompt)
-    canonical = {n: canonical_ids(generator, n) for n in names}
-    followed = 0
-    for text, label in zip(texts, ann.frame["label"]):
-        tokens = generator.tokenize((prefix + item_part.replace("{text}", text)).encode("utf-8"), add_bos=False,
-                                    special=True)
-        assert tokens == teacher.prefix_tokens + teacher._item_tokens(text)  # the same prompt, token for token
-        generated, ids = generate_label(generator, tokens, names)
-        assert generated in names, generated
-        if ids == canonical[generated]:
-            followed += 1
-            assert generated == label, (text, generated, label)
-    assert followed >= N_GRAMMAR - 1, followed  # measured: 12 of 12
 
 
 def test_raw_prompt_is_a_different_cache_key(toxic):
