@@ -148,7 +148,7 @@ def test_annotation_records_through_the_server(toxic, teacher, annotated):
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(), method="POST",
                                      headers={"Authorization": f"Bearer {CANARY}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=120) as reply:
+    with urllib.request.urlopen(request, timeout=600) as reply:
         return json.loads(reply.read())
 
 
