@@ -49,13 +49,13 @@ def _rows(results) -> dict:
     return {r["label_source"]: r for r in results["results"]}
 
 
-def test_the_openai_teacher_labels_a_study(studies):
+def test_the_openai_teacher_labels_a_study(studies, server):
     out, results = studies[0]
     [table] = sorted((out / "teachers").glob("*.parquet"))
     ann = pd.read_parquet(table)
     assert len(ann) == 24 and set(ann["split"]) == {"train", "validation"}
     assert ann["error"].isna().all() and set(ann["label"]) <= {"negative", "positive"}
-    assert (ann["model"] == ann["model"].iloc[0]).all() and ann["model"].iloc[0].startswith("openai:smol@")
+    assert (ann["model"] == f"{server}/v1#smol").all()  # every label came from the server
     assert CANARY not in ann.to_csv() and CANARY not in (out / "results.json").read_text()
     teacher = _rows(results)["teacher:smol"]
     train = ann[ann["split"] == "train"]
@@ -134,7 +134,8 @@ def _train_with_spy(tmp_path, monkeypatch, table: pd.DataFrame, data: Path) -> l
     monkeypatch.setattr(students, "train_student", spy)
     ann = tmp_path / f"ann{len(list(tmp_path.glob('ann*')))}.csv"
     table.to_csv(ann, index=False)
-    r = CliRunner().invoke(app, ["train", str(data), "--out", str(tmp_path / ann.stem), "--annotations", str(ann),
+    r = CliRunner().invoke(app, ["train", str(data), "--id-column", "id", "--out", str(tmp_path / ann.stem),
+                                 "--annotations", str(ann),
                                  "--student", "minilm", "--n-train", "30", "--n-test", "10", "--seeds", "1",
                                  "--epochs", "1", "--max-length", "24"])
     assert r.exit_code == 0, r.output

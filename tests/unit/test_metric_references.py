@@ -307,3 +307,101 @@ def test_top_k_puts_failed_items_first_then_scores_then_position():
     assert top_k(Ctx, score, 0).tolist() == [] and top_k(Ctx, score, -2).tolist() == []
     exclude = np.array([False, False, False, True, True, False])
     assert top_k(Ctx, score, 3, exclude=exclude).tolist() == [1, 0, 5]
+
+
+# ------------------------------------------------------------------------------------------------ input handling
+def test_error_messages_name_the_source_and_the_fix():
+    from silverlabel.metrics import accuracy, macro_f1, per_class, per_class_p_unchanged, validate_prediction_table
+
+    with pytest.raises(SilverlabelError, match=r"^table: the table has no rows; it needs one row per \(item, run\)$"):
+        evaluate_table(pd.DataFrame(columns=["item", "run", "pred", "gold"]))
+    with pytest.raises(SilverlabelError, match=r"^table: the table has no rows"):
+        validate_prediction_table(pd.DataFrame(columns=["item", "run", "pred", "gold"]))
+    with pytest.raises(SilverlabelError, match=r"^y_true/y_pred: expected 1-D label vectors, got shapes \(1, 2\) and "
+                                               r"\(1,\); pass one label per item$"):
+        accuracy([[1, 2]], [1])
+    with pytest.raises(SilverlabelError, match=r"^y_true/y_pred: no items; pass at least one \(gold, prediction\) "
+                                               r"pair$"):
+        accuracy([], [])
+    # scikit-learn's own first line in brackets (its wording changes between versions: "Mix ...")
+    with pytest.raises(SilverlabelError, match=r"^y_true/y_pred: scikit-learn rejected the labels \(Mix .+\); use one "
+                                               r"label type \(all str or all int\)$"):
+        macro_f1(np.array([1, 2], dtype=object), np.array(["1", "2"], dtype=object))
+    for fn in (macro_f1, per_class):
+        with pytest.raises(SilverlabelError, match=r"^labels: contains duplicates; pass each label once$"):
+            fn(["a"], ["a"], labels=["a", "a"])
+    with pytest.raises(SilverlabelError, match=r"^labels: empty label set; pass the study's labels or leave "
+                                               r"labels=None$"):
+        macro_f1(["a"], ["a"], labels=[])
+    with pytest.raises(SilverlabelError, match=r"^labels: empty label set; pass the study's labels$"):
+        per_class(["a"], ["a"], labels=[])
+    with pytest.raises(SilverlabelError, match=r"^labels: contains duplicates; pass each label once$"):
+        per_class_p_unchanged([["a"]], ["a"], labels=["a", "a"])
+    with pytest.raises(SilverlabelError, match=r"^y_true: expected one gold label per item \(2\), got shape \(1,\); "
+                                               r"pass the gold labels in the same item order as preds' columns$"):
+        per_class_p_unchanged([["a", "b"]], ["a"], labels=["a", "b"])
+
+
+def test_one_label_and_numpy_labels():
+    from silverlabel.metrics import macro_f1, per_class, per_class_p_unchanged
+
+    assert per_class(["a"], ["a"], labels=["a"]) == {"a": {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 1}}
+    # the first label predicted without gold items still counts (as F1 0), like any other
+    assert macro_f1(["b", "b"], ["a", "b"], labels=["a", "b"]) == pytest.approx(1 / 3)
+    keys = list(per_class([1, 2], [1, 1], labels=np.array([1, 2])))
+    assert keys == [1, 2] and all(type(k) is int for k in keys)  # numpy labels come back as Python values
+    shares = per_class_p_unchanged(np.array([[1, 2], [1, 1]]), np.array([1, 2]), labels=np.array([1, 2]))
+    assert shares == {1: 1.0, 2: 0.0} and all(type(k) is int for k in shares)
+
+
+def test_whole_floats_among_strings_are_one_label(tmp_path):
+    # pred mixes 2.0 (a float) with strings: compared as strings, 2.0 is "2", the same label as gold's "2"
+    df = pd.DataFrame({"item": [1, 2, 3], "run": [0, 0, 0], "pred": [2.0, "1", "x"], "gold": ["2", "1", "1"]})
+    ev = evaluate_table(df)
+    assert ev.accuracy_mean == pytest.approx(2 / 3) and set(ev.per_class) == {"1", "2", "x"}
+
+
+def test_csv_reading_keeps_label_like_words_and_finds_empty_cells(tmp_path):
+    from silverlabel.metrics import read_prediction_table
+
+    path = tmp_path / "t.csv"
+    path.write_text("item,run,pred,gold\n1,0,NA,None\n2,0,,None\n")
+    back = read_prediction_table(path)
+    assert back["pred"][0] == "NA" and back["gold"].tolist() == ["None", "None"]
+    assert pd.isna(back["pred"][1])  # an empty cell is missing
+    with pytest.raises(SilverlabelError, match=r"missing value in column 'pred' at row 1"):
+        evaluate_table(back, source=str(path))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(SilverlabelError, match=r"empty\.csv: cannot read as CSV \(EmptyDataError: No columns to parse "
+                                               r"from file\); check the file is a valid CSV file$"):
+        read_prediction_table(empty)
+
+
+def test_evaluation_logs_what_it_evaluated(caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="silverlabel.metrics.table")
+    df = pd.DataFrame({"item": [1, 2, 1, 2], "run": [0, 0, 1, 1], "pred": ["x", "y", "x", "x"],
+                       "gold": ["x", "y", "x", "y"]})
+    ev = evaluate_table(df, source="t.csv")
+    assert "evaluated t.csv: 2 runs x 2 items, 2 labels" in caplog.text
+    assert ev.accuracy_std == pytest.approx(np.std([1.0, 0.5], ddof=1))  # two runs already have a spread
+    assert ev.to_dict()["macro_f1_per_run"] == {"0": 1.0, "1": pytest.approx(1 / 3)}
+
+
+def test_a_policy_that_needs_gold_says_how_to_give_it():
+    from silverlabel.mitigations.base import PolicyInput
+
+    ctx = PolicyInput(records=pd.DataFrame({"label": ["a", None]}), label_names=["a", "b"], budget=1, oracle=None,
+                      seed=0, ensemble=[], options={}, probs=np.array([[0.9, 0.1], [0.5, 0.5]]),
+                      teacher=np.array([0, -1]), failed=np.array([False, True]))
+    assert ctx.n == 2 and ctx.margin.tolist() == pytest.approx([0.8, 0.0])
+    assert ctx.entropy.tolist() == pytest.approx([-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)), math.log(2)])
+    with pytest.raises(SilverlabelError, match=r"^policy 'learned' needs gold labels while it chooses \(a validation "
+                                               r"set\); pass an oracle \(or --labels with the validation items "
+                                               r"labelled\)$"):
+        ctx.require_oracle("learned")
+    oracle = GoldOracle(["a", "b"])
+    ctx.oracle = oracle
+    assert ctx.require_oracle("learned") is oracle

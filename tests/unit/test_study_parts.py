@@ -181,15 +181,25 @@ def test_bootstrap_matches_an_independent_computation():
     preds = wide.to_numpy()
     codes = np.unique(preds, return_inverse=True)[1].reshape(preds.shape).astype(float)  # the package wants numbers
     rng = np.random.default_rng(5)
-    f1s, alphas, accs = [], [], []
+    want = {k: [] for k in ("macro_f1_mean", "accuracy_mean", "krippendorff_alpha", "macro_f1_std", "accuracy_std",
+                            "p_unchanged")}
     for _ in range(200):
         idx = rng.integers(0, len(gold), len(gold))
-        f1s.append(np.mean([f1_score(gold[idx], p[idx], average="macro") for p in preds]))
-        accs.append(np.mean([(gold[idx] == p[idx]).mean() for p in preds]))
-        alphas.append(krippendorff.alpha(reliability_data=codes[:, idx], level_of_measurement="nominal"))
-    assert got["macro_f1_mean"] == pytest.approx(list(np.percentile(f1s, [2.5, 97.5])))
-    assert got["accuracy_mean"] == pytest.approx(list(np.percentile(accs, [2.5, 97.5])))
-    assert got["krippendorff_alpha"] == pytest.approx(list(np.percentile(alphas, [2.5, 97.5])))
+        f1 = [f1_score(gold[idx], p[idx], average="macro") for p in preds]
+        acc = [(gold[idx] == p[idx]).mean() for p in preds]
+        want["macro_f1_mean"].append(np.mean(f1))
+        want["accuracy_mean"].append(np.mean(acc))
+        want["macro_f1_std"].append(np.std(f1, ddof=1))
+        want["accuracy_std"].append(np.std(acc, ddof=1))
+        want["p_unchanged"].append(np.mean([len(set(preds[:, i])) == 1 for i in idx]))
+        want["krippendorff_alpha"].append(krippendorff.alpha(reliability_data=codes[:, idx],
+                                                             level_of_measurement="nominal"))
+    assert set(got) == set(want)
+    for key, values in want.items():
+        assert got[key] == pytest.approx(list(np.percentile(values, [2.5, 97.5]))), key
+    # the level sets the percentiles
+    narrow = bootstrap_intervals(df, n_boot=200, seed=5, level=0.5)
+    assert narrow["accuracy_mean"] == pytest.approx(list(np.percentile(want["accuracy_mean"], [25, 75])))
 
 
 def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
@@ -201,6 +211,11 @@ def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
     one = bootstrap_intervals(_table(rng, n_runs=1), n_boot=50)
     assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0]
     assert bootstrap_intervals(_table(rng), n_boot=0) == {}
+    assert set(bootstrap_intervals(_table(rng), n_boot=1)) == set(small)  # one resample is still an answer
+    small_table = _table(np.random.default_rng(2), n_items=20)
+    assert bootstrap_intervals(small_table) == bootstrap_intervals(small_table, n_boot=1000, seed=0)  # defaults
+    with pytest.raises(SilverlabelError, match=r"^table: the table has no rows"):
+        bootstrap_intervals(small_table.iloc[:0])
 
 
 def test_table1_marks_collapsed_rows():
