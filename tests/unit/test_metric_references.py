@@ -187,6 +187,10 @@ def _reference_plateau(sizes, values, z=2.0, floor=0.005):
     ([10, 20, 40], [[0.5, 0.7], [], [0.6, 0.6]], None),  # a size with no finite value
     ([10, 20, 40], [[0.5, np.nan], [0.6, 0.6], [0.6, 0.6]], 20),  # NaN dropped: 0.5 alone is too far
     ([10], [[0.5, 0.6]], None),  # one size: nothing to compare
+    # the standard error of a mean is s / sqrt(n): four seeds with s² = 1.3e-4 at 10 give a bound of 0.0115
+    ([10, 20], [[0.50, 0.52, 0.50, 0.52], [0.55] * 4], None),
+    ([10, 20], [[0.55] * 4, [0.50, 0.52, 0.50, 0.52]], None),  # the same spread on the largest size's side
+    ([10, 20], [[0.5], [0.5, 0.54]], 10),  # two seeds at the largest size: se 0.02, bound 0.04 > 0.02 apart
 ])
 def test_plateau_matches_the_method_written_out(sizes, values, expected):
     assert detect_plateau(sizes, values) == expected
