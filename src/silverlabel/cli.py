@@ -385,6 +385,7 @@ def train(
     if soft_labels and annotations is None:
         raise SilverlabelError("--soft-labels needs --annotations (the teacher's p:<label> columns)")
     texts, targets = splits.train.texts, splits.train.labels
+    val_texts, val_labels = splits.validation.texts, splits.validation.labels
     source = "gold"
     if annotations is not None:
         from .data import read_table
@@ -410,12 +411,23 @@ def train(
         else:
             targets = np.array([index[label] for label in table.loc[kept_items, "label"]])
         source = "teacher-soft" if soft_labels else "teacher"
+        # the checkpoint is chosen on the teacher's labels of the validation texts, as in a study (README,
+        # Decisions): a user without gold has nothing else. A table without them (annotate labels the training
+        # split only; a study's teachers/*.parquet has both) keeps the last epoch rather than peeking at gold.
+        val_keep = [k for k, i in enumerate(splits.validation.items)
+                    if i in table.index and table.at[i, "label"] in index]
+        val_texts = [splits.validation.texts[k] for k in val_keep]
+        val_labels = np.array([index[table.at[splits.validation.items[k], "label"]] for k in val_keep], dtype=int)
+        if not val_keep:
+            logging.getLogger(__name__).warning(
+                "%s has no teacher labels for the %d validation items: the students keep their last epoch (no "
+                "checkpoint is chosen on gold labels)", annotations, len(splits.validation))
     seed_list = _seeds(seeds)
     check_writable(out)
     frames = []
     for seed in seed_list:
         run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,
-                            val_texts=splits.validation.texts, val_labels=splits.validation.labels,
+                            val_texts=val_texts, val_labels=val_labels,
                             test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
         frames.append(pd.DataFrame({"item": splits.test.items, "run": f"{source}-seed{seed}", "seed": seed,
                                     "pred": [ds.label_names[i] for i in run.preds],

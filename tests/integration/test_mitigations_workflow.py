@@ -141,7 +141,12 @@ def test_learned_selects_in_two_rounds(tmp_path, annotated):
     round2.assign(label=round2["item"].map(gold)).to_json(labelled2, orient="records", lines=True)
     r = run("merge", "--annotations", ann, "--labels", labelled1, "--labels", labelled2, "--out",
             tmp_path / "train.jsonl")
-    assert r.returncode == 0, r.stderr and "30 human labels" in r.stdout
+    assert r.returncode == 0, r.stderr
+    # the count and the teacher's errors on those 30, counted here from the records and the gold labels
+    asked = set(round1["item"]) | set(round2["item"])
+    teacher = dict(zip(records["item"], records["label"]))
+    wrong = sum(teacher[i] != gold[i] for i in asked)  # a failed item (no label) counts as wrong
+    assert len(asked) == 30 and f"30 human labels; the teacher was wrong on {wrong} of them" in r.stdout, r.stdout
     # the same choice as the library with the gold oracle
     lib = apply_policy("learned", records, label_names=annotated[3], budget=30,
                        oracle=GoldOracle([gold[i] for i in records["item"]]), options={"use_embeddings": False})

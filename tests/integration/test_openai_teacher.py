@@ -16,16 +16,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score
 
+from silverlabel.assets import gguf_path
 from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, get_teacher
 from silverlabel.teachers.base import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
 from tests.helpers import require
+from tests.integration.grammar_reference import label_grammar
 from tests.integration.llama_server import CANARY, TEMPLATE
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+llama_cpp = pytest.importorskip("llama_cpp")
 
 N_ITEMS = 6
 
@@ -127,15 +131,51 @@ def test_annotation_records_through_the_server(toxic, teacher, annotated):
     s, _ = toxic
     ann, _, _ = annotated
     # llama-cpp-python's echo costs a Python sort of the vocabulary per prompt token, so labels are scored token
-    # by token; it stops at <|im_end|> before reporting it, so without the terminator; it offers no guided choice
-    assert teacher.mode == "next_token" and teacher.terminator is None and teacher.guided_field is None
+    # by token; it stops at <|im_end|> before reporting it, so without the terminator; its guided choice is a GBNF
+    # grammar (the probe found it on this real server: see test_the_probe_finds_guided_choice_only_where_it_works)
+    assert teacher.mode == "next_token" and teacher.terminator is None and teacher.guided_field == "grammar"
     probs = ann.probs()
     assert ann.summary.failed == 0 and ann.frame["error"].isna().all()
     assert probs.shape == (N_ITEMS, 3) and np.allclose(probs.sum(1), 1)
     assert ((ann.frame["entropy"] >= 0) & (ann.frame["entropy"] <= math.log(3) + 1e-9)).all()
     assert set(ann.frame["label"]) <= set(s.train.label_names)
     assert (ann.frame["prompt_tokens"] > 100).all() and (ann.frame["model"] == teacher.model).all()
-    assert ann.summary.labelled == N_ITEMS and 0 <= ann.summary.accuracy <= 1
+    assert ann.summary.labelled == N_ITEMS
+    gold = [s.train.label_names[i] for i in s.train.labels[:N_ITEMS]]
+    assert ann.summary.accuracy == pytest.approx(accuracy_score(gold, ann.frame["label"]))
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {CANARY}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as reply:
+        return json.loads(reply.read())
+
+
+def test_the_label_is_the_servers_own_guided_choice(server, toxic, teacher, annotated):
+    """The reference: the server's answer to a request this test writes itself, greedy under a GBNF grammar that
+    allows only the label strings, on the same prompt. Where the server spelled the label in its own tokens (the
+    labels' tokenisation, which the scores follow), greedy decoding over the label trie computed here from the
+    scores must make the same choice; a grammar also allows smaller pieces, where the two may legitimately part."""
+    s, _ = toxic
+    ann, scored, _ = annotated
+    names = list(s.train.label_names)
+    vocab = llama_cpp.Llama(model_path=str(gguf_path("smollm2-135m")), vocab_only=True, verbose=False)
+    try:
+        canonical = {n: [vocab.detokenize([i]).decode() for i in vocab.tokenize(n.encode(), add_bos=False)]
+                     for n in names}
+    finally:
+        vocab.close()
+    followed = 0
+    for k, text in enumerate(s.train.texts[:N_ITEMS]):
+        reply = _post(server, {"model": "smol", "prompt": teacher._context(text), "temperature": 0, "max_tokens": 40,
+                               "grammar": label_grammar(names), "logprobs": 1})
+        answer = reply["choices"][0]["text"]
+        assert answer == ann.frame["label"][k], (k, answer, ann.frame["label"][k])
+        if reply["choices"][0]["logprobs"]["tokens"] == canonical[answer]:
+            followed += 1
+            assert answer == names[guided_choice(teacher.label_tokens, scored[k].token_logprobs)], k
+    assert followed >= N_ITEMS - 1, followed
 
 
 def test_agrees_with_the_in_process_llamacpp_teacher(toxic, teacher, annotated):
@@ -230,6 +270,7 @@ class FaultProxy(ThreadingHTTPServer):
         self.faults: collections.deque = collections.deque()
         self.always: str | None = None
         self.guided_answer: str | None = None
+        self.strip: set[str] = set()  # request fields removed before relaying: a server that ignores them
         self.calls: list[str] = []  # what each /v1/completions request met, in arrival order
         self.lock = threading.Lock()
 
@@ -257,6 +298,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 else:
                     fault = srv.always
                 srv.calls.append(fault or "relay")
+        if srv.strip and self.path.endswith("/completions"):
+            request = json.loads(body)
+            body = json.dumps({k: v for k, v in request.items() if k not in srv.strip}).encode()
         auth = self.headers.get("Authorization", "")
         usage = {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
         if fault == "hang":  # longer than the client waits
@@ -321,12 +365,14 @@ def test_retries_a_timeout_500_and_429_then_scores(proxied, teacher, toxic, capl
     proxy.faults.extend(["hang", "500", "429"])
     # 4 s, not less: the real request after the faults must not time out on a busy two-core machine
     t._http().timeout, timeout = httpx.Timeout(4.0), t._http().timeout
+    t.guided_field, guided = None, t.guided_field  # the retries are the point here, not one more generation
     try:
         started = time.monotonic()
         [got] = t.score([text])
         took = time.monotonic() - started
     finally:
         t._http().timeout = timeout
+        t.guided_field = guided
     assert got.error is None
     assert proxy.calls[:4] == ["hang", "500", "429", "relay"]
     assert took >= 5.0  # the 4 s timeout, then Retry-After: 1
@@ -360,7 +406,7 @@ def test_persistent_failures_are_item_errors_not_labels(proxied, toxic, tmp_path
 def test_a_server_guided_choice_is_the_label_and_anything_else_an_error(proxied, toxic):
     proxy, t = proxied
     s, _ = toxic
-    t.guided_field = "guided_choice"  # as vLLM before 0.12 names it
+    t.guided_field, found = "guided_choice", t.guided_field  # as vLLM before 0.12 names it; served by the proxy
     try:
         proxy.guided_answer = "neither"
         [ok] = t.score(s.train.texts[:1])
@@ -369,5 +415,24 @@ def test_a_server_guided_choice_is_the_label_and_anything_else_an_error(proxied,
         [bad] = t.score(s.train.texts[:1])
         assert bad.choice is None and "'banana', which is not one of the labels" in bad.error
     finally:
-        t.guided_field = None
+        t.guided_field = found
         proxy.guided_answer = None
+
+
+def test_the_probe_finds_guided_choice_only_where_it_works(proxied, toxic, teacher):
+    """On the real server, prepare's probe found the grammar field (test_annotation_records_through_the_server);
+    the same server with that field taken out of every request, as a server that ignores it would, is found to
+    have no guided choice, and its labels are computed from the scores."""
+    proxy, _ = proxied
+    assert teacher.guided_field == "grammar"
+    proxy.strip = {"grammar"}
+    try:
+        blind = _teacher(proxy.url, toxic[1])
+        try:
+            assert blind.guided_field is None and blind.mode == teacher.mode
+            [scored] = blind.score(toxic[0].train.texts[:1])
+            assert scored.choice is None and scored.error is None
+        finally:
+            blind.close()
+    finally:
+        proxy.strip = set()

@@ -51,6 +51,39 @@ def test_run_records_curve_and_test_probabilities(data):
     assert run.steps == 2 * 6
 
 
+def test_the_restored_weights_are_the_best_epochs(data, monkeypatch):
+    """The test predictions are those of the best epoch's weights: a spy on the validation pass predicts the test
+    texts with the model as it is at the end of each epoch. Validation labels opposite to the training labels make
+    the best epoch an early one (the better the student learns, the worse it scores on them), so keeping the last
+    epoch's weights instead would show."""
+    from transformers import AutoTokenizer
+
+    from silverlabel.students import hf
+
+    tokenizer = AutoTokenizer.from_pretrained(hf.resolve_model("minilm"))
+    test_ids = hf._tokenize(tokenizer, data.test.texts, 48)
+    original, per_epoch, final = hf.predict_proba, [], []
+
+    def spy(model, ids, pad_id, **kw):
+        probs = original(model, ids, pad_id, **kw)
+        if len(ids) == len(data.validation):  # the end of an epoch
+            per_epoch.append(original(model, test_ids, pad_id, **kw))
+        else:
+            final.append(ids)
+        return probs
+
+    monkeypatch.setattr(hf, "predict_proba", spy)
+    run = train_student(data.train.texts, data.train.labels, num_labels=2, seed=2,
+                        config=TrainConfig(model="minilm", epochs=3, batch_size=8, max_length=48, learning_rate=3e-4),
+                        val_texts=data.validation.texts, val_labels=1 - data.validation.labels,
+                        test_texts=data.test.texts)
+    assert final == [test_ids] and len(per_epoch) == 3
+    best = 1 + int(np.argmax([p["val_macro_f1"] for p in run.curve]))  # the first of equal scores
+    assert run.best_epoch == best < 3, run.curve
+    assert np.array_equal(run.probs, per_epoch[best - 1])
+    assert not np.array_equal(run.probs, per_epoch[-1])  # the check can tell the epochs apart
+
+
 def test_soft_labels_train_on_probabilities(data):
     onehot = _train(data, seed=1, targets=np.eye(2)[data.train.labels])
     hard = _train(data, seed=1)

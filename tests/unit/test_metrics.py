@@ -1,4 +1,5 @@
-"""Metrics against known answers: hand-computed tables, an independent Krippendorff's alpha, and plain loops."""
+"""Metrics against known answers: hand-computed tables, scikit-learn and the krippendorff package called directly,
+an independent plain-Python alpha, and plain loops."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 import math
 from fractions import Fraction
 
+import krippendorff
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.metrics import (
@@ -184,6 +187,7 @@ def test_reference_alpha_reproduces_krippendorff_2011_nominal_example():
 def test_stability_matches_independent_implementations_on_random_tables(seed, as_str):
     rows = random_preds(np.random.default_rng(seed), as_str=as_str)
     assert krippendorff_alpha(rows) == pytest.approx(reference_nominal_alpha(rows), abs=1e-12)
+    assert krippendorff_alpha(rows) == pytest.approx(package_alpha(rows), abs=1e-12)
     assert krippendorff_alpha(np.array(rows, dtype=object)) == pytest.approx(reference_nominal_alpha(rows), abs=1e-12)
     assert p_unchanged(rows) == pytest.approx(reference_p_unchanged(rows))
     assert pairwise_churn(rows) == pytest.approx(reference_churn(rows))
@@ -274,31 +278,86 @@ def test_evaluate_table_matches_hand_computation():
     )
 
 
-def test_evaluate_table_agrees_with_per_run_scikit_learn_scores():
+def _codes(rows) -> np.ndarray:
+    """Integer codes of a (runs, items) label table, for the krippendorff package (it wants numbers)."""
+    _, codes = np.unique(np.asarray(rows, dtype=object).astype(str), return_inverse=True)
+    return codes.reshape(np.shape(rows)).astype(float)
+
+
+def package_alpha(rows) -> float:
+    """Nominal alpha straight from the krippendorff package, runs as coders and items as units."""
+    return float(krippendorff.alpha(reliability_data=_codes(rows), level_of_measurement="nominal"))
+
+
+def sklearn_macro_f1(gold, pred) -> float:
+    """scikit-learn's macro F1 over the labels present in this run's gold or predictions (its default)."""
+    return float(f1_score(gold, pred, average="macro", zero_division=0))
+
+
+def _wide(rows, gold) -> pd.DataFrame:
+    return pd.DataFrame({"item": np.tile(np.arange(len(gold)), len(rows)),
+                         "run": np.repeat([f"seed{r}" for r in range(len(rows))], len(gold)),
+                         "pred": np.asarray(rows, dtype=object).ravel(), "gold": np.tile(gold, len(rows))})
+
+
+def test_evaluate_table_agrees_with_scikit_learn_and_the_krippendorff_package():
     rng = np.random.default_rng(5)
     n_items, n_runs, labels = 300, 4, ["neg", "neu", "pos", "rare"]
     gold = rng.choice(labels[:3], n_items)  # "rare" has no gold items, some runs predict it
     preds = np.where(rng.random((n_runs, n_items)) < 0.7, gold, rng.choice(labels, (n_runs, n_items)))
-    df = pd.DataFrame(
-        {
-            "item": np.tile(np.arange(n_items), n_runs),
-            "run": np.repeat([f"seed{r}" for r in range(n_runs)], n_items),
-            "pred": preds.ravel(),
-            "gold": np.tile(gold, n_runs),
-        }
-    )
-    ev = evaluate_table(df)
+    ev = evaluate_table(_wide(preds, gold))
     for r in range(n_runs):
-        assert ev.accuracy_per_run[f"seed{r}"] == pytest.approx(accuracy(gold, preds[r]))
-        assert ev.macro_f1_per_run[f"seed{r}"] == pytest.approx(macro_f1(gold, preds[r], labels=labels))
-    runs = [per_class(gold, preds[r], labels=labels) for r in range(n_runs)]
-    for label in labels:
-        for key in ("precision", "recall", "f1"):
-            assert ev.per_class[label][key] == pytest.approx(np.mean([run[label][key] for run in runs]))
+        assert ev.accuracy_per_run[f"seed{r}"] == pytest.approx(accuracy_score(gold, preds[r]))
+        assert ev.macro_f1_per_run[f"seed{r}"] == pytest.approx(sklearn_macro_f1(gold, preds[r]))
+    runs = [precision_recall_fscore_support(gold, preds[r], labels=labels, zero_division=0) for r in range(n_runs)]
+    for k, label in enumerate(labels):
+        for j, key in enumerate(("precision", "recall", "f1")):
+            assert ev.per_class[label][key] == pytest.approx(np.mean([run[j][k] for run in runs]))
         assert ev.per_class[label]["support"] == int((gold == label).sum())
     assert math.isnan(ev.per_class["rare"]["p_unchanged"])
-    assert ev.krippendorff_alpha == pytest.approx(reference_nominal_alpha(preds.tolist()))
+    assert ev.krippendorff_alpha == pytest.approx(package_alpha(preds), abs=1e-12)
     assert ev.pairwise_churn == pytest.approx(reference_churn(preds.tolist()))
+
+
+# Tables on which a metric is easy to get wrong: every item split evenly between two labels (ties), a class of the
+# study that this run never predicts nor has gold items for (absent), and one class only.
+TIES = [["a", "b", "a", "b", "c", "c"], ["b", "a", "b", "a", "c", "c"],
+        ["a", "b", "b", "a", "c", "a"], ["b", "a", "a", "b", "c", "a"]]
+TIES_GOLD = ["a", "a", "b", "b", "c", "c"]
+ABSENT = [["a", "a", "a", "b", "a", "a"], ["a", "a", "b", "b", "a", "a"], ["a", "b", "a", "b", "a", "b"]]
+ABSENT_GOLD = ["a", "a", "b", "b", "c", "c"]  # c has gold items and is never predicted; d (below) has neither
+
+
+@pytest.mark.parametrize("rows, gold", [(TIES, TIES_GOLD), (ABSENT, ABSENT_GOLD)], ids=["ties", "absent"])
+def test_metrics_match_the_libraries_on_hard_tables(rows, gold):
+    ev = evaluate_table(_wide(rows, gold))
+    assert ev.krippendorff_alpha == pytest.approx(package_alpha(rows), abs=1e-12)
+    assert krippendorff_alpha(rows) == pytest.approx(package_alpha(rows), abs=1e-12)
+    accs = [accuracy_score(gold, r) for r in rows]
+    f1s = [sklearn_macro_f1(gold, r) for r in rows]
+    assert ev.accuracy_mean == pytest.approx(np.mean(accs)) and ev.accuracy_std == pytest.approx(np.std(accs, ddof=1))
+    assert ev.macro_f1_mean == pytest.approx(np.mean(f1s)) and ev.macro_f1_std == pytest.approx(np.std(f1s, ddof=1))
+    for r in rows:
+        assert accuracy(gold, r) == pytest.approx(accuracy_score(gold, r))
+        assert macro_f1(gold, r) == pytest.approx(sklearn_macro_f1(gold, r))
+        # a study label with neither gold items nor predictions is left out (scikit-learn would count it as 0)
+        assert macro_f1(gold, r, labels=["a", "b", "c", "d"]) == pytest.approx(sklearn_macro_f1(gold, r))
+        p, rec, f, sup = precision_recall_fscore_support(gold, r, labels=["a", "b", "c", "d"], zero_division=0)
+        scores = per_class(gold, r, labels=["a", "b", "c", "d"])
+        assert [scores[k]["precision"] for k in "abcd"] == pytest.approx(list(p))
+        assert [scores[k]["recall"] for k in "abcd"] == pytest.approx(list(rec))
+        assert [scores[k]["f1"] for k in "abcd"] == pytest.approx(list(f))
+        assert [scores[k]["support"] for k in "abcd"] == list(sup)
+
+
+def test_one_class_everywhere_is_perfect_agreement_where_the_package_refuses():
+    rows = [["x"] * 6] * 3
+    with pytest.raises(ValueError, match="more than one value in the domain"):
+        package_alpha(rows)  # the package has no value here; ours is defined as 1.0 (stability.py)
+    ev = evaluate_table(_wide(rows, ["x", "x", "y", "y", "x", "y"]))
+    assert ev.krippendorff_alpha == 1.0 and ev.p_unchanged == 1.0 and ev.pairwise_churn == 0.0
+    assert ev.macro_f1_mean == pytest.approx(sklearn_macro_f1(["x", "x", "y", "y", "x", "y"], ["x"] * 6))
+    assert ev.accuracy_mean == pytest.approx(0.5)
 
 
 def test_evaluate_table_one_run_and_json():

@@ -124,7 +124,19 @@ def test_names_from_configs_stay_inside_the_output_folder(tmp_path):
         path = teacher_table_path(out, evil, evil, 0).resolve()
         assert path.parent == (out / "teachers").resolve(), path
         assert "/" not in _slug(evil) and "\\" not in _slug(evil)  # only ever a part of a file name
-    StudyConfig.from_dict({"datasets": [{"source": "imdb", "name": "../../x"}], "label_sources": ["gold"]})
+    # a dataset named "../../x" is accepted (the name is only displayed), and every folder and file the study
+    # makes from it stays inside out: the run folders the plan names and the teacher table
+    from silverlabel.study import plan, prepare_dataset
+
+    cfg = StudyConfig.from_dict({"datasets": [{"source": "imdb", "name": "../../x", "n_train": 40, "n_test": 20}],
+                                 "label_sources": ["gold"], "sizes": [20], "seeds": [1]})
+    assert cfg.datasets[0].key == "../../x"
+    cells = plan(cfg, {cfg.datasets[0].key: prepare_dataset(cfg.datasets[0], sizes=cfg.sizes, offline=True)})
+    assert len(cells) == 1
+    for cell in cells:
+        assert (out / "runs" / cell.run_id).resolve().parent == (out / "runs").resolve(), cell.run_id
+    path = teacher_table_path(out, cfg.datasets[0].key, "t", 0).resolve()
+    assert path.parent == (out / "teachers").resolve()  # "..-..-x__t__d0.parquet": dots, but no separator
 
 
 # ----------------------------------------------------------------------------------------- API keys
@@ -200,7 +212,8 @@ def test_the_canary_key_never_leaks_from_the_api(server, tmp_path):
     assert any(h == f"Bearer {canary}" for h in srv.headers_seen)  # the key was sent (the server demands it)
     assert ann.summary.failed == 2 and "[api key]" in " ".join(ann.frame["error"].dropna())
     assert records and not any(canary in r for r in records)
-    assert canary not in ann.frame.to_csv() and canary not in repr(t.__dict__.get("model_id", ""))
+    assert canary not in ann.frame.to_csv() and canary not in t.model_id
+    assert not any(canary in repr(v) for v in vars(t).values())  # nor anywhere in the teacher's state
     assert canary.encode() not in _all_bytes(tmp_path)  # the store, its WAL and anything else written
 
 

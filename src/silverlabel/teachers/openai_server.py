@@ -28,7 +28,8 @@ terminator tells them apart.
 Both ways need token ids, from the server's tokenizer endpoint (llama-cpp-python's ``/extras/tokenize``, or
 ``/tokenize`` of vLLM and llama.cpp's ``llama-server``); ``self.label_tokens`` holds the real ids, so the base
 class computes the guided-decoding label. Where the server offers guided choice (vLLM's ``structured_outputs``,
-formerly ``guided_choice``), one more request per item asks for it and its answer is the label.
+formerly ``guided_choice``; llama.cpp's servers take a GBNF ``grammar`` that allows only the label strings), one
+more request per item asks for it and its answer is the label.
 
 In chat mode the prompt must be scored inside the chat template the server would apply, as the in-process
 llamacpp teacher does. The template is rendered as text (by llama-server's ``/apply-template``, by vLLM's
@@ -70,6 +71,38 @@ _FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins
 _SCORINGS = ("auto", "echo", "next_token")
 # what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
+
+
+# the request fields that constrain a generation to a list of choices, tried in this order: vLLM's (0.12 on, and
+# before), then a GBNF grammar, which llama.cpp's servers (llama-cpp-python's and llama-server) take
+_GUIDED_FIELDS = ("structured_outputs", "guided_choice", "grammar")
+
+
+def _gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ch == "\x7f":
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _guided_value(field: str, choices: Sequence[str]):
+    """The value of a guided-choice request field for these choices."""
+    if field == "structured_outputs":
+        return {"choice": list(choices)}
+    if field == "grammar":
+        return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices)
+    return list(choices)
+
+
+def _most_tokens(choices: Sequence[str]) -> int:
+    """max_tokens for a constrained answer: one token per byte at worst; the server stops at the choice's end."""
+    return max(len(c.encode("utf-8")) for c in choices) + 4
 
 
 class _ItemFailed(Exception):
@@ -585,9 +618,10 @@ class OpenAITeacher(Teacher):
         """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
         field visible (the output would not be one of them)."""
         fake = ["zebra-quill-7", "mango-orbit-3"]
-        for field, value in (("structured_outputs", {"choice": fake}), ("guided_choice", fake)):
-            try:
-                reply = self._complete(context, max_tokens=12, retries=0, **{field: value})
+        for field in _GUIDED_FIELDS:
+            try:  # room for one token per byte: a constrained model may spell a choice in small pieces
+                reply = self._complete(context, max_tokens=_most_tokens(fake), retries=0,
+                                       **{field: _guided_value(field, fake)})
                 text = _first_choice(reply).get("text")
             except _ItemFailed as exc:
                 log.debug("no %s: %s", field, self._redact(str(exc)))
@@ -678,9 +712,9 @@ class OpenAITeacher(Teacher):
 
     def _guided(self, context: str) -> int:
         """The server's own guided choice over the labels; anything else is the item's error, never a label."""
-        most = max(len(ids) for ids in self.label_tokens) + 4
-        value = {"choice": self._choices} if self.guided_field == "structured_outputs" else self._choices
-        text = _first_choice(self._complete(context, max_tokens=most, **{self.guided_field: value})).get("text")
+        value = _guided_value(self.guided_field, self._choices)
+        text = _first_choice(self._complete(context, max_tokens=_most_tokens(self._choices),
+                                            **{self.guided_field: value})).get("text")
         if isinstance(text, str):
             for candidates in (self._choices, [c.strip() for c in self._choices]):
                 for answer in (text, text.strip()):

@@ -1,0 +1,32 @@
+"""Claims the README makes about inputs, checked on real files (the claims about a study's outputs are checked on
+a real study in tests/integration/test_study_claims.py)."""
+
+import gzip
+import shutil
+
+import pandas as pd
+import pytest
+
+from silverlabel.data import load_dataset
+from silverlabel.errors import SilverlabelError
+
+
+def test_gzipped_parquet_loads_like_the_plain_file(tmp_path):
+    """README, Data: "Parquet (optionally gzipped)"."""
+    frame = pd.DataFrame({"tweet": [f"tweet {i}: {'fine' if i % 3 else 'awful'} day" for i in range(30)],
+                          "stance": ["pro", "anti", "none"] * 10, "id": [f"t{i:02d}" for i in range(30)]})
+    plain = tmp_path / "d.parquet"
+    frame.to_parquet(plain, index=False)
+    packed = tmp_path / "d.parquet.gz"
+    with open(plain, "rb") as src, gzip.open(packed, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"  # really gzip, not Parquet bytes under a .gz name
+    a = load_dataset(str(plain), text_column="tweet", label_column="stance", id_column="id")
+    b = load_dataset(str(packed), text_column="tweet", label_column="stance", id_column="id")
+    assert b.texts == frame["tweet"].tolist() and b.items == frame["id"].tolist()
+    assert [b.label_names[i] for i in b.labels] == frame["stance"].tolist()
+    assert (a.texts, a.items, a.label_names, list(a.labels)) == (b.texts, b.items, b.label_names, list(b.labels))
+    broken = tmp_path / "broken.parquet.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(SilverlabelError, match=r"broken\.parquet\.gz: cannot be read as parquet"):
+        load_dataset(str(broken), text_column="tweet", label_column="stance")
