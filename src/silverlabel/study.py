@@ -521,6 +521,9 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         for name, prep in prepared.items():
             texts = prep.splits.train.texts + prep.splits.validation.texts
             for tname, seeds in teacher_needs(config).items():
+                if store is None:  # nothing cached yet: no need to resolve the model (a shipped GGUF is joined)
+                    todo.update({f"{name}/{tname}/demos {d}": len(texts) for d in sorted(seeds)})
+                    continue
                 model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat)  # loads no weights
                 try:
                     for d in sorted(seeds):
