@@ -32,9 +32,9 @@ class RehearsalScale:
     """How small a rehearsal is. The defaults fit the paper's grid into about half an hour on 2 CPU cores
     (docs/rehearsal.md has the measurement)."""
 
-    n_train: int = 48
-    n_test: int = 100
-    sizes: tuple[int, ...] = (16, 32, 48)
+    n_train: int = 40
+    n_test: int = 80
+    sizes: tuple[int, ...] = (20, 40)
     seeds: int = 3
     student_model: str = "minilm"
     learning_rate: float = 3e-4

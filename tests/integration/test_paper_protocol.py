@@ -9,7 +9,8 @@ import pytest
 
 from silverlabel.config import SHIPPED_CONFIGS, load_study_config
 from silverlabel.rehearsal import rehearsal_config
-from silverlabel.study import dry_run, label_sources
+from silverlabel.errors import SilverlabelError
+from silverlabel.study import dry_run, label_sources, run_study
 
 SHIPPED = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))
 
@@ -31,6 +32,8 @@ def test_every_shipped_config_plans_offline_and_marks_what_cannot_run(name, tmp_
         assert "offline stand-in, 1122 items" in plan.blocked["manifestos"]
         assert "n_test" in plan.blocked["manifestos"] and "MANIFESTO_API_KEY" in plan.blocked["manifestos"]
         assert plan.runnable == len(plan.cells) * 3 // 4
+        with pytest.raises(SilverlabelError, match=r"cannot run 1 of its 4 datasets \(nothing was run\).*1122 items"):
+            run_study(config, tmp_path / "out", offline=True)
     else:
         assert plan.blocked == {} and plan.runnable == len(plan.cells)
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
@@ -97,9 +100,9 @@ def test_the_rehearsal_keeps_the_grid_shape_and_can_run_offline(tmp_path):
     assert [t.demo_seeds for t in rehearsal.teachers] == [t.demo_seeds for t in paper.teachers]
     assert rehearsal.mitigations == paper.mitigations
     assert rehearsal.students[0].name == "roberta-base" and rehearsal.students[0].model == "minilm"
-    assert rehearsal.students[0].epochs == 3 and rehearsal.seeds == [1, 2, 3] and len(rehearsal.sizes) == 3
+    assert rehearsal.students[0].epochs == 3 and rehearsal.seeds == [1, 2, 3] and rehearsal.sizes == [20, 40]
     plan = dry_run(rehearsal, tmp_path / "out", offline=True)
-    assert plan.blocked == {} and len(plan.cells) == 4 * 6 * 3 * 3
-    assert sum(plan.annotate_items.values()) == 4 * 6 * (48 + 4)  # 3B once, 7B five times; train + validation
+    assert plan.blocked == {} and len(plan.cells) == 4 * 6 * 3 * 2
+    assert sum(plan.annotate_items.values()) == 4 * 6 * (40 + 4)  # 3B once, 7B five times; train + validation
     dry = cli("study", "run", "paper-scaling", "--rehearse", "--out", str(tmp_path / "out"), "--dry-run")
     assert dry.returncode == 0 and "cannot run" not in dry.stdout
