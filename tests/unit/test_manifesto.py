@@ -5,6 +5,7 @@ JSON format, the RILE classes and the temporal split, all against counts written
 import json
 import threading
 import urllib.parse
+from typing import ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -130,7 +131,7 @@ TEXTS = {"61320_201211": [{"text": "Our Platform", "cmp_code": "H", "eu_code": "
 
 
 class _Api(BaseHTTPRequestHandler):
-    requests: list = []
+    requests: ClassVar[list] = []
 
     def log_message(self, *args):  # quiet
         pass
