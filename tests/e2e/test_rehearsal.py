@@ -1,5 +1,6 @@
 """A small rehearsal of the paper's protocol as a user runs it (the CLI in a subprocess): two teachers (one with
-two demonstration sets), two student recipes, the paper's two mitigations, on the real Toxic tweets. Table 2 in
+two demonstration sets), two student recipes, the paper's two mitigations, on the imdb stand-in (on Toxic
+SmolLM2 calls every tweet hate speech: no flips, collapsed students, nothing to check). Table 2 in
 results.json and in the report is checked against the predictions and teacher tables on disk, recomputed with
 scikit-learn and the krippendorff package, and the gold each mitigation spent against the teacher tables."""
 
@@ -25,7 +26,7 @@ label_sources = ["gold", "teacher"]
 bootstrap = 100
 
 [[datasets]]
-source = "toxic"
+source = "imdb"
 n_train = 40
 n_test = 60
 
@@ -41,16 +42,16 @@ uri = "llamacpp:smollm2-135m"
 k_shot = 1
 
 [[students]]
-name = "minilm-1ep"
-model = "minilm"
-epochs = 1
-learning_rate = 3e-4
-max_length = 48
-
-[[students]]
 name = "minilm-2ep"
 model = "minilm"
 epochs = 2
+learning_rate = 5e-4
+max_length = 48
+
+[[students]]
+name = "minilm-3ep"
+model = "minilm"
+epochs = 3
 learning_rate = 3e-4
 max_length = 48
 
@@ -86,7 +87,7 @@ def test_grid_has_every_teacher_student_and_mitigation(study):
     _, res = study
     rows = res["results"]
     assert {(r["student"], r["label_source"]) for r in rows} == {
-        (s, src) for s in ("minilm-1ep", "minilm-2ep")
+        (s, src) for s in ("minilm-2ep", "minilm-3ep")
         for src in ("gold", "teacher:smol-2shot", "teacher:smol-1shot", ENTROPY, ENSEMBLE)}
     assert sorted((t["teacher"], t["demo_seed"]) for t in res["teachers"]) == [
         ("smol-1shot", 0), ("smol-2shot", 0), ("smol-2shot", 1)]
@@ -94,6 +95,8 @@ def test_grid_has_every_teacher_student_and_mitigation(study):
 
 def test_table2_numbers_match_the_predictions_on_disk(study):
     out, res = study
+    # the check below means something only where runs predict more than one class and differ from each other
+    assert any(not r["one_class"] and r["p_unchanged"] < 1 for r in res["results"] if r["kind"] == "mitigation")
     preds = pd.read_parquet(out / "predictions.parquet")
     report = (out / "report.md").read_text()
     table2 = report[report.index("Table 2 ("):report.index("What each policy spent")]
@@ -118,7 +121,7 @@ def test_table2_numbers_match_the_predictions_on_disk(study):
         if len(codes) > 1:
             alpha = krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal")
             assert r["krippendorff_alpha"] == pytest.approx(alpha, abs=1e-9)
-        if r["student"] == "minilm-1ep":  # the report's Table 2 is drawn for the first student
+        if r["student"] == "minilm-2ep":  # the report's Table 2 is drawn for the first student
             row = next(line for line in table2.splitlines() if line.startswith(f"| {r['label_source']} "))
             cols = [c.strip() for c in row.strip("|").split("|")]
             assert cols[1].startswith(f"{100 * np.mean(acc):.2f} [") and cols[2].startswith(f"{100 * np.mean(f1):.2f} [")
@@ -127,21 +130,21 @@ def test_table2_numbers_match_the_predictions_on_disk(study):
 
 def test_gold_spent_matches_the_teacher_tables(study):
     out, res = study
-    d0 = pd.read_parquet(out / "teachers" / "toxic__smol-2shot__d0.parquet")
-    d1 = pd.read_parquet(out / "teachers" / "toxic__smol-2shot__d1.parquet")
+    d0 = pd.read_parquet(out / "teachers" / "imdb__smol-2shot__d0.parquet")
+    d1 = pd.read_parquet(out / "teachers" / "imdb__smol-2shot__d1.parquet")
     d0, d1 = d0[d0["split"] == "train"].set_index("item"), d1[d1["split"] == "train"].set_index("item")
     d1 = d1.loc[d0.index]
     failed = d0["label"].isna() | d1["label"].isna()
     flipped = int(((d0["label"] != d1["label"]) | failed).sum())
+    assert 0 < flipped < 40  # the two demonstration sets disagree on some items, so the ensemble spends gold
     for r in res["results"]:
         if r["label_source"] == ENSEMBLE:
             assert r["accounting"]["gold_used"] == flipped and r["accounting"]["budget"] == 40
-            assert r["accounting"]["extra_teacher_calls"] == len(pd.read_parquet(
-                out / "teachers" / "toxic__smol-2shot__d1.parquet"))
+            assert r["accounting"]["extra_teacher_calls"] == len(d1) == 40  # the second set's training calls
         if r["label_source"] == ENTROPY:
             assert r["accounting"]["gold_used"] == 10  # 25 % of 40
             # the paper's rule, recomputed: the 10 training items with the highest entropy of P_S get gold
-            probs = d0[[c for c in d0.columns if c.startswith("p:")]].to_numpy(float)
+            probs = d0[[c for c in d0.columns if c.startswith("p:")]].to_numpy(float, copy=True)
             failed0 = d0["label"].isna().to_numpy()
             probs[failed0] = 1 / probs.shape[1]  # a failed call counts as a uniform P_S, and goes first
             entropy = -(probs * np.log(np.clip(probs, 1e-300, 1))).sum(axis=1)
