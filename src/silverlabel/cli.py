@@ -196,31 +196,45 @@ def study_run(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     cpus_per_run: int = typer.Option(1, help="CPUs each Ray task asks for."),
     dry_run: bool = typer.Option(False, help="Print the grid, what is already done and the work left; load no "
-                                 "model."),
+                                 "model. Cells that cannot run are marked with the reason; the exit code is 0."),
+    rehearse: bool = typer.Option(False, help="Run the config's grid shape offline and small instead (shipped "
+                                  "stand-ins, teachers and student; see docs/rehearsal.md)."),
 ) -> None:
     """Run (or resume) every cell of the grid, then write results.json and the report."""
     from .config import load_study_config
+    from .rehearsal import rehearsal_config
     from .study import dry_run as plan_study
     from .study import run_study
 
     cfg = load_study_config(config)
+    if rehearse:
+        cfg = rehearsal_config(cfg)
     if dry_run:
-        plan = plan_study(cfg, out)
-        table = Table(title=f"study {cfg.name}: {len(plan.cells)} runs, {len(plan.cells) - plan.pending} done")
-        for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
-            table.add_column(col)
-        for cell, done in zip(plan.cells, plan.done):
-            table.add_row(cell.dataset, cell.source.name, cell.student, str(cell.size), str(cell.seed),
-                          cell.run_id, "yes" if done else "")
-        console.print(table)
-        for key, n in plan.annotate_items.items():
-            console.print(f"teacher labels {key}: {n} items to annotate")
-        console.print(f"work left: {plan.pending} student runs, {plan.training_steps} training steps, "
-                      f"{sum(plan.annotate_items.values())} items to annotate")
+        _print_plan(plan_study(cfg, out, offline=True if rehearse else None), cfg.name)
         return
     options = {"address": ray_address, "cpus_per_run": cpus_per_run} if executor == "ray" else {}
-    results = run_study(cfg, out, executor=executor, executor_options=options)
+    results = run_study(cfg, out, executor=executor, executor_options=options, offline=True if rehearse else None)
     _print_study(results, out)
+
+
+def _print_plan(plan, name: str) -> None:
+    blocked = len(plan.cells) - plan.runnable
+    table = Table(title=f"study {name}: {len(plan.cells)} runs, {sum(plan.done)} done"
+                        + (f", {blocked} cannot run" if blocked else ""))
+    for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
+        table.add_column(col)
+    for cell, done in zip(plan.cells, plan.done):
+        table.add_row(cell.dataset, cell.source.name, cell.student, str(cell.size), str(cell.seed),
+                      cell.run_id or "cannot run (below)", "yes" if done else "")
+    console.print(table)
+    for key, n in plan.annotate_items.items():
+        console.print(f"teacher labels {key}: {n} items to annotate")
+    for dataset, reason in plan.blocked.items():
+        console.print(f"cannot run: {reason}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"work left: {plan.pending} student runs, {plan.training_steps} training steps, "
+                  f"{sum(plan.annotate_items.values())} items to annotate"
+                  + (f"; {blocked} runs of {len(plan.blocked)} datasets cannot run "
+                     "(study run refuses the grid until they can)" if plan.blocked else ""))
 
 
 @study_app.command("report")

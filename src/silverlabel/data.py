@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from . import manifesto
 from .errors import SilverlabelError
 
 log = logging.getLogger(__name__)
@@ -60,11 +61,16 @@ class Dataset:
     label_names: list[str]
     task: str = DEFAULT_TASK
     provenance: Provenance = field(default_factory=lambda: Provenance(source="in memory", real=True))
+    # when set, one sortable period per item (e.g. an election date "201211"): :func:`split` then tests on the
+    # latest periods and trains on earlier ones (the paper's temporal split of Manifestos)
+    periods: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if not (len(self.items) == len(self.texts) == len(self.labels)):
             raise SilverlabelError(f"dataset '{self.name}': items, texts and labels differ in length")
+        if self.periods is not None and len(self.periods) != len(self.items):
+            raise SilverlabelError(f"dataset '{self.name}': periods and items differ in length")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -83,6 +89,7 @@ class Dataset:
             label_names=list(self.label_names),
             task=self.task,
             provenance=self.provenance,
+            periods=None if self.periods is None else [self.periods[i] for i in index],
         )
 
     def class_counts(self) -> dict[str, int]:
@@ -100,6 +107,8 @@ class Dataset:
         digest.update(json.dumps([self.label_names, self.task]).encode())
         for item, text, label in zip(self.items, self.texts, self.labels.tolist()):
             digest.update(f"{item}\x1f{text}\x1f{label}\x1e".encode())
+        if self.periods is not None:  # a temporal split is part of what the data is
+            digest.update(json.dumps(self.periods).encode())
         return digest.hexdigest()[:16]
 
 
@@ -129,6 +138,8 @@ class Preset:
     real_loader: Callable[[], pd.DataFrame] | None
     real_source: str
     stand_in_task: str | None = None  # when the stand-in asks a different question than the real data
+    # the stand-in's `period` values in time order (value -> a sortable date), for a temporal split
+    stand_in_periods: tuple[tuple[str, str], ...] = ()
 
 
 PRESETS: dict[str, Preset] = {}
@@ -218,14 +229,15 @@ register_preset(
     Preset(
         name="manifestos",
         paper_dataset="Manifestos",
-        task="Classify the political statement by the party of its speaker.",
-        label_names=("Democratic", "Moderator", "Republican"),
-        real_loader=None,  # the Manifesto Project API needs a personal key; not implemented, stand-in always
-        real_source="Manifesto Project API (needs a free API key; not implemented yet)",
+        task=manifesto.TASK,
+        label_names=manifesto.LABELS,
+        real_loader=manifesto.load_real,  # MANIFESTO_CORPUS (a local download) or MANIFESTO_API_KEY
+        real_source="Manifesto Project corpus (MANIFESTO_CORPUS download or MANIFESTO_API_KEY); docs/manifestos.md",
         stand_in_task=(
             "Classify the statement from a 2016 US presidential debate by who said it: the Democratic "
             "candidate, the Republican candidate, or a Moderator."
         ),
+        stand_in_periods=(("1st", "2016-09-26"), ("VP", "2016-10-04"), ("2nd", "2016-10-09"), ("3rd", "2016-10-19")),
     )
 )
 
@@ -248,11 +260,14 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
     if preset.real_loader is not None and not offline:
         try:
             frame = preset.real_loader()
+        except SilverlabelError:  # a source the user named is broken: say so rather than fall back
+            raise
         except Exception as exc:  # any network or hub failure falls back to the shipped data, loudly
             log.warning("%s: real source (%s) not reachable (%s); using the offline stand-in", name,
                         preset.real_source, str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__)
         else:
-            prov = Provenance(source=preset.real_source, real=True, paper_dataset=preset.paper_dataset)
+            prov = Provenance(source=frame.attrs.get("source", preset.real_source), real=True,
+                              paper_dataset=preset.paper_dataset, note=frame.attrs.get("note", ""))
             return _from_frame(frame, name=name, label_names=list(preset.label_names), task=preset.task,
                                provenance=prov, where=preset.real_source)
     meta = _sources()[name]
@@ -279,6 +294,9 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
         licence=meta.get("licence", ""),
         note=meta.get("note", ""),
     )
+    if preset.stand_in_periods and "period" in frame:
+        order = dict(preset.stand_in_periods)
+        frame = frame.assign(period=frame["period"].map(lambda v: order.get(v, v)))
     return _from_frame(frame, name=name, label_names=label_names, task=task, provenance=prov, where=meta["file"])
 
 
@@ -482,9 +500,10 @@ def _from_frame(frame: pd.DataFrame, *, name: str, label_names: list[str] | None
         row = int(np.flatnonzero(dup.to_numpy())[0])
         raise SilverlabelError(f"{where}: row {row + 1} repeats the id '{items.iloc[row]}'; ids must be unique")
     index = {n: i for i, n in enumerate(label_names)}
+    periods = frame["period"].astype(str).tolist() if "period" in frame else None
     return Dataset(name=name, items=items.tolist(), texts=texts.astype(str).tolist(),
                    labels=labels.map(index).to_numpy(dtype=np.int64), label_names=list(label_names), task=task,
-                   provenance=provenance)
+                   provenance=provenance, periods=periods)
 
 
 def _is_number(s: str) -> bool:
@@ -527,12 +546,14 @@ def split(
     if n_test >= n - 2 * n_classes:
         raise SilverlabelError(
             f"dataset '{dataset.name}': a test split of {n_test} leaves too little of the {n} items for training; "
-            f"use --n-test below {n - 2 * n_classes}"
+            f"use --n-test (n_test in a study config) below {n - 2 * n_classes}"
         )
     if n_test < n_classes:
         raise SilverlabelError(f"n_test={n_test} is smaller than the number of classes ({n_classes})")
     if n_validation is None:
         n_validation = max(n_classes, n_train // 10)
+    if dataset.periods is not None:
+        return _temporal_split(dataset, n_train=n_train, n_test=n_test, n_validation=n_validation, seed=seed)
     index = np.arange(n)
     rest, test = train_test_split(index, test_size=n_test, stratify=dataset.labels, random_state=seed)
     n_validation = min(n_validation, len(rest) - n_classes)
@@ -557,6 +578,48 @@ def annotation_split(dataset: Dataset, *, n_train: int = 5000, n_test: int = 200
     position = {item: i for i, item in enumerate(dataset.items)}
     taken = splits.train.items + splits.validation.items[:room]
     return dataset.subset(np.sort([position[i] for i in taken]))
+
+
+def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    """Stratify on the labels where scikit-learn can (every class twice or more), else draw plainly."""
+    counts = np.bincount(labels)
+    return labels if (counts[counts > 0] >= 2).all() and len(counts[counts > 0]) > 1 else None
+
+
+def _temporal_split(dataset: Dataset, *, n_train: int, n_test: int, n_validation: int, seed: int) -> Splits:
+    """Test on the newest periods, train and validate on the older ones (no period is on both sides).
+
+    Whole periods join the test pool, newest first, until it holds ``n_test`` items; ``n_test`` of them are drawn
+    (stratified) and the rest of those periods is left out, so a test statement never shares an election with a
+    training statement. Training and validation are stratified draws from the older periods.
+    """
+    from sklearn.model_selection import train_test_split
+
+    periods = np.asarray(dataset.periods, dtype=object)
+    newest_first = sorted(set(periods.tolist()), reverse=True)
+    test_periods: list[str] = []
+    for p in newest_first:
+        if int(np.isin(periods, test_periods).sum()) >= n_test:
+            break
+        test_periods.append(p)
+    is_test = np.isin(periods, test_periods)
+    newer, older = np.flatnonzero(is_test), np.flatnonzero(~is_test)
+    k = int((np.bincount(dataset.labels[older], minlength=dataset.num_labels) > 0).sum()) if len(older) else 0
+    if len(older) < 2 * max(k, 2) or len(newer) < n_test:
+        raise SilverlabelError(
+            f"dataset '{dataset.name}': a temporal test split of {n_test} items takes the periods "
+            f"{', '.join(map(str, test_periods))} and leaves {len(older)} of the {len(dataset)} items in earlier "
+            f"periods for training; lower n_test (the newest period alone holds "
+            f"{int((periods == newest_first[0]).sum())} items)")
+    if len(newer) > n_test:
+        newer, _ = train_test_split(newer, train_size=n_test, stratify=_stratify(dataset.labels[newer]),
+                                    random_state=seed)
+    n_validation = min(n_validation, len(older) - k)
+    n_train = min(n_train, len(older) - n_validation)
+    train, validation = train_test_split(older, train_size=n_train, test_size=n_validation,
+                                         stratify=_stratify(dataset.labels[older]), random_state=seed)
+    return Splits(train=dataset.subset(np.sort(train)), validation=dataset.subset(np.sort(validation)),
+                  test=dataset.subset(np.sort(newer)), seed=seed)
 
 
 def check_split_labels(splits: Splits) -> None:

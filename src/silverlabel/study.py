@@ -33,7 +33,7 @@ import pandas as pd
 from . import __version__
 from .cache import AnnotationStore
 from .config import DatasetSpec, StudyConfig, TeacherSpec, TrainConfig
-from .data import Dataset, Splits, load_dataset, split
+from .data import PRESETS, Dataset, Splits, load_dataset, split
 from .errors import SilverlabelError
 from .files import (
     atomic_folder,
@@ -174,11 +174,20 @@ def prepare_dataset(spec: DatasetSpec, *, sizes: list[int] | None, offline: bool
     dataset = load_dataset(spec.source, text_column=spec.text_column, label_column=spec.label_column,
                            id_column=spec.id_column, task=spec.task, offline=offline)
     n_train = spec.n_train if sizes is None else max(sizes)
+    kind = "real data" if dataset.provenance.real else "offline stand-in"
+    where = f"[[datasets]] '{spec.key}' ({kind}, {len(dataset)} items)"
+    if not dataset.provenance.real and spec.source in PRESETS:
+        where_hint = f"; or use the real data: {PRESETS[spec.source].real_source}"
+    else:
+        where_hint = ""
     if sizes is not None and max(sizes) > spec.n_train:
         raise SilverlabelError(f"sizes: {max(sizes)} is above dataset '{spec.key}' n_train = {spec.n_train}; "
                                "raise n_train or drop the size")
-    splits = split(dataset, n_train=n_train, n_test=spec.n_test, n_validation=spec.n_validation,
-                   seed=spec.split_seed)
+    try:
+        splits = split(dataset, n_train=n_train, n_test=spec.n_test, n_validation=spec.n_validation,
+                       seed=spec.split_seed)
+    except SilverlabelError as exc:
+        raise SilverlabelError(f"{where}: {str(exc).removeprefix(f'dataset {dataset.name!r}: ')}{where_hint}") from None
     if sizes is not None and max(sizes) > len(splits.train):
         raise SilverlabelError(f"sizes: {max(sizes)} is above the {len(splits.train)} training items dataset "
                                f"'{spec.key}' has after the test and validation splits; use smaller sizes")
@@ -410,20 +419,49 @@ def write_run(out: Path, cell: Cell, result: dict, *, prep: Prepared, meta: dict
 
 @dataclass
 class StudyPlan:
-    """What ``study run --dry-run`` shows: the grid, what is done, and the work left."""
+    """What ``study run --dry-run`` shows: the grid, what is done, the work left, and what cannot run."""
 
     cells: list[Cell]
     done: list[bool]
     annotate_items: dict[str, int]  # "dataset/teacher/demo seed" -> items not yet in the cache
     training_steps: int
+    blocked: dict[str, str] = field(default_factory=dict)  # dataset -> why its cells cannot run
 
     @property
     def pending(self) -> int:
-        return self.done.count(False)
+        return sum(1 for c, d in zip(self.cells, self.done) if not d and c.dataset not in self.blocked)
+
+    @property
+    def runnable(self) -> int:
+        return sum(1 for c in self.cells if c.dataset not in self.blocked)
+
+
+def prepare_checked(config: StudyConfig, offline: bool | None) -> tuple[dict[str, Prepared], dict[str, str]]:
+    """Every dataset loaded and split, and for each one that cannot be, the reason (its size, what to change)."""
+    prepared, blocked = {}, {}
+    for d in config.datasets:
+        try:
+            prepared[d.key] = prepare_dataset(d, sizes=config.sizes, offline=offline)
+        except SilverlabelError as exc:
+            blocked[d.key] = str(exc)
+    return prepared, blocked
 
 
 def _prepare_all(config: StudyConfig, offline: bool | None) -> dict[str, Prepared]:
-    return {d.key: prepare_dataset(d, sizes=config.sizes, offline=offline) for d in config.datasets}
+    """All datasets, or one error naming every dataset that cannot run, before any work is done."""
+    prepared, blocked = prepare_checked(config, offline)
+    if blocked:
+        raise SilverlabelError(f"study '{config.name}' cannot run {len(blocked)} of its {len(config.datasets)} "
+                               "datasets (nothing was run): " + " | ".join(blocked.values()))
+    return prepared
+
+
+def blocked_cells(config: StudyConfig, dataset: DatasetSpec) -> list[Cell]:
+    """The cells a dataset that cannot be prepared would have (no run ids: they depend on the data)."""
+    sizes = list(config.sizes) if config.sizes else [dataset.n_train]
+    return [Cell(dataset.key, source, student.name, size, seed, "")
+            for source in label_sources(config) for student in config.students for size in sizes
+            for seed in config.seeds]
 
 
 def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None) -> StudyPlan:
@@ -431,9 +469,10 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
     from .cache import text_hash
 
     out = Path(out)
-    prepared = _prepare_all(config, offline)
+    prepared, blocked = prepare_checked(config, offline)
     cells = plan(config, prepared)
-    done = [is_done(out, c) for c in cells]
+    cells += [c for d in config.datasets if d.key in blocked for c in blocked_cells(config, d)]
+    done = [c.dataset not in blocked and is_done(out, c) for c in cells]
     teachers = {t.name: t for t in config.teachers}
     todo: dict[str, int] = {}
     store = AnnotationStore(out / "annotations.sqlite") if (out / "annotations.sqlite").exists() else None
@@ -441,6 +480,9 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         for name, prep in prepared.items():
             texts = prep.splits.train.texts + prep.splits.validation.texts
             for tname, seeds in teacher_needs(config).items():
+                if store is None:  # nothing cached yet: no need to resolve the model (a shipped GGUF is joined)
+                    todo.update({f"{name}/{tname}/demos {d}": len(texts) for d in sorted(seeds)})
+                    continue
                 model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat)  # loads no weights
                 try:
                     for d in sorted(seeds):
@@ -454,8 +496,8 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         if store is not None:
             store.close()
     students = {s.name: s for s in config.students}
-    steps = sum(students[c.student].steps(c.size) for c, d in zip(cells, done) if not d)
-    return StudyPlan(cells, done, todo, steps)
+    steps = sum(students[c.student].steps(c.size) for c, d in zip(cells, done) if not d and c.dataset not in blocked)
+    return StudyPlan(cells, done, todo, steps, blocked)
 
 
 def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", offline: bool | None = None,
@@ -464,13 +506,13 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     if executor not in EXECUTORS:
         raise SilverlabelError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
     out = Path(out)
+    started = time.perf_counter()
+    prepared = _prepare_all(config, offline)  # a dataset too small for its split is refused before any work
     check_writable(out)
     for folder in (out, out / "teachers", out / "runs"):  # what writers killed mid-write left
         remove_stale_temp(folder)
-    started = time.perf_counter()
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
-    prepared = _prepare_all(config, offline)
     teachers = {t.name: t for t in config.teachers}
     students = {s.name: s for s in config.students}
 

@@ -3,7 +3,11 @@ parser and accepts exactly the labels (a real server using it is in tests/integr
 
 import pytest
 
-from silverlabel.teachers.openai_server import _gbnf_literal, _guided_value, _most_tokens
+from silverlabel.teachers.openai_server import (
+    _gbnf_literal,
+    _guided_value,
+    _most_tokens,
+)
 from tests.helpers import require
 
 

@@ -13,8 +13,20 @@ from sklearn.metrics import confusion_matrix, log_loss
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.metrics import detect_plateau, evaluate_table
-from silverlabel.metrics.divergence import EPS, FAILED, calibration, confusion_flows, kl_estimate
-from silverlabel.mitigations.base import POLICIES, GoldOracle, register_policy, resolve_budget, top_k
+from silverlabel.metrics.divergence import (
+    EPS,
+    FAILED,
+    calibration,
+    confusion_flows,
+    kl_estimate,
+)
+from silverlabel.mitigations.base import (
+    POLICIES,
+    GoldOracle,
+    register_policy,
+    resolve_budget,
+    top_k,
+)
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -315,7 +327,13 @@ def test_top_k_puts_failed_items_first_then_scores_then_position():
 
 # ------------------------------------------------------------------------------------------------ input handling
 def test_error_messages_name_the_source_and_the_fix():
-    from silverlabel.metrics import accuracy, macro_f1, per_class, per_class_p_unchanged, validate_prediction_table
+    from silverlabel.metrics import (
+        accuracy,
+        macro_f1,
+        per_class,
+        per_class_p_unchanged,
+        validate_prediction_table,
+    )
 
     with pytest.raises(SilverlabelError, match=r"^table: the table has no rows; it needs one row per \(item, run\)$"):
         evaluate_table(pd.DataFrame(columns=["item", "run", "pred", "gold"]))

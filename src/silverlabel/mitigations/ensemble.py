@@ -4,7 +4,8 @@ The first run is the records themselves; ``ensemble`` holds the other runs' anno
 demo seeds), whose calls and tokens are counted as extra annotation cost. Items are ranked by flip rate (the share
 of runs that disagree with the majority), ties by the entropy of the runs' mean distribution; if fewer than B
 items flip, the rest of the budget goes by that entropy (``fill='entropy'``) or at random, so every policy spends
-the same B. ``vote=True`` trains on the runs' majority vote instead of the first run's labels: with B = 0 that is
+the same B; ``fill='none'`` spends gold on flipped (and failed) items only, which with B = 100 % is the paper's
+ensemble: every item whose label flips gets its gold label, and the gold spent is the number of flips. ``vote=True`` trains on the runs' majority vote instead of the first run's labels: with B = 0 that is
 the ensemble as a label source with no gold at all.
 """
 
@@ -74,9 +75,14 @@ def ensemble_policy(ctx: PolicyInput) -> Selection:
         second = ent
     elif ctx.options["fill"] == "random":
         second = np.random.default_rng(ctx.seed).random(ctx.n)
+    elif ctx.options["fill"] == "none":
+        second = ent
     else:
-        raise SilverlabelError(f"policy 'ensemble': option fill='{ctx.options['fill']}' is not 'entropy' or 'random'")
+        raise SilverlabelError(f"policy 'ensemble': option fill='{ctx.options['fill']}' is not 'entropy', 'random' "
+                               "or 'none'")
     order = np.lexsort((np.arange(ctx.n), -second, -flips, ~ctx.failed))
+    if ctx.options["fill"] == "none":
+        order = order[(flips[order] > 0) | ctx.failed[order]]
     extra_tokens = sum(int(pd.to_numeric(f.get("prompt_tokens", pd.Series(dtype=float))).fillna(0).sum())
                        for f in ctx.ensemble)
     chosen = mask(ctx.n, order[:ctx.budget])
@@ -84,4 +90,6 @@ def ensemble_policy(ctx: PolicyInput) -> Selection:
                      labels=majority_vote(labels, probs, ctx.label_names) if ctx.options["vote"] else None,
                      extra_teacher_calls=sum(len(f) for f in ctx.ensemble), extra_teacher_tokens=extra_tokens,
                      info={"ensemble_runs": len(labels), "flipped_items": int((flips > 0).sum()),
-                           "flipped_with_gold": int((flips > 0)[chosen].sum())})
+                           "flipped_with_gold": int((flips > 0)[chosen].sum()),
+                           # fill='none' spends at most B: the flips decide how much gold is used
+                           "budget_is_cap": ctx.options["fill"] == "none"})

@@ -64,6 +64,14 @@ def table1_rows(sources, *, intervals: bool = False) -> list[dict]:
     return rows
 
 
+def gold_spent(row: dict) -> int:
+    """Gold labels a label source trained on: all of them for gold, none for a teacher, the policy's count for a
+    mitigation (Table 2's missing column: the paper does not report it)."""
+    if row["kind"] == "gold":
+        return int(row["n_train"])
+    return int((row.get("accounting") or {}).get("gold_used", 0))
+
+
 def paper_rows(dataset: str | None) -> list[dict]:
     return [{"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
              "teacher_acc": "", "n_train": 5000} for name, values in TABLE1.get(dataset or "", [])]
@@ -139,12 +147,15 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
         figs["budget"] = path
         budget_sources = [r for r in rows if r["student"] == students[0] and r["size"] == largest
                           and r["kind"] != "mitigation"] + mitigations
-        budget = {"rows": table1_rows(budget_sources, intervals=True),
+        budget = {"rows": [{**row, "gold_used": gold_spent(src)} for row, src in
+                           zip(table1_rows(budget_sources, intervals=True), budget_sources)],
                   "collapsed": any(r.get("one_class") for r in budget_sources), "paper": [
             {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
-             "teacher_acc": "", "n_train": 5000} for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
+             "teacher_acc": "", "n_train": 5000, "gold_used": "not stated"}
+            for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
     return {"name": name, "info": info, "takeaways": takeaways(rows),
-            "split_line": split_line(info["split"], info["test_class_counts"]), "tables": tables, "paper": paper, "largest": largest, "students": students,
+            "split_line": split_line(info["split"], info["test_class_counts"]), "tables": tables, "paper": paper,
+            "largest": largest, "students": students,
             "rare_first": rare_first, "support": support, "per_class_rows": per_class_rows, "scaling": scaling,
             "teachers": teachers, "figures": figs, "mitigations": mitigations, "budget": budget}
 
@@ -233,13 +244,15 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
                     r[k] = _pct(r[k]) if isinstance(r[k], (int, float)) or r[k] is None else r[k]
             md += ["### Mitigations at an equal gold budget", "",
                    f"![budget curves](figures/{s['figures']['budget'].name})", "",
-                   "Table 2 style (percent, [bootstrap 95 % interval]); gold and the plain teacher labels for "
-                   "reference:", "", _markdown_table(s["budget"]["rows"], columns, titles), ""]
+                   "Table 2 (percent, [bootstrap 95 % interval]; gold = gold labels the training set holds); gold "
+                   "and the plain teacher labels for reference:", "",
+                   _markdown_table(s["budget"]["rows"], [*columns, "gold_used"], {**titles, "gold_used": "gold"}), ""]
             if s["budget"]["collapsed"]:
                 md += [COLLAPSED_NOTE, ""]
             if s["budget"]["paper"]:
                 md += ["The paper's Table 2 (7B teacher; its gold budget is not stated):", "",
-                       _markdown_table(s["budget"]["paper"], columns, titles), ""]
+                       _markdown_table(s["budget"]["paper"], [*columns, "gold_used"], {**titles, "gold_used": "gold"}),
+                       ""]
             md += ["What each policy spent and caught (precision/recall of its chosen items against the teacher's "
                    "actual errors; noise = share of the resulting training labels that are wrong, percent):", "",
                    _markdown_table(mrows, acc_cols, {}), ""]
