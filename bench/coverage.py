@@ -6,7 +6,9 @@ stand-in) every item's gold label, the shipped Qwen2.5-0.5B teacher's label and 
 labels. Each draw is a gold sample by a design of :mod:`silverlabel.sampling` (Poisson sampling with expected size n:
 uniform, or active = proportional to the teacher's entropy with a 10 % uniform floor), and each method's interval
 comes from :func:`silverlabel.inference.prevalence_intervals` (the code `estimate` runs). Coverage is reported for
-every class's prevalence; ``ppi_coverage_range`` is the lowest and highest PPI coverage over the classes.
+every class's prevalence; ``ppi_coverage_range`` is the lowest and highest PPI coverage over the classes. By default
+each draw also redraws the N annotated items with replacement (the superpopulation frame ppi_py's intervals are
+for); ``--finite`` adds the frame where the N stored items are the whole population (see :func:`coverage`).
 
 The student surrogate is not part of the bench: cross-fitting 5 MiniLM students per draw for 500 draws is days of
 CPU; its validity rests on the same PPI++ code with out-of-fold predictions (tests check the cross-fitting).
@@ -55,19 +57,31 @@ def dataset_arrays(frame: pd.DataFrame, names: list[str]):
 
 
 def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws: int, level: float = 0.9,
-             seed: int = 0, floor: float = 0.1) -> dict:
-    """Coverage and mean width per method and class over ``draws`` gold samples of expected size ``n``."""
+             seed: int = 0, floor: float = 0.1, resample: bool = True) -> dict:
+    """Coverage and mean width per method and class over ``draws`` gold samples of expected size ``n``.
+
+    The truth is each class's share among the gold labels of all the stored items. With ``resample`` (the
+    superpopulation frame, the one ppi_py's intervals are for: the N annotated items are a random sample of a
+    larger population) every draw first draws N items with replacement from the stored ones, then the gold sample
+    from those. Without it the population is the stored items themselves and the gold sample a share n/N of a
+    finite population; the intervals then over-cover by about the finite-population factor 1/sqrt(1 - n/N),
+    because they charge the teacher's mean over the N items a sampling error it does not have there."""
     truth = np.array([(gold == c).mean() for c in range(len(names))])
-    pi = inclusion_probabilities(entropy, n, design=design, floor=floor)
+    N = len(gold)
+    fixed_pi = inclusion_probabilities(entropy, n, design=design, floor=floor)
     hits = {m: np.zeros(len(names)) for m in METHODS}
     widths = {m: np.zeros(len(names)) for m in METHODS}
     sizes = []
     for r in range(draws):
-        sample = draw(pi, seed=seed * 1_000_003 + r, name=design)
+        rng = np.random.default_rng([seed, r])
+        pop = rng.integers(0, N, N) if resample else np.arange(N)
+        pi = inclusion_probabilities(entropy[pop], n, design=design, floor=floor) if resample else fixed_pi
+        sample = draw(pi, seed=int(rng.integers(2 ** 32)), name=design)
         idx = np.flatnonzero(sample.chosen)
         sizes.append(len(idx))
         weights = None if design == "uniform" else 1.0 / pi[idx]
-        for iv in prevalence_intervals(gold[idx], idx, probs, teacher, names, level=level, weights=weights):
+        for iv in prevalence_intervals(gold[pop][idx], idx, probs[pop], teacher[pop], names, level=level,
+                                       weights=weights):
             c = names.index(iv.parameter)
             hits[iv.method][c] += iv.lower <= truth[c] <= iv.upper
             widths[iv.method][c] += iv.width
@@ -75,10 +89,10 @@ def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws
     width = {m: dict(zip(names, np.round(widths[m] / draws, 5).tolist())) for m in METHODS}
     ratio = dict(zip(names, np.round(widths["ppi_teacher"] / widths["classical"], 4).tolist()))
     ppi = list(cov["ppi_teacher"].values())
-    return {"n": n, "design": design, "draws": draws, "level": level, "mean_gold": float(np.mean(sizes)),
-            "truth": dict(zip(names, np.round(truth, 4).tolist())), "coverage": cov, "mean_width": width,
-            "ppi_over_classical_width": ratio, "ppi_coverage_range": [min(ppi), max(ppi)],
-            "ppi_width_ratio_max": max(ratio.values())}
+    return {"n": n, "design": design, "frame": "superpopulation" if resample else "finite", "draws": draws,
+            "level": level, "mean_gold": float(np.mean(sizes)), "truth": dict(zip(names, np.round(truth, 4).tolist())),
+            "coverage": cov, "mean_width": width, "ppi_over_classical_width": ratio,
+            "ppi_coverage_range": [min(ppi), max(ppi)], "ppi_width_ratio_max": max(ratio.values())}
 
 
 def main() -> None:
@@ -86,6 +100,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--sizes", default="100,200")
     parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--finite", action="store_true", help="also the finite-population frame (no resampling)")
     args = parser.parse_args()
     frame, meta = load()
     for name, info in meta["datasets"].items():
@@ -94,9 +109,11 @@ def main() -> None:
         arrays = dataset_arrays(sub, names)
         for n in (int(s) for s in args.sizes.split(",")):
             for design in ("uniform", "active"):
-                row = coverage(*arrays, names, n=n, design=design, draws=args.draws, level=args.level)
-                print(json.dumps({"dataset": name, "N": len(sub), "teacher_accuracy": info["accuracy"], **row}),
-                      flush=True)
+                for resample in (True, False) if args.finite else (True,):
+                    row = coverage(*arrays, names, n=n, design=design, draws=args.draws, level=args.level,
+                                   resample=resample)
+                    print(json.dumps({"dataset": name, "N": len(sub), "teacher_accuracy": info["accuracy"],
+                                      **row}), flush=True)
 
 
 if __name__ == "__main__":
