@@ -294,9 +294,6 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
 def population(annotations: pd.DataFrame, label_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
     """The annotated items the estimates are about: demonstrations and failed teacher calls left out (counted)."""
     keep = annotations["label"].notna().to_numpy()
-    failed = int((~keep).sum())
-    if failed:
-        log.warning("%d items have no teacher label (failed calls) and are left out of the population", failed)
     demos = annotations["demo"].fillna(False).astype(bool).to_numpy() if "demo" in annotations else \
         np.zeros(len(annotations), dtype=bool)
     return annotations[keep & ~demos].reset_index(drop=True), int((keep & demos).sum())
@@ -368,6 +365,10 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
     if len(gold) <= n_params:
         raise SilverlabelError(f"{where['gold']}: {len(gold)} usable gold labels for {n_params} parameter(s); a "
                                f"{estimand} estimate needs more gold labels than parameters (label more items)")
+    # warned only once the input is known to be good: an error stays the only line
+    failed = int(annotations["label"].isna().sum())
+    if failed:
+        log.warning("%d items have no teacher label (failed calls) and are left out of the population", failed)
     student_probs = None
     student_info = None
     if student:

@@ -94,6 +94,6 @@ def check_inclusion(values, *, where: str, items=None) -> np.ndarray:
     if len(bad):
         i = int(bad[0])
         who = f"item '{items[i]}'" if items is not None else f"row {i + 1}"
-        raise SilverlabelError(f"{where}: {who} has {INCLUSION_COLUMN} {arr[i]!r}, which is not in (0, 1]; a "
+        raise SilverlabelError(f"{where}: {who} has {INCLUSION_COLUMN} {float(arr[i])}, which is not in (0, 1]; a "
                                "design's inclusion probabilities must be in (0, 1]")
     return arr
