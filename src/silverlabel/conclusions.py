@@ -59,9 +59,9 @@ def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[
                 continue
             frame = frames[teacher.demo_seeds[0]].reset_index(drop=True)
             label_names = list(prep.dataset.label_names)
-            eligible = frame["label"].notna().to_numpy()
+            eligible = frame["label"].notna().to_numpy(copy=True)
             if "demo" in frame:
-                eligible &= ~frame["demo"].fillna(False).astype(bool).to_numpy()
+                eligible = eligible & ~frame["demo"].fillna(False).astype(bool).to_numpy()
             pop = frame[eligible].reset_index(drop=True)
             cov = covariate_frame(pop["item"], pop["text"], spec.covariates) if spec.covariates else None
             entry = {"index": k, "dataset": name, "teacher": tname, "estimand": spec.estimand,

@@ -209,3 +209,44 @@ def test_bad_inputs_are_one_line_errors():
                  covariates=pd.DataFrame({"x": x, "z": x}, index=ann["item"]))
     with pytest.raises(SilverlabelError, match="not in \\(0, 1\\]"):
         estimate(ann, NAMES, g, inclusion=pd.Series([0.1, 0.0, 0.2], index=g.index))
+
+
+def test_study_section_estimates_against_the_truth_and_reports_it(tmp_path):
+    """[[estimates]] through the study's hook and the report's section, on synthetic records with gold."""
+    from types import SimpleNamespace
+
+    from silverlabel.conclusions import study_estimates
+    from silverlabel.config import StudyConfig
+    from silverlabel.reporting.conclusions import conclusion_sections, conclusions_markdown
+    from tests.synthetic_teacher import synthetic_teacher
+
+    records, gold, names, _ = synthetic_teacher(1200, seed=3)
+    records = records.assign(gold=gold, demo=False)
+    records.loc[7, "demo"] = True
+    cfg = StudyConfig.from_dict({
+        "datasets": [{"source": "toxic"}], "teachers": [{"name": "t", "uri": "llamacpp:qwen2.5-0.5b"}],
+        "estimates": [{"gold_sizes": [100, 200], "design": "active"},
+                      {"estimand": "ols", "covariates": ["chars"], "target_class": "neither", "gold_sizes": [150]}]})
+    prepared = {"toxic": SimpleNamespace(dataset=SimpleNamespace(label_names=names))}
+    out = study_estimates(cfg, prepared, {("toxic", "t"): {0: records}})
+    prev, ols = out
+    keep = records["label"].notna() & ~records["demo"]
+    assert prev["population"] == keep.sum() and prev["excluded"] == (~keep).sum()
+    assert prev["truth"] == pytest.approx({n: float((records.loc[keep, "gold"] == n).mean()) for n in names})
+    assert [b["size"] for b in prev["by_size"]] == [100, 200] and len(prev["power"]) == 3
+    import statsmodels.api as sm
+
+    pop = records[keep]
+    X = sm.add_constant(pop["text"].str.len().to_numpy(dtype=float))
+    ref = sm.OLS((pop["gold"] == "neither").to_numpy(dtype=float), X).fit().params
+    assert [ols["truth"]["intercept"], ols["truth"]["chars"]] == pytest.approx(list(ref))
+    sections = conclusion_sections({"estimates": out}, tmp_path)
+    md = "\n".join(conclusions_markdown(sections))
+    assert "## What you can conclude" in md and "PPI++ (teacher P_S)" in md
+    assert sections[0]["figure"].exists() and sections[0]["figure"].stat().st_size > 10_000
+    with pytest.raises(SilverlabelError, match="needs covariates"):
+        StudyConfig.from_dict({"datasets": [{"source": "toxic"}], "teachers": [{"name": "t", "uri": "llamacpp:x"}],
+                               "estimates": [{"estimand": "logistic"}]})
+    with pytest.raises(SilverlabelError, match="unknown key 'estimates.0.sizes'"):
+        StudyConfig.from_dict({"datasets": [{"source": "toxic"}], "teachers": [{"name": "t", "uri": "llamacpp:x"}],
+                               "estimates": [{"sizes": [10]}]})
