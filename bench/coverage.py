@@ -95,13 +95,40 @@ def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws
             "ppi_coverage_range": [min(ppi), max(ppi)], "ppi_width_ratio_max": max(ratio.values())}
 
 
+def export(name: str, n_gold: int, out: Path, *, seed: int = 0) -> None:
+    """Write one dataset's stored labels as a `silverlabel annotate`-style file (texts from the shipped preset)
+    and a uniform gold sample of ``n_gold`` items as item,label CSV, to run `silverlabel estimate` on."""
+    from silverlabel.data import load_dataset
+
+    frame, meta = load()
+    sub = frame[frame["dataset"] == name].reset_index(drop=True)
+    names = meta["datasets"][name]["label_names"]
+    ds = load_dataset(name)
+    text = dict(zip(map(str, ds.items), ds.texts))
+    probs = sub[[f"p:{n}" for n in names]]
+    ann = pd.DataFrame({"item": sub["item"], "text": sub["item"].map(text), "label": sub["label"],
+                        "entropy": dataset_arrays(sub, names)[3], **{c: probs[c] for c in probs.columns}})
+    out.mkdir(parents=True, exist_ok=True)
+    ann.to_parquet(out / f"{name}-annotations.parquet", index=False)
+    idx = np.sort(np.random.default_rng(seed).choice(len(sub), n_gold, replace=False))
+    sub.iloc[idx][["item", "gold"]].rename(columns={"gold": "label"}).to_csv(out / f"{name}-gold{n_gold}.csv",
+                                                                             index=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--sizes", default="100,200")
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--finite", action="store_true", help="also the finite-population frame (no resampling)")
+    parser.add_argument("--export", metavar="DATASET", help="write DATASET's annotations and a uniform gold sample "
+                        "of --gold items to --out (for `silverlabel estimate`) instead of the bench")
+    parser.add_argument("--gold", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=Path("coverage-export"))
     args = parser.parse_args()
+    if args.export:
+        export(args.export, args.gold, args.out)
+        return
     frame, meta = load()
     for name, info in meta["datasets"].items():
         sub = frame[frame["dataset"] == name].reset_index(drop=True)

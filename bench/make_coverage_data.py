@@ -51,15 +51,32 @@ def population(name: str, n_items: int = N_ITEMS):
     return ds, chosen, prompt, demo_items
 
 
+def _cached_prefix(teacher, store, name: str) -> int:
+    from silverlabel.cache import text_hash
+
+    ds, chosen, prompt, _ = population(name)
+    hashes = [text_hash(ds.texts[i]) for i in chosen]
+    have = store.get_many(teacher.model_id, teacher.cache_key(prompt), hashes)
+    n = 0
+    while n < len(hashes) and hashes[n] in have:
+        n += 1
+    return n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "silverlabel-coverage.sqlite"))
     parser.add_argument("--n-items", type=int, default=N_ITEMS, help="items per dataset (a prefix of the 2000)")
     parser.add_argument("--rounds", type=int, default=8, help="annotate the datasets in turns of n/rounds items, "
                         "so an interrupted run leaves both with the same number of cached items")
+    parser.add_argument("--write-cached", action="store_true", help="annotate nothing: write the file for the "
+                        "longest prefix of the 2000 that is cached for both datasets (an interrupted run)")
     args = parser.parse_args()
     store = AnnotationStore(args.cache)
-    teacher = get_teacher(TEACHER, chat=True)
+    teacher = get_teacher(TEACHER, chat=True)  # loads no weights until something must be scored
+    if args.write_cached:
+        args.n_items = min(_cached_prefix(teacher, store, name) for name in DATASETS)
+        args.rounds = 1
     meta = {"teacher": TEACHER, "model_sha256": GGUF_ASSETS["qwen2.5-0.5b"].sha256, "model_id": teacher.model_id,
             "n_items": args.n_items, "k_shot": K_SHOT, "seed": SEED, "datasets": {}}
     pops = {name: population(name, args.n_items) for name in DATASETS}

@@ -1,5 +1,5 @@
-"""The stored teacher labels of the coverage bench cannot drift silently: a few items recomputed with the real
-shipped teacher (Qwen2.5-0.5B, llama.cpp, the same prompt) must give the stored P_S, and the model and prompt must
+"""The stored teacher labels of the coverage bench cannot drift silently: one batch of items recomputed with the
+real shipped teacher (Qwen2.5-0.5B, llama.cpp, the same prompt) must give the stored P_S, and the model and prompt must
 be the ones the metadata records."""
 
 import json
@@ -31,12 +31,16 @@ def test_three_items_per_dataset_recomputed_by_the_real_teacher_match():
             sub = ds.subset(chosen)
             stored = frame[frame["dataset"] == name].set_index("item")
             assert list(stored.index) == [str(i) for i in sub.items]  # same items in the same order
-            pick = np.random.default_rng(0).choice(len(sub), 3, replace=False)
-            ann = teacher.annotate([sub.items[i] for i in pick], [sub.texts[i] for i in pick], prompt)
+            # llama.cpp's numbers depend on the batch an item is scored in (kernels differ with batch shape, up to
+            # a few percent of P_S), so recompute the first batch exactly as it was made: the first 16 texts, the
+            # first scoring after the prompt was prepared
+            batch = teacher.batch_items
+            texts = sub.texts[:batch]
+            assert len(set(texts)) == batch
+            ann = teacher.annotate(sub.items[:batch], texts, prompt)
             cols = [f"p:{n}" for n in info["label_names"]]
-            got = ann.frame[cols].to_numpy()
-            want = stored.loc[[str(sub.items[i]) for i in pick], cols].to_numpy()
-            assert np.allclose(got, want, atol=2e-3), (name, got, want)
-            assert list(ann.frame["label"]) == list(stored.loc[[str(sub.items[i]) for i in pick], "label"])
+            want = stored.loc[[str(i) for i in sub.items[:batch]]]
+            assert np.allclose(ann.frame[cols].to_numpy(), want[cols].to_numpy(), atol=1e-4), name
+            assert list(ann.frame["label"]) == list(want["label"])
     finally:
         teacher.close()
