@@ -22,13 +22,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+# run as a script, this file's folder is first on sys.path and this module would shadow the `coverage` package
+# that numba (under ppi_py) imports; drop the folder (imported as bench.coverage, nothing changes)
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from silverlabel.inference import prevalence_intervals
-from silverlabel.sampling import draw, inclusion_probabilities
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from silverlabel.inference import prevalence_intervals  # noqa: E402
+from silverlabel.sampling import draw, inclusion_probabilities  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "coverage-teacher.parquet"
 META = DATA.with_suffix(".json")
