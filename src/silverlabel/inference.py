@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SilverlabelError
+from .progress import progress_bar
 from .sampling import INCLUSION_COLUMN, check_inclusion
 
 log = logging.getLogger(__name__)
@@ -256,8 +257,7 @@ def needed_gold(kind: str, gold: np.ndarray, gold_index: np.ndarray, teacher_pro
 
 
 def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.ndarray, num_labels: int, *,
-                      folds: int = 5, config=None, seed: int = 0, weights: np.ndarray | None = None
-                      ) -> np.ndarray:
+                      folds: int = 5, config=None, seed: int = 0) -> np.ndarray:
     """Student probabilities for every item, cross-fitted over the gold sample: K students, student k trained on
     the gold labels outside fold k; a gold item of fold k is scored by student k only (it never saw that item's
     label), every other item by the average of the K students (cross-prediction, Zrnic & Candes 2024; ppi_py's
@@ -280,11 +280,13 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
     out = np.zeros((len(texts), num_labels))
     others = np.ones(len(texts), dtype=bool)
     others[gold_index] = False
-    for k, (train, held) in enumerate(splitter.split(np.zeros(n), gold if stratify else None)):
-        run = train_student([texts[gold_index[i]] for i in train], gold[train], num_labels=num_labels,
-                            config=config, seed=seed + k, test_texts=texts)
-        out[gold_index[held]] = run.probs[gold_index[held]]
-        out[others] += run.probs[others] / folds
+    with progress_bar(f"cross-fitting {folds} students", total=folds) as advance:
+        for k, (train, held) in enumerate(splitter.split(np.zeros(n), gold if stratify else None)):
+            run = train_student([texts[gold_index[i]] for i in train], gold[train], num_labels=num_labels,
+                                config=config, seed=seed + k, test_texts=texts)
+            out[gold_index[held]] = run.probs[gold_index[held]]
+            out[others] += run.probs[others] / folds
+            advance(1)
     return out
 
 
@@ -376,7 +378,7 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
             raise SilverlabelError(f"{where['annotations']}: no column 'text' to train a student on; pass the "
                                    "annotate output or use --no-student")
         student_probs = cross_fit_student(pop["text"].astype(str).tolist(), gold_index, y, len(names),
-                                          folds=folds, config=student_config, seed=seed, weights=weights)
+                                          folds=folds, config=student_config, seed=seed)
         student_info = {"folds": folds, "seed": seed,
                         "model": (student_config.model if student_config is not None else "minilm"),
                         "unlabeled_items": "average of the fold students"}
