@@ -547,13 +547,20 @@ def select(
                                                 "(round 2 of --policy learned)."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Policy option KEY=VALUE, repeated."),
     seed: int = typer.Option(0, help="Seed for random draws."),
+    design: Optional[str] = typer.Option(None, help="uniform or active: draw a probability sample instead (each "
+                                         "item's inclusion_prob recorded), so the gold labels also give valid "
+                                         "estimates (`silverlabel estimate`); active favours uncertain items."),
+    floor: float = typer.Option(0.1, help="Uniform share mixed into the active design (keeps weights bounded)."),
+    target_width: Optional[float] = typer.Option(None, help="Also print the gold labels a prevalence half-width "
+                                                 "needs (with --labels as the pilot: PPI and gold alone)."),
 ) -> None:
     """Export the items a policy sends for gold, with the teacher's label and distribution as a pre-annotation.
     --policy learned runs in two rounds: its validation set first, the rest once those are labelled."""
     from .mitigations.workflow import parse_options, select_items, write_selection
 
     chosen = select_items(annotations, policy=policy, budget=budget, seed=seed, ensemble=ensemble or [],
-                          labels=labels or [], options=parse_options(option or []))
+                          labels=labels or [], options=parse_options(option or []), design=design, floor=floor,
+                          target_width=target_width)
     paths = write_selection(chosen, out, fmt=fmt)
     console.print(chosen.message)
     console.print(f"wrote {', '.join(map(str, paths))}")
@@ -574,6 +581,65 @@ def merge(
     path = write_training_labels(merged.frame, out)
     console.print(merged.summary())
     console.print(f"wrote {path}")
+
+
+@app.command()
+def estimate(
+    annotations: Path = typer.Option(..., "--annotations", help="A `silverlabel annotate` output (item, label, "
+                                     "p:<label>; text for the student)."),
+    gold: Path = typer.Option(..., "--gold", help="Gold labels: a `silverlabel merge` output or a CSV/JSONL with "
+                              "item,label (an inclusion_prob column, as `select --design` writes, weights them)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A table with an item column and the --covariates."),
+    estimand: str = typer.Option("prevalence", help="prevalence (every class's share), ols or logistic (a class "
+                                 "indicator on --covariates)."),
+    covariates: Optional[str] = typer.Option(None, help="Numeric columns of --data, comma-separated."),
+    target_class: Optional[str] = typer.Option(None, help="The class whose indicator the regression explains."),
+    level: float = typer.Option(0.9, help="Confidence level of the intervals."),
+    student: bool = typer.Option(False, "--student/--no-student", help="Also PPI++ with a cross-fitted student "
+                                 "(5 MiniLM runs on the gold labels; minutes on a CPU)."),
+    target_width: Optional[float] = typer.Option(None, help="Half-width you want; prints the gold labels needed "
+                                                 "for it, by PPI and by gold alone."),
+    seed: int = typer.Option(0, help="Seed of the student's folds and training."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """Estimates with confidence intervals from teacher labels plus a gold sample: teacher as truth, gold alone,
+    and prediction-powered (PPI++) with the teacher's P_S or a cross-fitted student, with effective sample sizes."""
+    from .inference import estimate_files
+    from .mitigations.workflow import read_annotations
+
+    records, names = read_annotations(annotations)
+    est = estimate_files(records, names, gold, annotations=annotations, data=data, estimand=estimand,
+                         covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
+                         target_class=target_class, level=level, student=student, target_width=target_width,
+                         seed=seed)
+    if as_json:
+        sys.stdout.write(json.dumps(est.to_dict()) + "\n")
+        return
+    from .inference import METHOD_TITLES
+
+    title = (f"{est.estimand} of {est.target_class or 'each class'}" +
+             (f" on {', '.join(est.covariates)}" if est.covariates else "") +
+             f": {est.n_gold} gold of {est.n_items} items ({est.design} sample), {100 * est.level:g} % intervals")
+    table = Table(title=title)
+    for col in ("parameter", "method", "estimate", "interval", "width", "worth n gold"):
+        table.add_column(col, justify="left" if col in ("parameter", "method") else "right")
+    for r in est.table().to_dict(orient="records"):
+        ess = "" if r["effective_n"] is None or r["effective_n"] != r["effective_n"] else f"{r['effective_n']:.0f}"
+        table.add_row(r["parameter"], METHOD_TITLES[r["method"]], f"{r['estimate']:.4f}",
+                      f"[{r['lower']:.4f}, {r['upper']:.4f}]", f"{r['width']:.4f}", ess)
+    console.print(table)
+    console.print("teacher as truth: an interval around the teacher's own labels, not valid whenever the teacher "
+                  "errs; worth n gold = n x (classical width / PPI width)^2")
+    if est.power:
+        power = Table(title=f"gold labels needed for a half-width of {est.power[0].half_width:g} "
+                            f"({100 * est.level:g} %), from this pilot of {est.n_gold}")
+        for col in ("parameter", "gold only", "PPI++ teacher", "PPI++ student", "rho teacher"):
+            power.add_column(col, justify="left" if col == "parameter" else "right")
+        for p in est.power:
+            power.add_row(p.parameter, str(p.classical), str(p.ppi_teacher),
+                          "" if p.ppi_student is None else str(p.ppi_student),
+                          "" if p.ppi_corr_teacher is None else f"{p.ppi_corr_teacher:.3f}")
+        console.print(power)
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

@@ -139,6 +139,31 @@ class MitigationSpec(_Config):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class EstimateSpec(_Config):
+    """Valid conclusions in a study: a gold sample of each size drawn by a design from the teacher-labelled training
+    items, and every method's estimate with its interval against the truth from all their gold labels."""
+
+    estimand: Literal["prevalence", "ols", "logistic"] = "prevalence"
+    gold_sizes: list[int] = Field(default_factory=lambda: [100, 200], min_length=1)
+    design: Literal["uniform", "active"] = "uniform"
+    floor: float = Field(0.1, gt=0, le=1)  # the active design's uniform share
+    level: float = Field(0.9, gt=0, lt=1)
+    teacher: str | None = None  # default: the study's first teacher
+    target_class: str | None = None  # ols / logistic: the class whose indicator is explained
+    covariates: list[Literal["chars", "words"]] = Field(default_factory=list)  # computed from each text
+    student: bool = False  # also PPI++ with a cross-fitted student (5 student runs per gold size)
+    target_width: float = Field(0.05, gt=0)  # half-width the power analysis plans for
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _regression(self):
+        if self.estimand != "prevalence" and (not self.covariates or self.target_class is None):
+            raise ValueError(f"estimand '{self.estimand}' needs covariates (chars, words) and a target_class")
+        if any(n < 3 for n in self.gold_sizes):
+            raise ValueError(f"gold sizes must be 3 or more, got {self.gold_sizes}")
+        return self
+
+
 def _check_seeds(v: list[int]) -> list[int]:
     if not v:
         raise ValueError("at least one seed is needed")
@@ -177,6 +202,7 @@ class StudyConfig(_Config):
     # "gold", "teacher" (every teacher) or "teacher:NAME"; mitigations add their own sources
     label_sources: list[str] = Field(default_factory=lambda: ["gold", "teacher"], min_length=1)
     mitigations: list[MitigationSpec] = Field(default_factory=list)
+    estimates: list[EstimateSpec] = Field(default_factory=list)
     students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     sizes: list[int] | None = None  # training sizes (nested subsets of the training split); default: all of it
@@ -217,6 +243,11 @@ class StudyConfig(_Config):
             if m.teacher is not None and m.teacher not in teachers:
                 raise ValueError(f"mitigation '{m.policy}' names teacher '{m.teacher}', which is not in [[teachers]]")
             _check_policy(m, next(t for t in self.teachers if t.name == (m.teacher or teachers[0])))
+        for e in self.estimates:
+            if not teachers:
+                raise ValueError("[[estimates]] needs at least one [[teachers]] entry")
+            if e.teacher is not None and e.teacher not in teachers:
+                raise ValueError(f"[[estimates]] names teacher '{e.teacher}', which is not in [[teachers]]")
         students = [s.name for s in self.students]
         if len(set(students)) != len(students):
             raise ValueError(f"student names repeat: {students}; give each [[students]] a name")

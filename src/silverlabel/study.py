@@ -32,6 +32,7 @@ import pandas as pd
 
 from . import __version__
 from .cache import AnnotationStore
+from .conclusions import study_estimates
 from .config import DatasetSpec, StudyConfig, TeacherSpec, TrainConfig
 from .data import PRESETS, Dataset, Splits, load_dataset, split
 from .errors import SilverlabelError
@@ -266,6 +267,9 @@ def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:
             continue
         seeds = teachers[s.teacher].demo_seeds
         needs.setdefault(s.teacher, set()).update(seeds if s.policy == "ensemble" else seeds[:1])
+    for e in config.estimates:  # estimates need the first demo set of their teacher
+        name = e.teacher or config.teachers[0].name
+        needs.setdefault(name, set()).add(teachers[name].demo_seeds[0])
     return needs
 
 
@@ -582,6 +586,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     from .summary import summarise
 
     results = summarise(config, out, prepared, cells, records, summaries, accounting)
+    if config.estimates:  # "What you can conclude": estimates with intervals against the truth (conclusions.py)
+        results["estimates"] = study_estimates(config, prepared, records)
     wall = time.perf_counter() - started
     work = timing["annotate_s"] + timing["train_s"] + timing["mitigate_s"]
     results["timing"] = {"wall_s": wall, **timing, "overhead_s": wall - work,

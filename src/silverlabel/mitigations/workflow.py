@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SilverlabelError
+from ..inference import estimate, planning_gold, read_gold
+from ..sampling import INCLUSION_COLUMN, check_inclusion, draw, inclusion_probabilities
 from . import choose, policy_input, policy_spec, teacher_arrays
-from .base import GoldOracle
+from .base import GoldOracle, resolve_budget
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +155,18 @@ class Selected:
 
 def select_items(annotations: Path, *, policy: str, budget: float | str, seed: int = 0,
                  ensemble: Sequence[Path] = (), labels: Sequence[Path] = (),
-                 options: dict[str, Any] | None = None) -> Selected:
-    """The items policy ``policy`` sends for gold within ``budget`` (less any already in ``labels``)."""
+                 options: dict[str, Any] | None = None, design: str | None = None, floor: float = 0.1,
+                 target_width: float | None = None, level: float = 0.9) -> Selected:
+    """The items policy ``policy`` sends for gold within ``budget`` (less any already in ``labels``).
+
+    With ``design`` (uniform or active, see :mod:`silverlabel.sampling`) the items are a probability sample
+    instead, each with its ``inclusion_prob`` recorded, so the same gold labels serve a mitigation and
+    :func:`silverlabel.inference.estimate`. With ``target_width`` the message adds how many gold labels that
+    half-width needs (from ``labels`` as a pilot when given)."""
     records, names = read_annotations(annotations)
+    if design is not None:
+        return _design_sample(records, names, annotations, budget=budget, design=design, floor=floor, seed=seed,
+                              labels=labels, target_width=target_width, level=level)
     others = [read_annotations(p)[0] for p in ensemble]
     oracle = _oracle(records, labels, names)
     spec = policy_spec(policy)
@@ -190,6 +201,55 @@ def select_items(annotations: Path, *, policy: str, budget: float | str, seed: i
     return Selected(frame=frame, label_names=names, budget=b, message=message)
 
 
+def _design_sample(records: pd.DataFrame, names: list[str], annotations: Path, *, budget, design: str,
+                   floor: float, seed: int, labels: Sequence[Path], target_width: float | None,
+                   level: float) -> Selected:
+    """A Poisson sample with known inclusion probabilities; demonstrations and failed teacher calls are never
+    drawn (a demonstration's teacher label saw its gold label; a failed call has no P_S to correct)."""
+    _, _, failed = teacher_arrays(records, names)
+    demo = records["demo"].fillna(False).astype(bool).to_numpy() if "demo" in records else np.zeros(len(records), bool)
+    eligible = ~demo & ~failed
+    b = resolve_budget(budget, int(eligible.sum()))
+    entropy = records["entropy"].to_numpy(dtype=np.float64) if "entropy" in records else np.zeros(len(records))
+    pi = inclusion_probabilities(entropy, b, design=design, floor=floor, eligible=eligible)
+    sample = draw(pi, seed=seed, name=design)
+    oracle = _oracle(records, labels, names)
+    done = np.zeros(len(records), dtype=bool) if oracle is None else np.array(
+        [g is not None for g in oracle.audit()], dtype=bool)
+    chosen = sample.chosen & ~done
+    sub = records[chosen]
+    probs = sub[[f"p:{n}" for n in names]]
+    frame = pd.DataFrame({"item": sub["item"], "text": sub["text"], "label": "", "teacher_label": sub["label"],
+                          "teacher_confidence": probs.max(axis=1), "entropy": sub.get("entropy"),
+                          **{c: probs[c] for c in probs.columns}, "reason": f"{design} design",
+                          INCLUSION_COLUMN: pi[chosen]}).reset_index(drop=True)
+    message = (f"{int(chosen.sum())} items drawn by the {design} design for gold (expected {b}; Poisson sampling, "
+               f"so the count varies; {int(demo.sum())} demonstrations and {int(failed.sum())} failed calls never "
+               f"drawn); each row's {INCLUSION_COLUMN} weights it in `silverlabel estimate`")
+    if target_width is not None:
+        message += "\n" + _power_message(records, names, annotations, labels, oracle, target_width, level)
+    return Selected(frame=frame, label_names=names, budget=b, message=message)
+
+
+def _power_message(records, names, annotations, labels, oracle, target_width, level) -> str:
+    """How many gold labels a prevalence half-width needs: from the labels so far as a pilot when there are some
+    (PPI and gold alone), else the classical planning number at the teacher's prevalence."""
+    given = {} if oracle is None else {it: g for it, g in zip(records["item"], oracle.audit()) if g is not None}
+    if len(given) < 3:
+        teacher_share = records["label"].value_counts(normalize=True)
+        need = {n: planning_gold(float(teacher_share.get(n, 0.0)), target_width, level) for n in names}
+        return (f"gold labels for a half-width of {target_width:g} ({100 * level:g} %), gold alone, planning at the "
+                f"teacher's prevalence (label a pilot and rerun with --labels for the PPI numbers): " +
+                ", ".join(f"{n} {v}" for n, v in need.items()))
+    inclusion = [read_gold(p, label_names=names)[1] for p in labels]
+    inclusion = [i for i in inclusion if i is not None]
+    est = estimate(records, names, pd.Series(given, dtype=object), level=level, target_width=target_width,
+                   inclusion=pd.concat(inclusion) if inclusion else None, where={"annotations": str(annotations)})
+    return (f"gold labels for a half-width of {target_width:g} ({100 * level:g} %), from the {est.n_gold} labelled "
+            "so far: " + "; ".join(f"{p.parameter}: PPI++ {p.ppi_teacher}, gold alone {p.classical}"
+                                    for p in est.power))
+
+
 def write_selection(selected: Selected, out: Path, *, fmt: str | None = None) -> list[Path]:
     """Write the chosen items as CSV, JSONL or Label Studio tasks (plus its labelling config); returns paths."""
     out = Path(out)
@@ -217,6 +277,8 @@ def _task(row: dict, label_names: Sequence[str]) -> dict:
     teacher = row["teacher_label"]
     data = {"text": row["text"], "item": row["item"], "teacher_label": teacher, "teacher_probs": probs,
             "reason": row["reason"]}
+    if INCLUSION_COLUMN in row:
+        data[INCLUSION_COLUMN] = float(row[INCLUSION_COLUMN])
     task: dict[str, Any] = {"data": data, "predictions": []}
     if teacher is not None and not (isinstance(teacher, float) and np.isnan(teacher)):
         task["predictions"].append({
@@ -267,7 +329,35 @@ def merge_labels(annotations: Path, labels: Sequence[Path]) -> Merged:
         frame.loc[has, f"p:{n}"] = (got == n).astype(float).to_numpy()
     if "entropy" in frame:
         frame.loc[has, "entropy"] = 0.0
+    inclusion = read_inclusion(labels)
+    if inclusion is not None:  # a designed sample: keep each gold item's inclusion probability for `estimate`
+        frame[INCLUSION_COLUMN] = frame["item"].map(inclusion).where(has)
     return Merged(frame=frame, human=int(has.sum()), teacher_errors=wrong)
+
+
+def read_inclusion(labels: Sequence[Path]) -> pd.Series | None:
+    """item -> inclusion probability from label files that `select --design` wrote (a CSV/JSONL column or a
+    Label Studio task's data); None when no file has them. Values outside (0, 1] are an error naming the item."""
+    from ..data import read_table
+
+    out: dict[str, float] = {}
+    for path in map(Path, labels):
+        if path.suffix.lower() == ".json":
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+            pairs = [((t.get("data") or {}).get("item"), (t.get("data") or {}).get(INCLUSION_COLUMN))
+                     for t in tasks if isinstance(t, dict)] if isinstance(tasks, list) else []
+            pairs = [(str(i), v) for i, v in pairs if v is not None]
+        else:
+            table = read_table(path)
+            if INCLUSION_COLUMN not in table.columns:
+                continue
+            pairs = [(str(i), v) for i, v in zip(table["item"], table[INCLUSION_COLUMN]) if not pd.isna(v)]
+        if pairs:
+            items = [i for i, _ in pairs]
+            values = check_inclusion(pd.to_numeric(pd.Series([v for _, v in pairs]), errors="coerce"),
+                                     where=str(path), items=items)
+            out.update(zip(items, values.tolist()))
+    return pd.Series(out, dtype=np.float64) if out else None
 
 
 def write_training_labels(frame: pd.DataFrame, out: Path) -> Path:

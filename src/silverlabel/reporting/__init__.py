@@ -20,6 +20,8 @@ from ..errors import SilverlabelError
 from ..files import atomic_write_text
 from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
+from .conclusions import INTRO as CONCLUSIONS_INTRO
+from .conclusions import conclusion_sections, conclusions_markdown
 from .text import pct, split_line, takeaways
 
 log = logging.getLogger(__name__)
@@ -174,20 +176,24 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     columns = ["labels", *TABLE1_COLUMNS, "teacher_acc", "n_train"]
     titles = {"labels": "labels", **COLUMN_TITLES, "teacher_acc": "teacher acc", "n_train": "n_train"}
     md_path, html_path = out / "report.md", out / "report.html"
-    atomic_write_text(md_path, _markdown(results, sections, columns, titles))
+    conclusions = conclusion_sections(results, figures)  # "What you can conclude" (reporting/conclusions.py)
+    atomic_write_text(md_path, _markdown(results, sections, columns, titles, conclusions))
     env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"),
                       autoescape=select_autoescape(["html", "j2"], default=True))
     images = {str(p): _data_uri(p) for s in sections for p in s["figures"].values()}
+    images.update({str(c["figure"]): _data_uri(c["figure"]) for c in conclusions if c["figure"]})
     html = env.get_template("report.html.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, images=images, pct=_pct,
-        collapsed_note=COLLAPSED_NOTE, confusion_columns=plots.confusion_columns,
+        collapsed_note=COLLAPSED_NOTE, confusion_columns=plots.confusion_columns, conclusions=conclusions,
+        conclusions_intro=CONCLUSIONS_INTRO,
         config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
         timing=results.get("timing", {}))
     atomic_write_text(html_path, html)
     return {"markdown": md_path, "html": html_path}
 
 
-def _markdown(results: dict, sections: list[dict], columns: list[str], titles: dict) -> str:
+def _markdown(results: dict, sections: list[dict], columns: list[str], titles: dict,
+              conclusions: list[dict] = ()) -> str:
     timing = results.get("timing", {})
     md = [f"# silverlabel study: {results['study']}", ""]
     for s in sections:  # the take-aways first: what the teacher's labels cost, per dataset
@@ -256,6 +262,7 @@ def _markdown(results: dict, sections: list[dict], columns: list[str], titles: d
             md += ["What each policy spent and caught (precision/recall of its chosen items against the teacher's "
                    "actual errors; noise = share of the resulting training labels that are wrong, percent):", "",
                    _markdown_table(mrows, acc_cols, {}), ""]
+    md += conclusions_markdown(list(conclusions))
     md += ["## Provenance", ""]
     for name, info in results["datasets"].items():
         md.append(f"- {name}: {'real' if info['real_data'] else 'stand-in'} — {info['provenance']} "

@@ -250,6 +250,9 @@ class Teacher(ABC):
         cols = {"item": list(items), "text": list(texts), "label": [r.label for r in recs],
                 "entropy": np.array([math.nan if r.entropy is None else r.entropy for r in recs], dtype=np.float64)}
         cols.update({f"p:{n}": probs[:, k] for k, n in enumerate(label_names)})
+        # an item whose text is a demonstration's: its teacher label saw its gold label in the prompt, so it may
+        # never serve as an unbiased gold sample (select and estimate leave it out)
+        cols["demo"] = prompt.demonstrations.shows(cols["text"])
         cols.update({"model": redact_uri(self.model), "demo_seed": prompt.demonstrations.seed,
                      "prompt_tokens": np.array([r.prompt_tokens or 0 for r in recs], dtype=np.int64),
                      "seconds": np.array([r.seconds for r in recs], dtype=np.float64),

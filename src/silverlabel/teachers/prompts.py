@@ -41,6 +41,11 @@ class Demonstrations:
     def key(self) -> str:
         return hashlib.sha256(json.dumps([self.seed, self.examples]).encode()).hexdigest()[:16]
 
+    def shows(self, texts) -> np.ndarray:
+        """For each text, whether it is one of the demonstrations (compared as the prompt shows them)."""
+        shown = {t for t, _ in self.examples}
+        return np.array([_clip(str(t)) in shown for t in texts], dtype=bool)
+
 
 def sample_demonstrations(texts, labels, label_names, *, k: int = 3, seed: int = 0,
                           balanced: bool = False) -> Demonstrations:

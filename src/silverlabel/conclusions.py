@@ -1,0 +1,116 @@
+"""The study's "What you can conclude" section: for each ``[[estimates]]`` entry and dataset, gold samples of each
+size drawn by the entry's design from the teacher-labelled training items, every method's interval
+(:func:`silverlabel.inference.estimate`) beside the truth from all those items' gold labels, and the power analysis
+with the pilot being the largest gold sample.
+
+Only the shipped data (or any data with gold for every item) can show the truth; with a user's own data the same
+estimates come from ``silverlabel estimate`` on the gold labels people gave.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+
+from .config import EstimateSpec, StudyConfig
+from .inference import METHODS, estimate
+from .sampling import draw, inclusion_probabilities
+
+log = logging.getLogger(__name__)
+
+
+def covariate_frame(items, texts, names) -> pd.DataFrame:
+    """The covariates a study can name, computed from each text: its length in characters and in words."""
+    texts = pd.Series(list(texts), index=[str(i) for i in items], dtype=object)
+    known = {"chars": texts.str.len(), "words": texts.str.split().str.len()}
+    return pd.DataFrame({n: known[n].astype(float) for n in names})
+
+
+def truth(frame: pd.DataFrame, label_names, spec: EstimateSpec, covariates: pd.DataFrame | None) -> dict:
+    """The parameters computed from every item's gold label (what the intervals should cover)."""
+    gold = frame["gold"].astype(str).to_numpy()
+    if spec.estimand == "prevalence":
+        return {n: float((gold == n).mean()) for n in label_names}
+    import statsmodels.api as sm
+
+    y = (gold == spec.target_class).astype(float)
+    X = np.column_stack([np.ones(len(frame)), covariates.loc[frame["item"].astype(str)].to_numpy(dtype=float)])
+    model = sm.OLS(y, X) if spec.estimand == "ols" else sm.Logit(y, X)
+    params = model.fit(**({} if spec.estimand == "ols" else {"disp": 0})).params
+    return dict(zip(["intercept", *spec.covariates], map(float, params)))
+
+
+def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[dict]:
+    """One entry per ([[estimates]] entry, dataset): the population, the truth, per gold size every method's
+    interval, and the power analysis from the largest gold sample."""
+    from .config import TrainConfig
+
+    out = []
+    for k, spec in enumerate(config.estimates):
+        tname = spec.teacher or config.teachers[0].name
+        teacher = next(t for t in config.teachers if t.name == tname)
+        for name, prep in prepared.items():
+            frames = records.get((name, tname), {})
+            if not frames:
+                log.warning("[[estimates]] %d: no labels of teacher %s for %s; skipped", k + 1, tname, name)
+                continue
+            frame = frames[teacher.demo_seeds[0]].reset_index(drop=True)
+            label_names = list(prep.dataset.label_names)
+            eligible = frame["label"].notna().to_numpy(copy=True)
+            if "demo" in frame:
+                eligible = eligible & ~frame["demo"].fillna(False).astype(bool).to_numpy()
+            pop = frame[eligible].reset_index(drop=True)
+            cov = covariate_frame(pop["item"], pop["text"], spec.covariates) if spec.covariates else None
+            entry = {"index": k, "dataset": name, "teacher": tname, "estimand": spec.estimand,
+                     "design": spec.design, "level": spec.level, "target_class": spec.target_class,
+                     "covariates": list(spec.covariates), "population": len(pop),
+                     "excluded": int((~eligible).sum()), "truth": truth(pop, label_names, spec, cov), "by_size": []}
+            entropy = pop["entropy"].to_numpy(dtype=float)
+            student_config = TrainConfig(model=config.students[0].model,
+                                         learning_rate=config.students[0].learning_rate) if spec.student else None
+            last = None
+            for size in sorted(spec.gold_sizes):
+                if size >= len(pop):
+                    log.warning("[[estimates]] %d: gold size %d is not below the %d items of %s; skipped", k + 1,
+                                size, len(pop), name)
+                    continue
+                p = inclusion_probabilities(entropy, size, design=spec.design, floor=spec.floor)
+                sample = draw(p, seed=spec.seed * 7919 + size, name=spec.design)
+                idx = np.flatnonzero(sample.chosen)
+                gold = pd.Series(pop["gold"].iloc[idx].to_numpy(), index=pop["item"].iloc[idx].astype(str).to_numpy(),
+                                 dtype=object)
+                est = estimate(pop, label_names, gold, estimand=spec.estimand, level=spec.level,
+                               inclusion=pd.Series(p[idx], index=gold.index), covariates=cov,
+                               covariate_names=list(spec.covariates), target_class=spec.target_class,
+                               student=spec.student, student_config=student_config, seed=spec.seed,
+                               target_width=spec.target_width)
+                entry["by_size"].append({"size": size, "n_gold": est.n_gold, "table": est.to_dict()["table"]})
+                last = est
+            if last is not None:
+                entry["power"] = [vars(p) for p in last.power]
+                entry["pilot"] = last.n_gold
+            out.append(entry)
+    return out
+
+
+def width_curve(power: dict, sizes, *, level: float, population: int) -> dict[str, list[float]]:
+    """Expected interval width against n gold labels from a pilot's sd and PPI correlation rho: classical
+    2 z sd / sqrt(n); PPI++ at its optimal lam with N items, 2 z sd sqrt((1 - rho^2 N / (N + n)) / n) (the
+    variance ppi_py's power analysis is built on; a negative rho gains nothing, lam is clipped at 0)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    sd = power["sd"]
+    out = {"classical": [2 * z * sd / math.sqrt(n) for n in sizes]}
+    for key, rho in (("ppi_teacher", power.get("ppi_corr_teacher")), ("ppi_student", power.get("ppi_corr_student"))):
+        if rho is None:
+            continue
+        r2 = max(rho, 0.0) ** 2
+        out[key] = [2 * z * sd * math.sqrt((1 - r2 * population / (population + n)) / n) for n in sizes]
+    return out
+
+
+__all__ = ["METHODS", "study_estimates", "width_curve", "covariate_frame"]

@@ -1,0 +1,515 @@
+"""Valid conclusions from teacher labels: estimates with confidence intervals, side by side for four methods.
+
+From the teacher's annotations of N items (label and P_S) and gold labels for a sample of them, estimate the
+prevalence of each class, or OLS / logistic coefficients of a class indicator on numeric covariates, by
+
+- ``teacher``: the teacher's labels taken as truth (what people do today; its interval is not valid);
+- ``classical``: the gold labels alone;
+- ``ppi_teacher``: PPI++ with the teacher's P_S(class) as the surrogate;
+- ``ppi_student``: PPI++ with a student's predicted probabilities as the surrogate, the student cross-fitted
+  (:func:`cross_fit_student`).
+
+All the statistics are ppi_py's (``ppi_mean_ci``, ``ppi_ols_ci``, ``ppi_logistic_ci``, the ``classical_*`` baselines
+and the ``*_power`` functions, with ``w`` = 1/pi for a design with inclusion probabilities pi, see
+:mod:`silverlabel.sampling`); this module only wires annotations, gold and covariates to them. PPI++'s ``lam`` is
+ppi_py's default: tuned from the data and clipped to [0, 1], so an uninformative surrogate costs almost nothing
+(lam near 0 gives the classical interval) and an informative one narrows it.
+
+The population is the annotated items minus prompt demonstrations (their teacher label saw their gold label);
+every remaining item's P_S is the "unlabeled" part, gold items included, which makes the point estimate the
+Horvitz-Thompson/Hajek form of Zrnic & Candes' active inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import SilverlabelError
+from .progress import progress_bar
+from .sampling import INCLUSION_COLUMN, check_inclusion
+
+log = logging.getLogger(__name__)
+
+METHODS = ("teacher", "classical", "ppi_teacher", "ppi_student")
+ESTIMANDS = ("prevalence", "ols", "logistic")
+METHOD_TITLES = {"teacher": "teacher as truth", "classical": "gold only (classical)",
+                 "ppi_teacher": "PPI++ (teacher P_S)", "ppi_student": "PPI++ (student, cross-fitted)"}
+
+
+def _ppi():
+    try:
+        import ppi_py
+    except ImportError:  # a core dependency, but say what to do if someone removed it
+        raise SilverlabelError("estimates need ppi_py: pip install 'ppi-python>=0.2.3'") from None
+    return ppi_py
+
+
+@dataclass
+class Interval:
+    """One method's estimate of one parameter and its confidence interval."""
+
+    method: str
+    parameter: str
+    estimate: float
+    lower: float
+    upper: float
+
+    @property
+    def width(self) -> float:
+        return self.upper - self.lower
+
+
+@dataclass
+class Power:
+    """Gold labels needed for a target half-width of one parameter, from a pilot sample."""
+
+    parameter: str
+    half_width: float
+    classical: int
+    ppi_teacher: int | None
+    ppi_student: int | None = None
+    ppi_corr_teacher: float | None = None
+    ppi_corr_student: float | None = None
+    # sd of one gold label's influence on the estimate (classical), from the pilot: width(n) = 2 z sd / sqrt(n)
+    sd: float | None = None
+
+
+@dataclass
+class Estimates:
+    """Every method's interval for every parameter, what they rest on, and the power analysis."""
+
+    estimand: str
+    level: float
+    parameters: list[str]
+    intervals: list[Interval]
+    n_items: int  # the population (annotated items less demonstrations)
+    n_gold: int
+    design: str  # "uniform" (no weights) or "weighted" (inclusion probabilities)
+    target_class: str | None = None
+    covariates: list[str] = field(default_factory=list)
+    excluded_demos: int = 0
+    power: list[Power] = field(default_factory=list)
+    student: dict | None = None
+
+    def get(self, method: str, parameter: str) -> Interval | None:
+        return next((i for i in self.intervals if i.method == method and i.parameter == parameter), None)
+
+    def effective_n(self, method: str, parameter: str) -> float | None:
+        """How many classical gold labels ``method``'s interval is worth: n * (classical width / its width)^2."""
+        c, m = self.get("classical", parameter), self.get(method, parameter)
+        if c is None or m is None or not m.width > 0:
+            return None
+        return self.n_gold * (c.width / m.width) ** 2
+
+    def table(self) -> pd.DataFrame:
+        rows = []
+        for i in self.intervals:
+            ess = self.effective_n(i.method, i.parameter) if i.method.startswith("ppi") else None
+            rows.append({"parameter": i.parameter, "method": i.method, "estimate": i.estimate, "lower": i.lower,
+                         "upper": i.upper, "width": i.width, "effective_n": ess})
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["table"] = self.table().replace({np.nan: None}).to_dict(orient="records")
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- arrays in
+
+
+def _alpha(level: float) -> float:
+    if not 0 < level < 1:
+        raise SilverlabelError(f"--level must be in (0, 1), e.g. 0.9, got {level}")
+    return 1 - level
+
+
+def _interval(method, parameter, lo, hi) -> Interval:
+    lo, hi = float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
+    return Interval(method, parameter, (lo + hi) / 2, lo, hi)
+
+
+def prevalence_intervals(gold: np.ndarray, gold_index: np.ndarray, teacher_probs: np.ndarray,
+                         teacher_labels: np.ndarray, label_names: Sequence[str], *, level: float = 0.9,
+                         weights: np.ndarray | None = None, student_probs: np.ndarray | None = None
+                         ) -> list[Interval]:
+    """Each class's share of the N items. ``gold`` holds class indices of the n gold items, ``gold_index`` their
+    rows among the N; ``teacher_labels`` the teacher's class index per item (-1 for a failed call)."""
+    ppi = _ppi()
+    alpha = _alpha(level)
+    out = []
+    for c, name in enumerate(label_names):
+        y = (gold == c).astype(np.float64)
+        naive = (teacher_labels == c).astype(np.float64)
+        out.append(_interval("teacher", name, *ppi.classical_mean_ci(naive, alpha=alpha)))
+        out.append(_interval("classical", name, *ppi.classical_mean_ci(y, w=weights, alpha=alpha)))
+        for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs)):
+            if probs is None:
+                continue
+            f = probs[:, c].astype(np.float64)
+            out.append(_interval(method, name, *ppi.ppi_mean_ci(y, f[gold_index], f, alpha=alpha, w=weights)))
+    return out
+
+
+def regression_intervals(kind: str, gold: np.ndarray, gold_index: np.ndarray, X: np.ndarray,
+                         teacher_probs: np.ndarray, teacher_labels: np.ndarray, target: int,
+                         parameters: Sequence[str], *, level: float = 0.9, weights: np.ndarray | None = None,
+                         student_probs: np.ndarray | None = None) -> list[Interval]:
+    """OLS or logistic coefficients of the indicator "gold label is ``target``" on ``X`` (N x d, an intercept
+    column included by the caller)."""
+    ppi = _ppi()
+    alpha = _alpha(level)
+    y = (gold == target).astype(np.float64)
+    naive = (teacher_labels == target).astype(np.float64)
+    Xg = X[gold_index]
+    if kind == "ols":
+        bounds = {"teacher": ppi.classical_ols_ci(X, naive, alpha=alpha),
+                  "classical": ppi.classical_ols_ci(Xg, y, w=weights, alpha=alpha)}
+        fit = ppi.ppi_ols_ci
+    else:
+        bounds = {"teacher": ppi.classical_logistic_ci(X, naive, alpha=alpha)}
+        if weights is None:
+            bounds["classical"] = ppi.classical_logistic_ci(Xg, y, alpha=alpha)
+        else:  # classical_logistic_ci takes no weights; ppi_logistic_ci with lam=0 is the weighted classical one
+            f0 = np.zeros(len(X))
+            bounds["classical"] = ppi.ppi_logistic_ci(Xg, y, f0[gold_index], X, f0, alpha=alpha, lam=0, w=weights)
+        fit = ppi.ppi_logistic_ci
+    for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs)):
+        if probs is not None:
+            f = probs[:, target].astype(np.float64)
+            bounds[method] = fit(Xg, y, f[gold_index], X, f, alpha=alpha, w=weights)
+    out = []
+    for j, name in enumerate(parameters):
+        for method, (lo, hi) in bounds.items():
+            out.append(Interval(method, name, float((lo[j] + hi[j]) / 2), float(lo[j]), float(hi[j])))
+    return out
+
+
+def needed_gold(kind: str, gold: np.ndarray, gold_index: np.ndarray, teacher_probs: np.ndarray, *,
+                half_width: float, level: float, parameters: Sequence[str], target: int | None = None,
+                X: np.ndarray | None = None, weights: np.ndarray | None = None,
+                student_probs: np.ndarray | None = None) -> list[Power]:
+    """Gold labels for a target half-width, per parameter, from this (pilot) sample.
+
+    Classical: n = (z sd / h)^2 with sd the pilot's per-label standard deviation of the estimate (sd = half-width
+    * sqrt(n) / z of the pilot's classical interval). PPI: ppi_py's ``ppi_*_power`` cheapest pair for that
+    classical n as its ``effective_n`` (the PPI correlation rho from the pilot; a prediction costs nothing, an
+    unlabeled item nothing, and the labeled plus unlabeled items at most the N items there are), i.e. about
+    n (1 - rho^2) for N much larger than n. A surrogate negatively correlated with the truth gains nothing (PPI++
+    clips lam to [0, 1]), so there the PPI number is the classical one.
+    """
+    from scipy.stats import norm
+
+    ppi = _ppi()
+    if not half_width > 0:
+        raise SilverlabelError(f"--target-width must be a positive half-width, got {half_width}")
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    n = len(gold)
+    n_max = len(teacher_probs)
+    out = []
+    for j, name in enumerate(parameters):
+        c = j if kind == "prevalence" else target
+        y = (gold == c).astype(np.float64)
+        if kind == "prevalence":
+            lo, hi = ppi.classical_mean_ci(y, w=weights, alpha=1 - level)
+        elif kind == "ols":
+            lo, hi = (b[j] for b in ppi.classical_ols_ci(X[gold_index], y, w=weights, alpha=1 - level))
+        else:
+            lo, hi = (b[j] for b in (ppi.classical_logistic_ci(X[gold_index], y, alpha=1 - level)))
+        sd = float((np.ravel(hi)[0] - np.ravel(lo)[0]) / 2 * math.sqrt(n) / z)
+        n_classical = max(1, math.ceil((z * sd / half_width) ** 2))
+        res = {}
+        for method, probs in (("teacher", teacher_probs), ("student", student_probs)):
+            if probs is None:
+                continue
+            f = probs[gold_index, c].astype(np.float64)
+            try:
+                if kind == "prevalence":
+                    r = ppi.ppi_mean_power(y, f, cost_Y=1.0, cost_Yhat=1e-9, effective_n=n_classical, n_max=n_max,
+                                           w=weights)
+                elif kind == "ols":
+                    r = ppi.ppi_ols_power(X[gold_index], y, f, 0.0, 1.0, 1e-9, coord=j, effective_n=n_classical,
+                                          n_max=n_max, w=weights)
+                else:
+                    r = ppi.ppi_logistic_power(X[gold_index], y, f, 0.0, 1.0, 1e-9, coord=j,
+                                               effective_n=n_classical, n_max=n_max, w=weights)
+                corr = float(r["ppi_corr"])
+                res[method] = (int(r["n"]) if corr > 0 else n_classical, corr)
+            except (ValueError, np.linalg.LinAlgError) as exc:  # a constant surrogate has no correlation
+                log.info("power for %s with the %s surrogate: %s; using the classical n", name, method, exc)
+                res[method] = (n_classical, 0.0)
+        out.append(Power(parameter=name, half_width=half_width, classical=n_classical,
+                         ppi_teacher=res.get("teacher", (None, None))[0],
+                         ppi_student=res.get("student", (None, None))[0],
+                         ppi_corr_teacher=res.get("teacher", (None, None))[1],
+                         ppi_corr_student=res.get("student", (None, None))[1], sd=sd))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the student
+
+
+def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.ndarray, num_labels: int, *,
+                      folds: int = 5, config=None, seed: int = 0) -> np.ndarray:
+    """Student probabilities for every item, cross-fitted over the gold sample: K students, student k trained on
+    the gold labels outside fold k; a gold item of fold k is scored by student k only (it never saw that item's
+    label), every other item by the average of the K students (cross-prediction, Zrnic & Candes 2024; ppi_py's
+    ``crossppi_*`` do the same averaging but take no weights and no PPI++ ``lam``, so the averaged predictions go
+    to the weighted PPI++ functions instead). Folds are stratified by gold label where every class allows it."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from .config import TrainConfig
+    from .students import train_student
+
+    config = config or TrainConfig(model="minilm", learning_rate=3e-4)
+    n = len(gold)
+    if n < 2 * folds:
+        raise SilverlabelError(f"cross-fitting a student over {folds} folds needs at least {2 * folds} gold labels "
+                               f"(have {n}); pass --no-student or label more")
+    counts = np.bincount(gold, minlength=num_labels)
+    stratify = counts[counts > 0].min() >= folds
+    splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
+    texts = list(texts)
+    out = np.zeros((len(texts), num_labels))
+    others = np.ones(len(texts), dtype=bool)
+    others[gold_index] = False
+    with progress_bar(f"cross-fitting {folds} students", total=folds) as advance:
+        for k, (train, held) in enumerate(splitter.split(np.zeros(n), gold if stratify else None)):
+            run = train_student([texts[gold_index[i]] for i in train], gold[train], num_labels=num_labels,
+                                config=config, seed=seed + k, test_texts=texts)
+            out[gold_index[held]] = run.probs[gold_index[held]]
+            out[others] += run.probs[others] / folds
+            advance(1)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- frames in
+
+
+def population(annotations: pd.DataFrame, label_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """The annotated items the estimates are about: demonstrations and failed teacher calls left out (counted)."""
+    keep = annotations["label"].notna().to_numpy()
+    demos = annotations["demo"].fillna(False).astype(bool).to_numpy() if "demo" in annotations else \
+        np.zeros(len(annotations), dtype=bool)
+    return annotations[keep & ~demos].reset_index(drop=True), int((keep & demos).sum())
+
+
+def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Series, *,
+             estimand: str = "prevalence", level: float = 0.9, inclusion: pd.Series | None = None,
+             covariates: pd.DataFrame | None = None, covariate_names: Sequence[str] = (),
+             target_class: str | None = None, student: bool = False, student_config=None, folds: int = 5,
+             seed: int = 0, target_width: float | None = None, where: dict[str, str] | None = None) -> Estimates:
+    """Estimates and intervals of every method (see the module docstring).
+
+    ``annotations``: the annotate output (item, label, p:<label>, text for the student, optional demo);
+    ``gold``: item -> gold label; ``inclusion``: item -> inclusion probability of the gold items (omit for a
+    uniform sample); ``covariates``: a frame indexed by item holding ``covariate_names`` (OLS / logistic).
+    ``where`` names the files for error messages (keys annotations, gold, data).
+    """
+    where = {"annotations": "annotations", "gold": "gold labels", "data": "data", **(where or {})}
+    if estimand not in ESTIMANDS:
+        raise SilverlabelError(f"--estimand '{estimand}' is unknown; choose one of {', '.join(ESTIMANDS)}")
+    _alpha(level)
+    names = list(label_names)
+    pop, n_demo = population(annotations, names)
+    items = pop["item"].astype(str).tolist()
+    row = {it: i for i, it in enumerate(items)}
+    gold = gold.copy()
+    gold.index = gold.index.astype(str)
+    all_items = set(annotations["item"].astype(str))
+    for it, lab in gold.items():
+        if lab not in names:
+            raise SilverlabelError(f"{where['gold']}: item '{it}' has gold label '{lab}', which is not one of the "
+                                   f"labels of {where['annotations']}: {', '.join(names)}")
+        if it not in all_items:
+            raise SilverlabelError(f"{where['gold']}: item '{it}' is not in {where['annotations']}; gold labels "
+                                   "must be for annotated items")
+    demo_gold = [it for it in gold.index if it not in row]
+    if demo_gold:
+        log.warning("%d gold items are prompt demonstrations or failed teacher calls; left out of the estimation "
+                    "sample (a demonstration's teacher label saw its gold label)", len(demo_gold))
+        gold = gold.drop(demo_gold)
+    gold_index = np.array([row[it] for it in gold.index], dtype=np.int64)
+    y = np.array([names.index(lab) for lab in gold], dtype=np.int64)
+    weights = None
+    if inclusion is not None:
+        inc = inclusion.copy()
+        inc.index = inc.index.astype(str)
+        missing = [it for it in gold.index if it not in inc.index or pd.isna(inc.get(it))]
+        if missing:
+            raise SilverlabelError(f"{where['gold']}: item '{missing[0]}' has no {INCLUSION_COLUMN}; every gold "
+                                   "item of a designed sample needs one")
+        pi = check_inclusion(inc.loc[gold.index].to_numpy(), where=where["gold"], items=list(gold.index))
+        weights = None if np.allclose(pi, pi[0]) else 1.0 / pi
+    probs = pop[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
+    index = {n: i for i, n in enumerate(names)}
+    teacher_labels = pop["label"].map(index).fillna(-1).to_numpy(dtype=np.int64)
+
+    X = None
+    parameters = names
+    target = None
+    if estimand != "prevalence":
+        if target_class is None:
+            raise SilverlabelError(f"--estimand {estimand} needs --target-class (one of {', '.join(names)})")
+        if target_class not in names:
+            raise SilverlabelError(f"--target-class '{target_class}' is not one of the labels: {', '.join(names)}")
+        target = names.index(target_class)
+        X = design_matrix(covariates, covariate_names, items, where=where["data"])
+        parameters = ["intercept", *covariate_names]
+    n_params = 1 if estimand == "prevalence" else len(parameters)
+    if len(gold) <= n_params:
+        raise SilverlabelError(f"{where['gold']}: {len(gold)} usable gold labels for {n_params} parameter(s); a "
+                               f"{estimand} estimate needs more gold labels than parameters (label more items)")
+    # warned only once the input is known to be good: an error stays the only line
+    failed = int(annotations["label"].isna().sum())
+    if failed:
+        log.warning("%d items have no teacher label (failed calls) and are left out of the population", failed)
+    student_probs = None
+    student_info = None
+    if student:
+        if "text" not in pop:
+            raise SilverlabelError(f"{where['annotations']}: no column 'text' to train a student on; pass the "
+                                   "annotate output or use --no-student")
+        student_probs = cross_fit_student(pop["text"].astype(str).tolist(), gold_index, y, len(names),
+                                          folds=folds, config=student_config, seed=seed)
+        student_info = {"folds": folds, "seed": seed,
+                        "model": (student_config.model if student_config is not None else "minilm"),
+                        "unlabeled_items": "average of the fold students"}
+    if estimand == "prevalence":
+        intervals = prevalence_intervals(y, gold_index, probs, teacher_labels, names, level=level, weights=weights,
+                                         student_probs=student_probs)
+    else:
+        intervals = regression_intervals(estimand, y, gold_index, X, probs, teacher_labels, target, parameters,
+                                         level=level, weights=weights, student_probs=student_probs)
+    power = []
+    if target_width is not None:
+        power = needed_gold(estimand, y, gold_index, probs, half_width=target_width, level=level,
+                            parameters=parameters, target=target, X=X, weights=weights, student_probs=student_probs)
+    return Estimates(estimand=estimand, level=level, parameters=list(parameters), intervals=intervals,
+                     n_items=len(pop), n_gold=len(gold), design="uniform" if weights is None else "weighted",
+                     target_class=target_class, covariates=list(covariate_names), excluded_demos=n_demo,
+                     power=power, student=student_info)
+
+
+def design_matrix(covariates: pd.DataFrame | None, names: Sequence[str], items: Sequence[str], *,
+                  where: str) -> np.ndarray:
+    """[1, covariates] for every population item; a missing or non-numeric column, or an item without a row, is
+    an error naming the file and column."""
+    if not names:
+        raise SilverlabelError("a regression needs --covariates (numeric columns of --data)")
+    if covariates is None:
+        raise SilverlabelError("--covariates need --data, the file holding them (with an item column)")
+    cols = []
+    for name in names:
+        if name not in covariates.columns:
+            raise SilverlabelError(f"{where}: no column '{name}' for --covariates; columns are "
+                                   f"{', '.join(map(str, covariates.columns))}")
+        values = pd.to_numeric(covariates[name], errors="coerce")
+        bad = values.isna() & covariates[name].notna()
+        if bad.any():
+            first = covariates.index[bad.to_numpy()][0]
+            raise SilverlabelError(f"{where}: column '{name}' is not numeric (item '{first}' has "
+                                   f"'{covariates[name].loc[first]}'); covariates must be numbers")
+        cols.append(values)
+    frame = pd.concat(cols, axis=1)
+    frame.index = frame.index.astype(str)
+    missing = [it for it in items if it not in frame.index]
+    if missing:
+        raise SilverlabelError(f"{where}: item '{missing[0]}' has no row; every annotated item needs its "
+                               "covariates")
+    X = frame.loc[list(items)]
+    nan = X.isna().any(axis=1).to_numpy()
+    if nan.any():
+        it = X.index[nan][0]
+        col = X.columns[X.loc[it].isna().to_numpy()][0]
+        raise SilverlabelError(f"{where}: item '{it}' has no value in column '{col}'; fill it or drop the item")
+    return np.column_stack([np.ones(len(X)), X.to_numpy(dtype=np.float64)])
+
+
+# ----------------------------------------------------------------------------------------------- files in
+
+
+def read_gold(path: str | Path, *, label_names: Sequence[str]) -> tuple[pd.Series, pd.Series | None]:
+    """Gold labels (item -> label) and, when the file has them, inclusion probabilities, from a ``merge`` output
+    (rows whose ``label_source`` is ``human``) or a CSV/JSONL/Parquet with columns item and label (and optionally
+    inclusion_prob)."""
+    from .data import read_table
+
+    path = Path(path)
+    if not path.exists():
+        raise SilverlabelError(f"{path}: no such file")
+    frame = read_table(path)
+    for col in ("item", "label"):
+        if col not in frame.columns:
+            raise SilverlabelError(f"{path}: no column '{col}'; gold labels need columns item and label (or pass "
+                                   "a `silverlabel merge` output)")
+    frame = frame.assign(item=frame["item"].astype(str))
+    if "label_source" in frame.columns:
+        frame = frame[frame["label_source"] == "human"]
+    frame = frame[frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")]
+    dup = frame["item"].duplicated()
+    if dup.any():
+        raise SilverlabelError(f"{path}: item '{frame['item'][dup].iloc[0]}' appears twice; one gold label per item")
+    allowed = set(label_names)
+    for r, (it, lab) in enumerate(zip(frame["item"], frame["label"].astype(str).str.strip())):
+        if lab not in allowed:
+            raise SilverlabelError(f"{path}: row {frame.index[r] + 2} (item '{it}') has label '{lab}', which is not "
+                                   f"one of the labels: {', '.join(label_names)}")
+    gold = pd.Series(frame["label"].astype(str).str.strip().to_numpy(), index=frame["item"].to_numpy(),
+                     dtype=object)
+    inclusion = None
+    if INCLUSION_COLUMN in frame.columns:
+        values = pd.to_numeric(frame[INCLUSION_COLUMN], errors="coerce")
+        check_inclusion(values.to_numpy(), where=str(path), items=frame["item"].tolist())
+        inclusion = pd.Series(values.to_numpy(), index=frame["item"].to_numpy())
+    if gold.empty:
+        raise SilverlabelError(f"{path}: no gold labels in it")
+    return gold, inclusion
+
+
+def read_covariates(path: str | Path) -> pd.DataFrame:
+    """A data table with an ``item`` column (the annotate output's item ids), indexed by item."""
+    from .data import read_table
+
+    path = Path(path)
+    if not path.exists():
+        raise SilverlabelError(f"{path}: no such file")
+    frame = read_table(path)
+    if "item" not in frame.columns:
+        raise SilverlabelError(f"{path}: no column 'item'; --data needs the annotate output's item ids beside the "
+                               "covariates")
+    frame = frame.assign(item=frame["item"].astype(str))
+    dup = frame["item"].duplicated()
+    if dup.any():
+        raise SilverlabelError(f"{path}: item '{frame['item'][dup].iloc[0]}' appears twice; one row per item")
+    return frame.set_index("item")
+
+
+def estimate_files(records: pd.DataFrame, label_names: Sequence[str], gold: str | Path, *,
+                   annotations: str | Path = "annotations", data: str | Path | None = None,
+                   covariates: Sequence[str] = (), **options) -> Estimates:
+    """:func:`estimate` from files: ``records``/``label_names`` as ``mitigations.workflow.read_annotations``
+    returns them (read there, so this module does not depend on the mitigations), the gold file (``merge``
+    output or item,label CSV, with inclusion probabilities when it has them) and the covariates' table."""
+    gold_labels, inclusion = read_gold(gold, label_names=label_names)
+    table = read_covariates(data) if data is not None else None
+    return estimate(records, label_names, gold_labels, inclusion=inclusion, covariates=table,
+                    covariate_names=list(covariates),
+                    where={"annotations": str(annotations), "gold": str(gold), "data": str(data)}, **options)
+
+
+def planning_gold(share: float, half_width: float, level: float) -> int:
+    """Gold labels a classical interval needs for ``half_width`` if the prevalence were ``share``: z^2 p(1-p)/h^2,
+    the closed form (a planning number before any gold exists; 0.5 is the worst case)."""
+    from scipy.stats import norm
+
+    z = float(norm.ppf(1 - (1 - level) / 2))
+    p = min(max(share, 0.0), 1.0)
+    return max(1, math.ceil(z * z * p * (1 - p) / half_width ** 2))

@@ -1,0 +1,116 @@
+"""`silverlabel estimate` as a person runs it (a subprocess): a designed gold sample from `select --design`, labelled
+(simulated with the gold labels), read back by `merge`, estimated; the numbers checked against ppi_py called
+directly on the same data; and every bad input a one-line error with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import ppi_py
+import pytest
+
+from tests.synthetic_teacher import synthetic_teacher
+
+N = 400
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "silverlabel.cli", *map(str, args)], check=False,
+                          capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", **__import__("os").environ})
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("estimate")
+    records, gold, names, _ = synthetic_teacher(N, seed=7)
+    ann = tmp / "ann.parquet"
+    records.to_parquet(ann, index=False)
+    data = tmp / "data.csv"
+    pd.DataFrame({"item": records["item"], "chars": records["text"].str.len(), "word": "x"}).to_csv(data, index=False)
+    return tmp, ann, data, records, dict(zip(records["item"], gold)), names
+
+
+def test_designed_sample_round_trip_matches_ppi_py(files):
+    tmp, ann, data, records, gold, names = files
+    sel = tmp / "sel.csv"
+    r = run("select", "--annotations", ann, "--budget", "120", "--design", "active", "--out", sel,
+            "--target-width", "0.05")
+    assert r.returncode == 0, r.stderr
+    assert "active design" in r.stdout and "gold labels for a half-width of 0.05" in r.stdout
+    chosen = pd.read_csv(sel)
+    assert ((chosen["inclusion_prob"] > 0) & (chosen["inclusion_prob"] <= 1)).all()
+    chosen["label"] = chosen["item"].astype(str).map(gold)
+    chosen.to_csv(tmp / "done.csv", index=False)
+    merged = tmp / "merged.parquet"
+    assert run("merge", "--annotations", ann, "--labels", tmp / "done.csv", "--out", merged).returncode == 0
+    m = pd.read_parquet(merged)
+    human = m[m["label_source"] == "human"]
+    assert len(human) == len(chosen) and human["inclusion_prob"].notna().all()
+
+    r = run("estimate", "--annotations", ann, "--gold", merged, "--json", "--target-width", "0.05")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # the reference: ppi_py on the population (teacher-labelled items) with w = 1 / inclusion probability
+    pop = records[records["label"].notna()].reset_index(drop=True)
+    pos = {it: i for i, it in enumerate(pop["item"].astype(str))}
+    idx = np.array([pos[str(i)] for i in human["item"]])
+    w = 1 / human["inclusion_prob"].to_numpy()
+    for c, name in enumerate(names):
+        y = (human["label"].to_numpy() == name).astype(float)
+        f = pop[f"p:{name}"].to_numpy()
+        lo, hi = ppi_py.ppi_mean_ci(y, f[idx], f, alpha=0.1, w=w)
+        row = next(t for t in out["table"] if t["parameter"] == name and t["method"] == "ppi_teacher")
+        assert (row["lower"], row["upper"]) == pytest.approx((lo[0], hi[0]))
+        lo, hi = ppi_py.classical_mean_ci(y, w=w, alpha=0.1)
+        row = next(t for t in out["table"] if t["parameter"] == name and t["method"] == "classical")
+        assert (row["lower"], row["upper"]) == pytest.approx((lo, hi))
+    assert out["n_gold"] == len(human) and out["design"] == "weighted"
+    assert {p["parameter"] for p in out["power"]} == set(names)
+
+    r = run("estimate", "--annotations", ann, "--gold", merged, "--target-width", "0.05")
+    assert r.returncode == 0 and "PPI++ (teacher P_S)" in r.stdout and "gold labels needed" in r.stdout
+
+
+def _gold_csv(tmp, name, rows, header="item,label"):
+    path = tmp / name
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return path
+
+
+def _some_gold(records, gold, k=30):
+    return [(it, gold[it]) for it in records.loc[records["label"].notna(), "item"][:k]]
+
+
+@pytest.mark.parametrize("case", ["bad label", "unknown item", "inclusion 0", "inclusion 1.5", "missing column",
+                                  "not numeric", "too few gold"])
+def test_bad_input_is_one_line_with_exit_2(files, case):
+    tmp, ann, data, records, gold, names = files
+    rows = _some_gold(records, gold)
+    extra = []
+    if case == "bad label":
+        path, expect = _gold_csv(tmp, "g1.csv", rows[:5] + [(rows[5][0], "maybe")]), "has label 'maybe'"
+    elif case == "unknown item":
+        path, expect = _gold_csv(tmp, "g2.csv", rows + [("no-such-item", names[0])]), "'no-such-item' is not in"
+    elif case.startswith("inclusion"):
+        value = case.split()[1]
+        body = [(i, lab, 0.2) for i, lab in rows]
+        body[3] = (body[3][0], body[3][1], value)
+        path = _gold_csv(tmp, f"g-{value}.csv", body, header="item,label,inclusion_prob")
+        expect = f"item '{body[3][0]}' has inclusion_prob {float(value)}"
+    elif case == "missing column":
+        path, expect = _gold_csv(tmp, "g3.csv", rows), "no column 'age' for --covariates"
+        extra = ["--estimand", "ols", "--target-class", names[0], "--covariates", "age", "--data", data]
+    elif case == "not numeric":
+        path, expect = _gold_csv(tmp, "g4.csv", rows), "column 'word' is not numeric"
+        extra = ["--estimand", "logistic", "--target-class", names[0], "--covariates", "word", "--data", data]
+    else:
+        path, expect = _gold_csv(tmp, "g5.csv", rows[:2]), "2 usable gold labels for 2 parameter"
+        extra = ["--estimand", "ols", "--target-class", names[0], "--covariates", "chars", "--data", data]
+    r = run("estimate", "--annotations", ann, "--gold", path, *extra)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
+    assert expect in lines[0] and "Traceback" not in r.stderr
+    assert (str(path) in lines[0]) or (str(data) in lines[0])
