@@ -266,7 +266,7 @@ def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: Annota
     items = splits.train.items + splits.validation.items
     texts = splits.train.texts + splits.validation.texts
     gold = np.concatenate([splits.train.labels, splits.validation.labels])
-    model = get_teacher(teacher.uri, chat=teacher.chat)
+    model = get_teacher(teacher.uri, chat=teacher.chat, **teacher.options)
     try:
         ann = model.annotate(items, texts, prompt, store=store, gold=gold,
                              description=f"{teacher.name} labels {prep.spec.key} (demos {demo_seed})")
@@ -482,7 +482,8 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
         for name, prep in prepared.items():
             texts = prep.splits.train.texts + prep.splits.validation.texts
             for tname, seeds in teacher_needs(config).items():
-                model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat)  # loads no weights
+                model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat,
+                                    **teachers[tname].options)  # loads no weights
                 try:
                     for d in sorted(seeds):
                         cached = 0 if store is None else len(store.get_many(

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..cache import AnnotationStore, Record, text_hash
 from ..errors import SilverlabelError
@@ -372,9 +373,41 @@ def redact_uri(uri: str) -> str:
 
 
 TEACHERS: dict[str, type[Teacher]] = {}
+TEACHER_OPTIONS: dict[str, type[BaseModel] | None] = {}  # backend -> the pydantic model of its options
 
 
-def register_teacher(cls: type[Teacher]) -> type[Teacher]:
-    """Class decorator: make a backend available under its ``backend`` name in ``--teacher`` URIs."""
-    TEACHERS[cls.backend] = cls
-    return cls
+def register_teacher(cls: type[Teacher] | None = None, *, options: type[BaseModel] | None = None):
+    """Class decorator: make a backend available under its ``backend`` name in ``--teacher`` URIs, with the
+    pydantic model that validates its options (a study's ``[teachers.options]``, ``get_teacher(**options)``).
+    Use bare (``@register_teacher``: the constructor's keywords are passed unchecked) or with ``options=``."""
+
+    def register(c: type[Teacher]) -> type[Teacher]:
+        if not c.backend or not re.fullmatch(r"[a-z][a-z0-9_-]*", c.backend):
+            raise SilverlabelError(f"teacher class {c.__name__} needs a lower-case backend name, got {c.backend!r}")
+        TEACHERS[c.backend] = c
+        TEACHER_OPTIONS[c.backend] = options
+        return c
+
+    return register(cls) if cls is not None else register
+
+
+def validate_options(backend: str, options: dict) -> dict:
+    """The options checked against the backend's registered model: unknown keys and bad values are errors naming
+    the option; returns only those that were given (the backend's own defaults stay its defaults)."""
+    model = TEACHER_OPTIONS.get(backend)
+    if model is None or not options:
+        return dict(options)
+    try:
+        checked = model.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'options'}: {e['msg']}"
+                             for e in exc.errors())
+        raise SilverlabelError(f"teacher options for '{backend}': {problems} (valid: "
+                               f"{', '.join(model.model_fields)})") from None
+    return checked.model_dump(include=set(options))
+
+
+class TeacherOptions(BaseModel):
+    """Base of a backend's options model: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, register_teacher
+from .base import Scored, Teacher, TeacherOptions, register_teacher
 from .prompts import Prompt, split_at_text
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,17 @@ def softmax_log(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum())
 
 
-@register_teacher
+class LlamaCppOptions(TeacherOptions):
+    """``[teachers.options]`` of a ``llamacpp:`` teacher."""
+
+    n_ctx: int = Field(8192, ge=64)
+    n_threads: int | None = Field(None, ge=1)
+    n_gpu_layers: int = Field(0, ge=-1)  # -1: every layer
+    batch_items: int = Field(16, ge=1)
+    n_batch: int = Field(2048, ge=1)
+
+
+@register_teacher(options=LlamaCppOptions)
 class LlamaCppTeacher(Teacher):
     """``llamacpp:PATH_OR_NAME`` — a GGUF model run in this process (CPU, or GPU when llama.cpp was built so)."""
 
