@@ -41,6 +41,7 @@ class Scored:
     prompt_tokens: int
     error: str | None = None
     choice: int | None = None  # the guided-decoding label when the backend got it from the server itself
+    truncated: bool = False  # the text was cut to fit the model's context (counted in the summary)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class AnnotationSummary:
     seconds: float
     prompt_tokens: int
     label_counts: dict[str, int]
+    truncated: int = 0  # items of this pass whose text was cut to fit the model's context
     accuracy: float | None = None
     macro_f1: float | None = None
     confusion: list[list[int]] | None = None  # gold (rows) x teacher label (columns), in label order
@@ -221,6 +223,7 @@ class Teacher(ABC):
                     scored = self.score([c_texts[i] for i in part])
                     per_item = (time.perf_counter() - t0) / len(part)
                     batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(part, scored)]
+                    acc.truncated += sum(s.truncated for s in scored)
                     if store is not None:
                         store.put_many(self.model_id, key, batch)
                     records.update({r.text_hash: r for r in batch})
@@ -270,7 +273,7 @@ class _Accumulator:
     def __init__(self, label_names: list[str]):
         self.label_names = label_names
         self.index = {n: i for i, n in enumerate(label_names)}
-        self.items = self.scored = self.failed = self.prompt_tokens = 0
+        self.items = self.scored = self.failed = self.prompt_tokens = self.truncated = 0
         self.seconds = 0.0
         self.counts = np.zeros(len(label_names), dtype=np.int64)
         self.pred: list[np.ndarray] = []
@@ -291,7 +294,10 @@ class _Accumulator:
     def summary(self) -> AnnotationSummary:
         s = AnnotationSummary(items=self.items, cached=self.items - self.scored, labelled=self.scored,
                               failed=self.failed, seconds=self.seconds, prompt_tokens=self.prompt_tokens,
-                              label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)})
+                              label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)},
+                              truncated=self.truncated)
+        if self.truncated:
+            log.warning("%d item(s) were cut to fit the model's context", self.truncated)
         if self.gold:
             from sklearn.metrics import confusion_matrix, f1_score
 

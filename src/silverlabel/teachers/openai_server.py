@@ -79,6 +79,8 @@ _SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server
 _PROBE_TEXT = "This is an example."
 _FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
 _SCORINGS = ("auto", "token_ids", "echo", "next_token")
+_REPORTED = ("root", "max_model_len")  # what of /v1/models identifies the weights behind a served name
+_CUT_MARGIN = 8  # tokens kept free when cutting a text: the cut text may tokenise a little differently in context
 _MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
 _TOKEN_KEY = re.compile(r"token_id:(\d+)$")  # how vLLM writes a token with return_tokens_as_token_ids
 # what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
@@ -306,10 +308,40 @@ class OpenAITeacher(Teacher):
         self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
         self._choices: list[str] = []
         self._nodes: list[tuple[tuple[int, ...], list[int]]] = []  # token_ids: (trie prefix, its child tokens)
+        self._info: dict | None = None  # the server's /v1/models entry for the served model
+        self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
 
     @property
     def model_id(self) -> str:
-        return f"openai:{self.served_model}@{_public_url(self.base_url)}"
+        """The served name and URL, plus a hash of what the server reports about the model behind that name
+        (vLLM's ``root`` and ``max_model_len`` in /v1/models), so new weights behind the same name are not read
+        from the cache. Servers that report neither (llama-cpp-python) are identified by name and URL alone."""
+        base = f"openai:{self.served_model}@{_public_url(self.base_url)}"
+        info = self._model_info()
+        reported = {k: info[k] for k in _REPORTED if k in info}
+        if not reported:
+            return base
+        return base + "~" + hashlib.sha256(json.dumps(reported, sort_keys=True).encode()).hexdigest()[:12]
+
+    def _model_info(self) -> dict:
+        """The server's /v1/models entry for the served name ({} when it lists none), fetched once. An
+        unreachable server gives {} without remembering it: prepare() reports that clearly, and nothing can be
+        labelled without the server anyway."""
+        if self._info is None:
+            httpx = _import_httpx()
+            try:
+                resp = self._http().get(self.base_url + "/models")
+            except httpx.TransportError:
+                return {}
+            data = {}
+            if resp.status_code == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    pass
+            entries = data.get("data", []) if isinstance(data, dict) else []
+            self._info = next((e for e in entries if isinstance(e, dict) and e.get("id") == self.served_model), {})
+        return self._info
 
     def scoring_key(self, prompt: Prompt) -> str:
         """How this server's labels are scored changes them: echo or next token, with or without the terminator,
@@ -533,6 +565,7 @@ class OpenAITeacher(Teacher):
             if mode == "next_token":
                 self._prepare_next_token(names, lead, term, context)
             self.mode = mode
+            self._text_budget = self._budget()
             self.guided_field = self._probe_guided(context)
         except _ItemFailed as exc:
             raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
@@ -693,6 +726,31 @@ class OpenAITeacher(Teacher):
         per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
+    def _budget(self) -> int | None:
+        """Tokens left for an item's text in the server's context (``max_model_len``), after the prompt, the
+        longest label and the generated token; None when the server does not say."""
+        limit = self._model_info().get("max_model_len")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            return None
+        overhead = len(self._tokenize(self._context("")))
+        budget = limit - overhead - max(len(ids) for ids in self.label_tokens) - 1 - _CUT_MARGIN
+        if budget < 1:
+            raise SilverlabelError(f"{self.base_url}: the prompt ({overhead} tokens) leaves no room for an item "
+                                   f"within max_model_len={limit}; use fewer or shorter demonstrations")
+        return budget
+
+    def _fit(self, text: str) -> tuple[str, bool]:
+        """The text, cut (its beginning kept) to fit the server's context when it would not. A token covers at
+        least one byte, so only texts with more UTF-8 bytes than the budget are tokenised to check."""
+        budget = self._text_budget
+        if budget is None or len(text.encode("utf-8")) <= budget:
+            return text, False
+        ids = self._tokenize(text)
+        if len(ids) <= budget:
+            return text, False
+        log.info("%s: an item of %d tokens was cut to %d to fit max_model_len", self.model_id, len(ids), budget)
+        return self._detokenize(ids[:budget]), True
+
     def _probe_guided(self, context: str) -> str | None:
         """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
         field visible (the output would not be one of them)."""
@@ -723,12 +781,14 @@ class OpenAITeacher(Teacher):
         return 1 if self._tokenizer == "extras" else self.concurrency
 
     def _score_item(self, text: str) -> Scored:
-        context = self._context(text)
         try:
+            text, cut = self._fit(text)
+            context = self._context(text)
             scored = {"echo": self._score_echo, "next_token": self._score_next_token,
                       "token_ids": self._score_token_ids}[self.mode](context)
             if self.guided_field is not None:
                 scored.choice = self._guided(context)
+            scored.truncated = cut
             return scored
         except _ItemFailed as exc:
             return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))
