@@ -90,6 +90,8 @@ class TeacherSpec(_Config):
     balanced: bool = False
     # backend options, checked by the options model the backend registered (e.g. concurrency, scoring, n_threads)
     options: dict[str, Any] = Field(default_factory=dict)
+    # the study stops when more than this share of the teacher's items fail (records are kept; a rerun retries)
+    max_failed_share: float = Field(0.05, ge=0, le=1)
 
     @field_validator("uri")
     @classmethod

@@ -272,6 +272,7 @@ def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: Annota
                              description=f"{teacher.name} labels {prep.spec.key} (demos {demo_seed})")
     finally:
         model.close()
+    check_failures(ann.summary, teacher, where=f"{prep.spec.key} (demos {demo_seed})")
     frame = ann.frame
     frame.insert(2, "split", ["train"] * len(splits.train) + ["validation"] * len(splits.validation))
     frame.insert(3, "gold", [splits.train.label_names[i] for i in gold])
@@ -279,6 +280,21 @@ def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: Annota
     frame["prompt"] = prompt.key()
     frame.attrs["summary"] = asdict(ann.summary)
     return frame
+
+
+def check_failures(summary, teacher: TeacherSpec, *, where: str) -> None:
+    """Stop the study when more than the teacher's ``max_failed_share`` of its items failed: students trained on
+    what is left would answer another question. The records are in the store, so a rerun retries only the
+    failed items."""
+    if summary.items and summary.failed / summary.items > teacher.max_failed_share:
+        raise SilverlabelError(
+            f"teacher '{teacher.name}' failed on {summary.failed} of {summary.items} items of {where} "
+            f"({summary.failed / summary.items:.0%} > max_failed_share {teacher.max_failed_share:g}); the errors are "
+            "in the annotation records (error column); fix the server and rerun, which retries only those items, "
+            "or raise max_failed_share in [[teachers]]")
+    if summary.failed:
+        log.warning("teacher '%s' failed on %d of %d items of %s; they are left out of its labels",
+                    teacher.name, summary.failed, summary.items, where)
 
 
 def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:

@@ -260,6 +260,7 @@ class OpenAIOptions(TeacherOptions):
     scoring: Literal["auto", "token_ids", "echo", "next_token"] = "auto"
     chat_template: str | None = None
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {enable_thinking = false}
+    guided: Literal["auto", "server", "local"] = "auto"
 
 
 @register_teacher(options=OpenAIOptions)
@@ -273,7 +274,8 @@ class OpenAITeacher(Teacher):
 
     def __init__(self, model: str, *, chat: bool = True, concurrency: int = 8, timeout: float = 60,
                  max_retries: int = 5, api_key_env: str = "OPENAI_API_KEY", scoring: str = "auto",
-                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None):
+                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                 guided: str = "auto"):
         super().__init__(model, chat=chat)
         self.base_url, self.served_model = parse_model(model)
         if concurrency < 1:
@@ -291,6 +293,9 @@ class OpenAITeacher(Teacher):
         self.scoring = scoring
         self.chat_template = chat_template
         self.chat_template_kwargs = dict(chat_template_kwargs or {})  # passed to the template (all three ways)
+        if guided not in ("auto", "server", "local"):
+            raise SilverlabelError(f"guided '{guided}' is unknown; choose one of auto, server, local")
+        self.guided = guided
         self.root_url = self.base_url.removesuffix("/v1")
         self.mode: str | None = None  # "token_ids", "echo" or "next_token", once prepared
         self.terminator: str | None = None  # its text, when the labels are scored with it
@@ -566,7 +571,11 @@ class OpenAITeacher(Teacher):
                 self._prepare_next_token(names, lead, term, context)
             self.mode = mode
             self._text_budget = self._budget()
-            self.guided_field = self._probe_guided(context)
+            # token_ids reads the labels' tokens from the very generation step a guided choice would take, so the
+            # greedy choice over them is computed from those numbers (base.guided_choice) without one more
+            # request per item; "server" asks the server anyway (its grammar also allows other tokenisations)
+            local = self.guided == "local" or (self.guided == "auto" and mode == "token_ids")
+            self.guided_field = None if local else self._probe_guided(context)
         except _ItemFailed as exc:
             raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
         log.info("%s: scoring by %s, terminator %s, guided choice %s, %d request(s) at a time", self.model_id,
