@@ -45,6 +45,8 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="a running vLLM (started with VLLM_SERVER_DEV_MODE=1); default: "
                                                 "start one from .venv-vllm (scripts/setup_vllm.sh)")
     ap.add_argument("--model", default="smol", help="the served model name")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM's KV block size when the bench starts the server (CPU default: 128)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -54,7 +56,8 @@ def main() -> None:
     texts, items = s.train.texts[: args.items], s.train.items[: args.items]
     names = list(prompt.label_names)
 
-    with _server(args.url) as url:
+    extra = ("--block-size", str(args.block_size)) if args.block_size else ()
+    with _server(args.url, extra) as url:
         http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
         teacher = get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency)
         teacher.prepare(prompt)
@@ -88,7 +91,8 @@ def main() -> None:
     agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
     result = {
         "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n, "concurrency": args.concurrency,
-        "scoring": teacher.mode, "guided_items_per_s": round(n / guided_s, 3),
+        "scoring": teacher.mode, "block_size": int(extra[1]) if extra else "default",
+        "label_tokens": teacher.label_tokens, "guided_items_per_s": round(n / guided_s, 3),
         "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_s / engine_s, 3),
         "agreement": round(agreement, 4), "engine_failed": ann.summary.failed,
         "engine_truncated": ann.summary.truncated, "guided_off_label": sum(g not in names for g in guided_labels),
@@ -106,8 +110,8 @@ def _reset(http, url: str) -> None:
 class _server:
     """The given URL, or a vLLM started here for the bench (dev mode, for /reset_prefix_cache)."""
 
-    def __init__(self, url: str | None):
-        self.url, self._ctx = url, None
+    def __init__(self, url: str | None, extra: tuple[str, ...] = ()):
+        self.url, self.extra, self._ctx = url, extra, None
 
     def __enter__(self) -> str:
         if self.url:
@@ -121,7 +125,7 @@ class _server:
             raise SystemExit("vLLM is not installed: bash scripts/setup_vllm.sh")
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"
         self._tmp = tempfile.TemporaryDirectory()
-        self._ctx = vllm_server(Path(self._tmp.name))
+        self._ctx = vllm_server(Path(self._tmp.name), extra=self.extra)
         return self._ctx.__enter__()
 
     def __exit__(self, *exc):

