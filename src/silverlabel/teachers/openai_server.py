@@ -21,13 +21,15 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
     its completions logprobs then fit is unverified: the probe says so at prepare time if not).
 
 ``token_ids``
-    vLLM's per-request ``logprob_token_ids``: a ``max_tokens=1`` generation that reports the model's (raw)
-    log-probability of each listed token at the next position. One request after the prompt reads every label's
-    first token; one more request, holding one prompt per inner node of the labels' token trie (a list of
-    prompts, which vLLM batches), reads the rest (later tokens of multi-token labels and the terminator). Both are
-    generations, so vLLM's prefix cache serves the shared prompt, where echo pays a full prefill per label
-    (vLLM computes prompt log-probabilities outside its prefix cache: measured 5x slower). The same numbers as
-    echo (checked on a real vLLM within 1e-3), chosen first by ``auto`` where the probe finds the field honoured.
+    vLLM's per-request ``logprob_token_ids``: generations that report the model's raw log-probability of each
+    listed token at every step. The first request generates along the labels' token trie (``allowed_token_ids``
+    limits each step to the labels' tokens, after vLLM has taken the raw log-probabilities), reading every node
+    on the guided-decoding path; a second one, holding one prompt per node it did not visit (a list, which vLLM
+    batches), reads the rest. Both are generations, so vLLM's prefix cache serves the shared prompt, where echo
+    pays a full prefill per label (vLLM computes prompt log-probabilities outside its prefix cache). The same
+    numbers as echo (checked on a real vLLM within 1e-3); chosen first by ``auto`` where the probe finds both
+    fields honoured. Each extra prompt still recomputes the item's last, partly filled KV block (vLLM caches
+    whole blocks only: 128 tokens by default on CPU), so a smaller ``--block-size`` makes it cheaper.
 
 The terminator (the chat template's end-of-turn token, or EOS for the raw prompt) is scored where the server
 allows it. llama-cpp-python stops at an end-of-generation token before reporting its log-probability, so there
@@ -313,6 +315,7 @@ class OpenAITeacher(Teacher):
         self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
         self._choices: list[str] = []
         self._nodes: list[tuple[tuple[int, ...], list[int]]] = []  # token_ids: (trie prefix, its child tokens)
+        self._trie_tokens: list[int] = []  # token_ids: every token of every label
         self._info: dict | None = None  # the server's /v1/models entry for the served model
         self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
 
@@ -688,50 +691,79 @@ class OpenAITeacher(Teacher):
         # the server must honour the field (a server that ignores it answers with its own top tokens, so the
         # requested ids are missing) and report the model's log-probabilities: distinct tokens at one position add
         # up to at most 1, and the best requested one is no better than an unforced generation's best token
+        self._trie_tokens = sorted({t for ids in label_ids for t in ids})
         first = self._nodes[0][1]
-        got = self._read_token_ids([context], first)[0][0]
+        got = self._read_token_ids([context], first)[0][0][0][1]
         total = sum(math.exp(v) for v in got.values())
         gen_top, _ = self._top_at(context, first[0])
         if total > 1.05 or (gen_top and max(got.values()) > max(gen_top.values()) + 0.05):
             raise _ItemFailed(f"logprob_token_ids reports something other than the model's log-probabilities "
                               f"(sum of probabilities {total:.3f})")
+        # limiting generation to the labels' tokens must leave the reported log-probabilities as they are
+        walked = self._read_token_ids([context], self._trie_tokens, allowed=True)[0][0][0][1]
+        if any(abs(walked[t] - got[t]) > 1e-3 for t in first):
+            raise _ItemFailed("allowed_token_ids changes the reported log-probabilities on this server")
 
-    def _read_token_ids(self, prompts: list[str], tokens: list[int]) -> tuple[list[dict[int, float]], dict]:
-        """For each prompt, the model's log-probability of each of ``tokens`` as the next token: one request
-        with a list of prompts (vLLM batches them; its prefix cache serves their common start)."""
+    def _read_token_ids(self, prompts: list[str], tokens: list[int], *, steps: int = 1,
+                        allowed: bool = False) -> tuple[list[list[tuple[int, dict[int, float]]]], dict]:
+        """For each prompt, the generated tokens and, at each of them, the model's log-probability of each of
+        ``tokens`` as the next token: one request with a list of prompts (vLLM batches them; its prefix cache
+        serves their common start). With ``allowed``, generation may only pick among ``tokens`` (vLLM applies
+        ``allowed_token_ids`` after it takes the raw log-probabilities, so they are unchanged: the probe checks)."""
         if len(tokens) > _MAX_TOKEN_IDS:
             raise _ItemFailed(f"{len(tokens)} label tokens at one step; vLLM reads at most {_MAX_TOKEN_IDS}")
-        reply = self._complete(prompts if len(prompts) > 1 else prompts[0], max_tokens=1, logprobs=len(tokens),
-                               logprob_token_ids=tokens, return_tokens_as_token_ids=True, ignore_eos=True)
+        fields = {"max_tokens": steps, "logprobs": len(tokens), "logprob_token_ids": tokens,
+                  "return_tokens_as_token_ids": True, "ignore_eos": True}
+        if allowed:
+            fields["allowed_token_ids"] = tokens
+        reply = self._complete(prompts if len(prompts) > 1 else prompts[0], **fields)
         choices = reply.get("choices")
         if not isinstance(choices, list) or len(choices) != len(prompts):
             raise _ItemFailed(f"the reply has {len(choices) if isinstance(choices, list) else 'no'} choices for "
                               f"{len(prompts)} prompts")
-        out: list[dict[int, float] | None] = [None] * len(prompts)
+        out: list = [None] * len(prompts)
         for pos, choice in enumerate(choices):
             index = choice.get("index", pos) if isinstance(choice, dict) else pos
             if not isinstance(index, int) or not 0 <= index < len(prompts) or out[index] is not None:
                 raise _ItemFailed("the reply's choices do not match its prompts one to one")
             lp = _logprobs(choice)
             tops = lp.get("top_logprobs")
-            top = tops[0] if isinstance(tops, list) and tops and isinstance(tops[0], dict) else {}
-            found = {int(m.group(1)): v for k, v in top.items() if isinstance(k, str) and (m := _TOKEN_KEY.match(k))}
-            if any(t not in found for t in tokens):
-                raise _ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
-                                  f"{_snippet(json.dumps(top), 120)}); does the server support logprob_token_ids?")
-            out[index] = {t: _finite(found[t], "a label token") for t in tokens}
-        return out, reply  # type: ignore[return-value]
+            if not lp["tokens"] or not isinstance(tops, list) or len(tops) != len(lp["tokens"]):
+                raise _ItemFailed("the reply carries no log-probabilities of the requested tokens")
+            row = []
+            for key, top in zip(lp["tokens"], tops):
+                m = _TOKEN_KEY.match(key) if isinstance(key, str) else None
+                top = top if isinstance(top, dict) else {}
+                found = {int(g.group(1)): v for k, v in top.items() if isinstance(k, str) and (g := _TOKEN_KEY.match(k))}
+                if m is None or any(t not in found for t in tokens):
+                    raise _ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
+                                      f"{_snippet(json.dumps(top), 120)}); does the server support "
+                                      "logprob_token_ids?")
+                row.append((int(m.group(1)), {t: _finite(found[t], "a label token") for t in tokens}))
+            out[index] = row
+        return out, reply
 
     def _score_token_ids(self, context: str) -> Scored:
-        (root, first), rest = self._nodes[0], self._nodes[1:]
-        rows, reply = self._read_token_ids([context], first)
-        got = {(root, t): v for t, v in rows[0].items()}
+        """Two requests: the first generates along the labels' trie (each step limited to the labels' tokens,
+        so it follows the guided-decoding path while it stays in the trie) and reads every visited node's
+        children; the second reads the nodes it did not visit, one prompt each, all in one request."""
+        children = dict(self._nodes)
+        depth = max(len(ids) for ids in self.label_tokens)
+        rows, reply = self._read_token_ids([context], self._trie_tokens, steps=depth, allowed=True)
         prompt_tokens = _usage(reply, "prompt_tokens")
-        if rest:  # every later token, in one request: the first one put the prompt in the prefix cache
+        got: dict[tuple[tuple[int, ...], int], float] = {}
+        prefix: tuple[int, ...] = ()
+        for token, values in rows[0]:
+            if prefix not in children:
+                break
+            got.update({(prefix, t): values[t] for t in children[prefix]})
+            prefix += (token,)
+        rest = [(p, ts) for p, ts in self._nodes if (p, ts[0]) not in got]
+        if rest:  # the first request put the prompt in the prefix cache
             tokens = sorted({t for _, ts in rest for t in ts})
             rows, _ = self._read_token_ids([context + self._prefix_text[p] for p, _ in rest], tokens)
-            for (prefix, ts), row in zip(rest, rows):
-                got.update({(prefix, t): row[t] for t in ts})
+            for (p, ts), row in zip(rest, rows):
+                got.update({(p, t): row[0][1][t] for t in ts})
         per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
