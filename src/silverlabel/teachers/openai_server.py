@@ -744,26 +744,30 @@ class OpenAITeacher(Teacher):
         return out, reply
 
     def _score_token_ids(self, context: str) -> Scored:
-        """Two requests: the first generates along the labels' trie (each step limited to the labels' tokens,
-        so it follows the guided-decoding path while it stays in the trie) and reads every visited node's
-        children; the second reads the nodes it did not visit, one prompt each, all in one request."""
+        """Walks down the labels' token trie: each request generates from one or more nodes with every step
+        limited to the labels' tokens, reading the children of each node it passes. The first starts at the
+        root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
+        not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
+        most label sets, each served by the prefix cache)."""
         children = dict(self._nodes)
         depth = max(len(ids) for ids in self.label_tokens)
-        rows, reply = self._read_token_ids([context], self._trie_tokens, steps=depth, allowed=True)
-        prompt_tokens = _usage(reply, "prompt_tokens")
         got: dict[tuple[tuple[int, ...], int], float] = {}
-        prefix: tuple[int, ...] = ()
-        for token, values in rows[0]:
-            if prefix not in children:
-                break
-            got.update({(prefix, t): values[t] for t in children[prefix]})
-            prefix += (token,)
-        rest = [(p, ts) for p, ts in self._nodes if (p, ts[0]) not in got]
-        if rest:  # the first request put the prompt in the prefix cache
-            tokens = sorted({t for _, ts in rest for t in ts})
-            rows, _ = self._read_token_ids([context + self._prefix_text[p] for p, _ in rest], tokens)
-            for (p, ts), row in zip(rest, rows):
-                got.update({(p, t): row[0][1][t] for t in ts})
+        done: set[tuple[int, ...]] = set()
+        starts: list[tuple[int, ...]] = [()]
+        prompt_tokens = 0
+        while starts:
+            rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
+                                               steps=depth - min(len(p) for p in starts), allowed=True)
+            if not done:
+                prompt_tokens = _usage(reply, "prompt_tokens")
+            for node, row in zip(starts, rows):
+                for token, values in row:
+                    if node not in children or node in done:
+                        break
+                    got.update({(node, t): values[t] for t in children[node]})
+                    done.add(node)
+                    node += (token,)
+            starts = [p for p, _ in self._nodes if p not in done and p[:-1] in done]
         per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
