@@ -45,10 +45,10 @@ def test_token_ids_scoring_equals_echo_on_real_vllm(both, record_property):
     t_echo, s_echo, a_echo = both["echo"]
     assert t_ids.label_tokens == t_echo.label_tokens
     assert all(x.error is None for x in s_ids + s_echo)
-    # token by token, the log-probabilities are the same numbers (fp32 kernels, batched differently)
+    # token by token, the same numbers (measured: identical; the bound leaves room for batching order)
     for x, y in zip(s_ids, s_echo):
         for a, b in zip(x.token_logprobs, y.token_logprobs):
-            assert np.allclose(a, b, atol=2e-3), (a, b)
+            assert np.allclose(a, b, atol=1e-4), (a, b)
         assert x.prompt_tokens == y.prompt_tokens
     p, q = a_ids.probs(), a_echo.probs()
     diff = float(np.abs(p - q).max())
