@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from silverlabel.teachers import get_teacher
-from silverlabel.teachers.base import guided_choice
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
 

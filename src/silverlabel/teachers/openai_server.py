@@ -2,7 +2,9 @@
 
 The teacher contract needs, for every item, the log-probability of each label's tokens as the continuation of
 the prompt. The OpenAI API has no "score this continuation" call, so one of two ways is used, chosen in
-:meth:`OpenAITeacher.prepare` by probing the server (or by ``scoring=``):
+:meth:`OpenAITeacher.prepare` by probing the server (or by ``scoring=``): ``auto`` tries ``token_ids``, then
+``echo``, then ``next_token`` (llama-cpp-python's server, found by its ``/extras`` tokenizer, goes to
+``next_token`` directly):
 
 ``echo``
     ``/v1/completions`` on prompt + label (+ terminator) with ``echo=True, logprobs=1, max_tokens=1``: the echoed
@@ -24,8 +26,8 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
     vLLM's per-request ``logprob_token_ids``: generations that report the model's raw log-probability of each
     listed token at every step. The first request generates along the labels' token trie (``allowed_token_ids``
     limits each step to the labels' tokens, after vLLM has taken the raw log-probabilities), reading every node
-    on the guided-decoding path; a second one, holding one prompt per node it did not visit (a list, which vLLM
-    batches), reads the rest. Both are generations, so vLLM's prefix cache serves the shared prompt, where echo
+    on the guided-decoding path; a second one, a list of prompts (which vLLM batches), starts such a walk at every
+    node not read yet whose parent was, reading the rest (rarely, a third). Both are generations, so vLLM's prefix cache serves the shared prompt, where echo
     pays a full prefill per label (vLLM computes prompt log-probabilities outside its prefix cache). The same
     numbers as echo (checked on a real vLLM within 1e-3); chosen first by ``auto`` where the probe finds both
     fields honoured. Each extra prompt still recomputes the item's last, partly filled KV block (vLLM caches
