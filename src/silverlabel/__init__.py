@@ -16,6 +16,7 @@ _API = {
     "PRESETS": "data",
     "TrainConfig": "config", "StudyConfig": "config", "load_study_config": "config",
     "Prompt": "teachers", "get_teacher": "teachers", "sample_demonstrations": "teachers",
+    "Teacher": "teachers", "register_teacher": "teachers", "TeacherOptions": "teachers",
     "AnnotationStore": "cache",
     "train_student": "students", "StudentRun": "students",
     "evaluate_table": "metrics", "accuracy": "metrics", "macro_f1": "metrics", "krippendorff_alpha": "metrics",

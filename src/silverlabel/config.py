@@ -104,6 +104,10 @@ class TeacherSpec(_Config):
     k_shot: int = Field(3, ge=0)
     demo_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     balanced: bool = False
+    # backend options, checked by the options model the backend registered (e.g. concurrency, scoring, n_threads)
+    options: dict[str, Any] = Field(default_factory=dict)
+    # the study stops when more than this share of the teacher's items fail (records are kept; a rerun retries)
+    max_failed_share: float = Field(0.05, ge=0, le=1)
 
     @field_validator("uri")
     @classmethod
@@ -115,6 +119,16 @@ class TeacherSpec(_Config):
         except SilverlabelError as exc:
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _options(self):
+        from .teachers import parse_teacher_uri, validate_options
+
+        try:
+            validate_options(parse_teacher_uri(self.uri)[0], self.options)
+        except SilverlabelError as exc:
+            raise ValueError(f"teacher '{self.name}': {exc}") from None
+        return self
 
     @field_serializer("uri")
     def _redacted(self, v: str) -> str:

@@ -243,12 +243,13 @@ def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: Annota
     items = splits.train.items + splits.validation.items
     texts = splits.train.texts + splits.validation.texts
     gold = np.concatenate([splits.train.labels, splits.validation.labels])
-    model = get_teacher(teacher.uri, chat=teacher.chat)
+    model = get_teacher(teacher.uri, chat=teacher.chat, **teacher.options)
     try:
         ann = model.annotate(items, texts, prompt, store=store, gold=gold,
                              description=f"{teacher.name} labels {prep.spec.key} (demos {demo_seed})")
     finally:
         model.close()
+    check_failures(ann.summary, teacher, where=f"{prep.spec.key} (demos {demo_seed})")
     frame = ann.frame
     frame.insert(2, "split", ["train"] * len(splits.train) + ["validation"] * len(splits.validation))
     frame.insert(3, "gold", [splits.train.label_names[i] for i in gold])
@@ -256,6 +257,21 @@ def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: Annota
     frame["prompt"] = prompt.key()
     frame.attrs["summary"] = asdict(ann.summary)
     return frame
+
+
+def check_failures(summary, teacher: TeacherSpec, *, where: str) -> None:
+    """Stop the study when more than the teacher's ``max_failed_share`` of its items failed: students trained on
+    what is left would answer another question. The records are in the store, so a rerun retries only the
+    failed items."""
+    if summary.items and summary.failed / summary.items > teacher.max_failed_share:
+        raise SilverlabelError(
+            f"teacher '{teacher.name}' failed on {summary.failed} of {summary.items} items of {where} "
+            f"({summary.failed / summary.items:.0%} > max_failed_share {teacher.max_failed_share:g}); the errors are "
+            "in the annotation records (error column); fix the server and rerun, which retries only those items, "
+            "or raise max_failed_share in [[teachers]]")
+    if summary.failed:
+        log.warning("teacher '%s' failed on %d of %d items of %s; they are left out of its labels",
+                    teacher.name, summary.failed, summary.items, where)
 
 
 def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:
@@ -487,7 +503,8 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
                 if store is None:  # nothing cached yet: no need to resolve the model (a shipped GGUF is joined)
                     todo.update({f"{name}/{tname}/demos {d}": len(texts) for d in sorted(seeds)})
                     continue
-                model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat)  # loads no weights
+                # builds the teacher without loading weights; an openai: teacher probes its server here
+                model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat, **teachers[tname].options)
                 try:
                     for d in sorted(seeds):
                         cached = 0 if store is None else len(store.get_many(

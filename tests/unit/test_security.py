@@ -148,8 +148,11 @@ def test_a_key_cannot_be_given_in_a_config_or_an_option():
     with pytest.raises(SilverlabelError, match="unknown key 'teachers.0.api_key'"):
         StudyConfig.from_dict({"datasets": [{"source": "imdb"}], "teachers": [
             {"name": "t", "uri": "openai:http://127.0.0.1:1/v1#m", "api_key": "sk-x"}]})
+    with pytest.raises(SilverlabelError, match=r"teachers\.0.*api_key: Extra inputs are not permitted"):
+        StudyConfig.from_dict({"datasets": [{"source": "imdb"}], "teachers": [
+            {"name": "t", "uri": "openai:http://127.0.0.1:1/v1#m", "options": {"api_key": "sk-x"}}]})
     pytest.importorskip("httpx")
-    with pytest.raises(TypeError):
+    with pytest.raises(SilverlabelError, match="api_key: Extra inputs are not permitted"):
         get_teacher("openai:http://127.0.0.1:1/v1#m", api_key="sk-x")
 
 

@@ -215,7 +215,6 @@ def test_annotate_command_prints_macro_f1_and_the_confusion_matrix(tmp_path, mon
 
     from silverlabel import cli, teachers
 
-    monkeypatch.setitem(teachers._BACKEND_MODULES, "fake-test", __name__)
     monkeypatch.setitem(teachers.TEACHERS, "fake-test", FakeTeacher)
     data = tmp_path / "d.csv"
     data.write_text("text,label\n" + "".join(f"some text {i},{NAMES[i % 3]}\n" for i in range(60)))

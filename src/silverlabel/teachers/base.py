@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy.stats import entropy  # nats; zero-probability labels contribute nothing
 
 from ..cache import AnnotationStore, Record, text_hash
@@ -41,6 +42,7 @@ class Scored:
     prompt_tokens: int
     error: str | None = None
     choice: int | None = None  # the guided-decoding label when the backend got it from the server itself
+    truncated: bool = False  # the text was cut to fit the model's context (counted in the summary)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class AnnotationSummary:
     seconds: float
     prompt_tokens: int
     label_counts: dict[str, int]
+    truncated: int = 0  # items of this pass whose text was cut to fit the model's context
     accuracy: float | None = None
     macro_f1: float | None = None
     confusion: list[list[int]] | None = None  # gold (rows) x teacher label (columns), in label order
@@ -217,6 +220,7 @@ class Teacher(ABC):
                     scored = self.score([c_texts[i] for i in part])
                     per_item = (time.perf_counter() - t0) / len(part)
                     batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(part, scored)]
+                    acc.truncated += sum(s.truncated for s in scored)
                     if store is not None:
                         store.put_many(self.model_id, key, batch)
                     records.update({r.text_hash: r for r in batch})
@@ -269,7 +273,7 @@ class _Accumulator:
     def __init__(self, label_names: list[str]):
         self.label_names = label_names
         self.index = {n: i for i, n in enumerate(label_names)}
-        self.items = self.scored = self.failed = self.prompt_tokens = 0
+        self.items = self.scored = self.failed = self.prompt_tokens = self.truncated = 0
         self.seconds = 0.0
         self.counts = np.zeros(len(label_names), dtype=np.int64)
         self.pred: list[np.ndarray] = []
@@ -290,7 +294,10 @@ class _Accumulator:
     def summary(self) -> AnnotationSummary:
         s = AnnotationSummary(items=self.items, cached=self.items - self.scored, labelled=self.scored,
                               failed=self.failed, seconds=self.seconds, prompt_tokens=self.prompt_tokens,
-                              label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)})
+                              label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)},
+                              truncated=self.truncated)
+        if self.truncated:
+            log.warning("%d item(s) were cut to fit the model's context", self.truncated)
         if self.gold:
             from sklearn.metrics import confusion_matrix, f1_score
 
@@ -314,9 +321,41 @@ def redact_uri(uri: str) -> str:
 
 
 TEACHERS: dict[str, type[Teacher]] = {}
+TEACHER_OPTIONS: dict[str, type[BaseModel] | None] = {}  # backend -> the pydantic model of its options
 
 
-def register_teacher(cls: type[Teacher]) -> type[Teacher]:
-    """Class decorator: make a backend available under its ``backend`` name in ``--teacher`` URIs."""
-    TEACHERS[cls.backend] = cls
-    return cls
+def register_teacher(cls: type[Teacher] | None = None, *, options: type[BaseModel] | None = None):
+    """Class decorator: make a backend available under its ``backend`` name in ``--teacher`` URIs, with the
+    pydantic model that validates its options (a study's ``[teachers.options]``, ``get_teacher(**options)``).
+    Use bare (``@register_teacher``: the constructor's keywords are passed unchecked) or with ``options=``."""
+
+    def register(c: type[Teacher]) -> type[Teacher]:
+        if not c.backend or not re.fullmatch(r"[a-z][a-z0-9_-]*", c.backend):
+            raise SilverlabelError(f"teacher class {c.__name__} needs a lower-case backend name, got {c.backend!r}")
+        TEACHERS[c.backend] = c
+        TEACHER_OPTIONS[c.backend] = options
+        return c
+
+    return register(cls) if cls is not None else register
+
+
+def validate_options(backend: str, options: dict) -> dict:
+    """The options checked against the backend's registered model: unknown keys and bad values are errors naming
+    the option; returns only those that were given (the backend's own defaults stay its defaults)."""
+    model = TEACHER_OPTIONS.get(backend)
+    if model is None or not options:
+        return dict(options)
+    try:
+        checked = model.model_validate(options)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'options'}: {e['msg']}"
+                             for e in exc.errors())
+        raise SilverlabelError(f"teacher options for '{backend}': {problems} (valid: "
+                               f"{', '.join(model.model_fields)})") from None
+    return checked.model_dump(include=set(options))
+
+
+class TeacherOptions(BaseModel):
+    """Base of a backend's options model: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")

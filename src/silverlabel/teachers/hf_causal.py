@@ -25,10 +25,13 @@ import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, register_teacher
+from .base import Scored, Teacher, TeacherOptions, register_teacher
 from .prompts import Prompt, split_at_text
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,16 @@ def _cached_gguf_name_map():
         gguf.get_tensor_name_map = original
 
 
-@register_teacher
+class HFOptions(TeacherOptions):
+    """``[teachers.options]`` of an ``hf:`` teacher."""
+
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_items: int = Field(16, ge=1)
+    max_length: int | None = Field(None, ge=16)
+
+
+@register_teacher(options=HFOptions)
 class HFCausalTeacher(Teacher):
     """``hf:MODEL`` — transformers ``AutoModelForCausalLM``; see the module docstring for MODEL."""
 

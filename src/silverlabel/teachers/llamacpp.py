@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, register_teacher
+from .base import Scored, Teacher, TeacherOptions, register_teacher
 from .prompts import Prompt, split_at_text
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,17 @@ def softmax_log(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum())
 
 
-@register_teacher
+class LlamaCppOptions(TeacherOptions):
+    """``[teachers.options]`` of a ``llamacpp:`` teacher."""
+
+    n_ctx: int = Field(8192, ge=64)
+    n_threads: int | None = Field(None, ge=1)
+    n_gpu_layers: int = Field(0, ge=-1)  # -1: every layer
+    batch_items: int = Field(16, ge=1)
+    n_batch: int = Field(2048, ge=1)
+
+
+@register_teacher(options=LlamaCppOptions)
 class LlamaCppTeacher(Teacher):
     """``llamacpp:PATH_OR_NAME`` — a GGUF model run in this process (CPU, or GPU when llama.cpp was built so)."""
 
@@ -235,6 +246,7 @@ class LlamaCppTeacher(Teacher):
         P = self._prefix_len
         item_tokens = [self._item_tokens(t) for t in texts]
         budget = min(self.n_ctx - P, self.n_batch)  # one item must fit the cache and one decode call
+        cut: set[int] = set()
         entries: list[tuple[int, int, tuple[int, ...], bool]] = []
         wanted: list[tuple[int, int, int]] = []  # (item, label, token index) for each logits row, in order
         for i, toks in enumerate(item_tokens):
@@ -244,6 +256,7 @@ class LlamaCppTeacher(Teacher):
                 body = self._tokens(self._item_lead + texts[i], special=False)
                 toks = body[: max(1, budget - label_len - len(tail))] + tail
                 item_tokens[i] = toks
+                cut.add(i)
                 log.info("item %d cut to %d tokens to fit n_ctx=%d", i, len(toks), self.n_ctx)
             seqs = tuple(1 + i * n_labels + k for k in range(n_labels))
             for s in seqs:
@@ -279,7 +292,7 @@ class LlamaCppTeacher(Teacher):
                 for j in range(1, len(lt)):
                     lps.append(float(logp[(i, k, j)][lt[j]]))
                 per_label.append(lps)
-            results.append(Scored(token_logprobs=per_label, prompt_tokens=P + len(toks)))
+            results.append(Scored(token_logprobs=per_label, prompt_tokens=P + len(toks), truncated=i in cut))
         self._clear(len(texts))
         return results
 

