@@ -618,8 +618,10 @@ def _temporal_split(dataset: Dataset, *, n_train: int, n_test: int, n_validation
     n_train = min(n_train, len(older) - n_validation)
     train, validation = train_test_split(older, train_size=n_train, test_size=n_validation,
                                          stratify=_stratify(dataset.labels[older]), random_state=seed)
-    return Splits(train=dataset.subset(np.sort(train)), validation=dataset.subset(np.sort(validation)),
-                  test=dataset.subset(np.sort(newer)), seed=seed)
+    splits = Splits(train=dataset.subset(np.sort(train)), validation=dataset.subset(np.sort(validation)),
+                    test=dataset.subset(np.sort(newer)))
+    check_split_labels(splits)
+    return splits
 
 
 def check_split_labels(splits: Splits) -> None:
