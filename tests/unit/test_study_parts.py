@@ -213,6 +213,16 @@ def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
     assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0]
     assert bootstrap_intervals(_table(rng), n_boot=0) == {}
     assert set(bootstrap_intervals(_table(rng), n_boot=1)) == set(small)  # one resample is still an answer
+    two = _table(np.random.default_rng(4), n_runs=2)
+    got, codes = bootstrap_intervals(two, n_boot=20, seed=1), two.pivot(index="run", columns="item", values="pred")
+    assert got["krippendorff_alpha"] is not None and got["accuracy_std"][1] > 0 and got["macro_f1_std"][1] > 0
+    boot_rng = np.random.default_rng(1)  # two runs: the std of two values, ddof = 1
+    gold = two.drop_duplicates("item").set_index("item")["gold"].sort_index().to_numpy()
+    stds = []
+    for _ in range(20):
+        idx = boot_rng.integers(0, len(gold), len(gold))
+        stds.append(np.std([(gold[idx] == p[idx]).mean() for p in codes.to_numpy()], ddof=1))
+    assert got["accuracy_std"] == pytest.approx(list(np.percentile(stds, [2.5, 97.5])))
     small_table = _table(np.random.default_rng(2), n_items=20)
     assert bootstrap_intervals(small_table) == bootstrap_intervals(small_table, n_boot=1000, seed=0)  # defaults
     with pytest.raises(SilverlabelError, match=r"^table: the table has no rows"):
