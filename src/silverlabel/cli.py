@@ -390,7 +390,7 @@ def train(
     from .config import TrainConfig
     from .data import split
     from .metrics import evaluate_table
-    from .students import train_student
+    from .students import get_student
 
     ds = _load(data, text_column, label_column, id_column, None)
     splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
@@ -438,11 +438,11 @@ def train(
                 "checkpoint is chosen on gold labels)", annotations, len(splits.validation))
     seed_list = _seeds(seeds)
     check_writable(out)
+    trainer = get_student(config.backend)
     frames = []
     for seed in seed_list:
-        run = train_student(texts, targets, num_labels=ds.num_labels, config=config, seed=seed,
-                            val_texts=val_texts, val_labels=val_labels,
-                            test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
+        run = trainer(texts, targets, num_labels=ds.num_labels, config=config, seed=seed, val_texts=val_texts,
+                      val_labels=val_labels, test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
         frames.append(pd.DataFrame({"item": splits.test.items, "run": f"{source}-seed{seed}", "seed": seed,
                                     "pred": [ds.label_names[i] for i in run.preds],
                                     "gold": [ds.label_names[i] for i in splits.test.labels]}))

@@ -44,6 +44,7 @@ class TrainConfig(_Config):
     """The student recipe; defaults are the paper's (RoBERTa-base, 3 epochs, AdamW 2e-5, batch 16, wd 0.01,
     5 % linear warm-up, max length 128, best validation macro-F1 checkpoint, fp16 on GPU)."""
 
+    backend: str = "hf"  # the trainer, by its name in the student registry (silverlabel.register_student)
     model: str = "auto"  # roberta-base (the paper's) when the hub is reachable, else the shipped MiniLM
     epochs: int = Field(3, ge=1)
     learning_rate: float = Field(2e-5, gt=0)

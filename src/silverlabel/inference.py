@@ -34,6 +34,7 @@ import pandas as pd
 from .errors import SilverlabelError
 from .progress import progress_bar
 from .sampling import INCLUSION_COLUMN, check_inclusion
+from .students import get_student
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,6 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
     from sklearn.model_selection import KFold, StratifiedKFold
 
     from .config import TrainConfig
-    from .students import train_student
 
     config = config or TrainConfig(model="minilm", learning_rate=3e-4)
     n = len(gold)
@@ -282,8 +282,9 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
     others[gold_index] = False
     with progress_bar(f"cross-fitting {folds} students", total=folds) as advance:
         for k, (train, held) in enumerate(splitter.split(np.zeros(n), gold if stratify else None)):
-            run = train_student([texts[gold_index[i]] for i in train], gold[train], num_labels=num_labels,
-                                config=config, seed=seed + k, test_texts=texts)
+            train_fold = get_student(config.backend)
+            run = train_fold([texts[gold_index[i]] for i in train], gold[train], num_labels=num_labels, config=config,
+                             seed=seed + k, test_texts=texts)
             out[gold_index[held]] = run.probs[gold_index[held]]
             out[others] += run.probs[others] / folds
             advance(1)

@@ -44,6 +44,7 @@ from .files import (
     remove_stale_temp,
 )
 from .progress import progress_bar
+from .students import get_student
 from .teachers import Prompt, get_teacher, redact_uri, sample_demonstrations
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,11 @@ def plan(config: StudyConfig, prepared: dict[str, Prepared]) -> list[Cell]:
                 "n_train_split": len(prep.splits.train)}
         for source in label_sources(config):
             for student in students.values():
+                get_student(student.backend)  # an unknown backend fails here, before any work
                 recipe = student.to_dict()
                 recipe.pop("name")
+                if recipe["backend"] == "hf":  # runs made before student backends existed keep their ids
+                    recipe.pop("backend")
                 for size in sizes_for(config, prep):
                     for seed in config.seeds:
                         key = {**data, "source": source.spec(teachers), "student": recipe, "size": size,
@@ -355,18 +359,16 @@ def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[
 
 def train_cell(payload: dict) -> dict:
     """Train one student and return its test predictions and record; runs in the driver or in a Ray worker."""
-    from .students import train_student
-
     started = time.perf_counter()
     config: TrainConfig = payload["config"]
     data: TrainingData = payload["data"]
     targets = data.targets
     if targets.ndim == 2 and config.labels == "hard":
         config = config.model_copy(update={"labels": "soft"})
-    run = train_student(data.texts, targets, num_labels=len(payload["label_names"]), config=config,
-                        seed=payload["seed"], val_texts=data.val_texts, val_labels=data.val_labels,
-                        test_texts=payload["test_texts"], progress=payload.get("progress"),
-                        save_dir=payload.get("save_dir"))
+    run = get_student(config.backend)(
+        data.texts, targets, num_labels=len(payload["label_names"]), config=config, seed=payload["seed"],
+        val_texts=data.val_texts, val_labels=data.val_labels, test_texts=payload["test_texts"],
+        progress=payload.get("progress"), save_dir=payload.get("save_dir"))
     return {"preds": np.asarray(run.preds), "probs": np.asarray(run.probs), "curve": run.curve,
             "best_epoch": run.best_epoch, "steps": run.steps, "seconds": run.seconds, "device": run.device,
             "wall": time.perf_counter() - started, "config": config.to_dict()}  # the recipe as trained
@@ -529,6 +531,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     out = Path(out)
     started = time.perf_counter()
     prepared = _prepare_all(config, offline)  # a dataset too small for its split is refused before any work
+    for student in config.students:
+        get_student(student.backend)  # so is an unknown student backend
     check_writable(out)
     for folder in (out, out / "teachers", out / "runs"):  # what writers killed mid-write left
         remove_stale_temp(folder)

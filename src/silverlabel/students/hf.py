@@ -12,7 +12,6 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,22 +22,9 @@ from ..config import TrainConfig
 from ..data import hub_reachable, offline_mode
 from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
+from .base import StudentRun, register_student
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StudentRun:
-    """One trained student's test predictions and how it got there."""
-
-    seed: int
-    preds: np.ndarray
-    probs: np.ndarray
-    curve: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_macro_f1
-    best_epoch: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    device: str = "cpu"
 
 
 PAPER_STUDENT = "roberta-base"
@@ -108,6 +94,7 @@ def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, 
     return out
 
 
+@register_student("hf")
 def train_student(
     train_texts: Sequence[str],
     train_targets: np.ndarray,
