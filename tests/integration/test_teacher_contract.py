@@ -14,13 +14,17 @@ P_S. vLLM and hf compute the same float32 weights with different kernels, so the
 import numpy as np
 import pytest
 
-from silverlabel.teachers import get_teacher
+from silverlabel.teachers import TEACHERS, get_teacher
 from silverlabel.teachers.base import guided_choice
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 N_ITEMS = 12
-BACKENDS = ("llamacpp", "hf", "openai", "vllm")
+# How each registered backend runs here: a backend name, or the backend served by a particular real server.
+# The list follows the registry (test_every_registered_backend_is_under_contract fails for a backend with no way
+# to run here, so a new backend cannot skip the contract).
+SERVED_BY = {"vllm": "openai"}  # the openai backend against vLLM, beside llama-cpp-python's server
+BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
 # openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;
@@ -33,6 +37,8 @@ MAX_ABS_DIFF_SAME_WEIGHTS = 1e-4  # vllm against hf: one set of float32 weights,
 
 
 def _teacher(backend: str, request):
+    if backend not in ("llamacpp", "hf", "openai", "vllm"):
+        raise AssertionError(f"teacher backend '{backend}' is registered but the contract test cannot run it")
     if backend == "llamacpp":
         return get_teacher("llamacpp:smollm2-135m")
     if backend == "hf":
@@ -175,3 +181,9 @@ def test_vllm_and_hf_agree_on_the_same_float32_weights(run, record_property):
     record_property("measured_max_abs_diff", max_abs)
     assert max_abs < MAX_ABS_DIFF_SAME_WEIGHTS, max_abs
     assert got.frame["label"].tolist() == hf.frame["label"].tolist()
+
+
+def test_every_registered_backend_is_under_contract():
+    """The registry, not a list in this file, decides what the contract covers."""
+    assert set(TEACHERS) <= set(BACKENDS) and set(SERVED_BY.values()) <= set(TEACHERS)
+    assert {"llamacpp", "hf", "openai"} <= set(TEACHERS)  # the shipped backends registered themselves
