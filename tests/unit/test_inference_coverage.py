@@ -6,7 +6,6 @@ some of its items with the real teacher."""
 import hashlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SilverlabelError
+from ..inference import estimate, planning_gold, read_gold
 from ..sampling import INCLUSION_COLUMN, check_inclusion, draw, inclusion_probabilities
 from . import choose, policy_input, policy_spec, teacher_arrays
-from ..inference import estimate, planning_gold, read_gold
 from .base import GoldOracle, resolve_budget
 
 log = logging.getLogger(__name__)
