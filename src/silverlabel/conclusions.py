@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import EstimateSpec, StudyConfig
-from .inference import METHODS, estimate
+from .inference import estimate
 from .sampling import draw, inclusion_probabilities
 
 log = logging.getLogger(__name__)
@@ -112,5 +112,3 @@ def width_curve(power: dict, sizes, *, level: float, population: int) -> dict[st
         out[key] = [2 * z * sd * math.sqrt((1 - r2 * population / (population + n)) / n) for n in sizes]
     return out
 
-
-__all__ = ["METHODS", "study_estimates", "width_curve", "covariate_frame"]

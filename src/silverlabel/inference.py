@@ -318,6 +318,12 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
     if estimand not in ESTIMANDS:
         raise SilverlabelError(f"--estimand '{estimand}' is unknown; choose one of {', '.join(ESTIMANDS)}")
     _alpha(level)
+    if "label_source" in annotations and (annotations["label_source"] == "human").any():
+        # a merge output: its gold items carry one-hot P_S, so the surrogate would equal the truth where it is
+        # checked and the correction would vanish
+        raise SilverlabelError(f"{where['annotations']}: this is a `silverlabel merge` output (people's labels in "
+                               "place of the teacher's); pass the `silverlabel annotate` output as --annotations and "
+                               "the merge output as --gold")
     names = list(label_names)
     pop, n_demo = population(annotations, names)
     items = pop["item"].astype(str).tolist()

@@ -15,7 +15,7 @@ from tests.helpers import require
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def test_three_items_per_dataset_recomputed_by_the_real_teacher_match():
+def test_a_batch_per_dataset_recomputed_by_the_real_teacher_matches():
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
     from silverlabel.assets import GGUF_ASSETS
     from silverlabel.teachers import get_teacher

@@ -71,6 +71,9 @@ def test_designed_sample_round_trip_matches_ppi_py(files):
 
     r = run("estimate", "--annotations", ann, "--gold", merged, "--target-width", "0.05")
     assert r.returncode == 0 and "PPI++ (teacher P_S)" in r.stdout and "gold labels needed" in r.stdout
+    # the merge output as --annotations would hide the teacher's errors on exactly the gold items: refused
+    r = run("estimate", "--annotations", merged, "--gold", merged)
+    assert r.returncode == 2 and "is a `silverlabel merge` output" in r.stderr
 
 
 def _gold_csv(tmp, name, rows, header="item,label"):

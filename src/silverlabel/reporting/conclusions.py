@@ -84,12 +84,12 @@ def conclusions_markdown(sections: list[dict]) -> list[str]:
     md = ["## What you can conclude", "", INTRO, ""]
     cols = ["gold", "parameter", "method", "estimate", "interval", "truth", "covers", "worth"]
     for s in sections:
-        md += [f"### {s['title']} ({s['design']} design, {100 * s['level']:g} % intervals, {s['population']} items; "
-               f"{s['excluded']} demonstrations or failed calls left out)", "",
+        md += [(f"### {s['title']} ({s['design']} design, {100 * s['level']:g} % intervals, {s['population']} items; "
+                f"{s['excluded']} demonstrations or failed calls left out)"), "",
                "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in s["rows"]]
-        md += ["", "worth = how many gold labels a classical interval would need to be as narrow "
-                   "(n × (classical width / PPI width)²).", ""]
+        md += ["", ("worth = how many gold labels a classical interval would need to be as narrow "
+                    "(n × (classical width / PPI width)²)."), ""]
         if s["power_rows"]:
             md += [f"Gold labels needed for the half-width, planned from the pilot of {s['pilot']}:", "",
                    "| parameter | half-width | gold only | PPI++ teacher | PPI++ student |", "|---|---|---|---|---|"]
