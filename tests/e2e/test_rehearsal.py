@@ -1,6 +1,8 @@
 """A small rehearsal of the paper's protocol as a user runs it (the CLI in a subprocess): two teachers (one with
-two demonstration sets), two student recipes, the paper's two mitigations, on the imdb stand-in (on Toxic
-SmolLM2 calls every tweet hate speech: no flips, collapsed students, nothing to check). Table 2 in
+two demonstration sets), two student recipes, the paper's two mitigations, on the imdb stand-in. The ensemble's
+teacher is Qwen2.5-0.5B: SmolLM2 with these short prompts gives every text the same label (every tweet hate
+speech, every snippet positive), so its demonstration sets never disagree and there would be nothing to check.
+Table 2 in
 results.json and in the report is checked against the predictions and teacher tables on disk, recomputed with
 scikit-learn and the krippendorff package, and the gold each mitigation spent against the teacher tables."""
 
@@ -31,13 +33,13 @@ n_train = 40
 n_test = 60
 
 [[teachers]]
-name = "smol-2shot"
-uri = "llamacpp:smollm2-135m"
+name = "qwen"
+uri = "llamacpp:qwen2.5-0.5b"
 k_shot = 2
 demo_seeds = [0, 1]
 
 [[teachers]]
-name = "smol-1shot"
+name = "smol"
 uri = "llamacpp:smollm2-135m"
 k_shot = 1
 
@@ -57,17 +59,17 @@ max_length = 48
 
 [[mitigations]]
 policy = "entropy"
-teacher = "smol-2shot"
+teacher = "qwen"
 budgets = [0.25]
 
 [[mitigations]]
 policy = "ensemble"
-teacher = "smol-2shot"
+teacher = "qwen"
 budgets = [1.0]
 options = { fill = "none" }
 """
 
-ENTROPY, ENSEMBLE = "entropy@25%:smol-2shot", "ensemble[fill=none]@100%:smol-2shot"
+ENTROPY, ENSEMBLE = "entropy@25%:qwen", "ensemble[fill=none]@100%:qwen"
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +90,9 @@ def test_grid_has_every_teacher_student_and_mitigation(study):
     rows = res["results"]
     assert {(r["student"], r["label_source"]) for r in rows} == {
         (s, src) for s in ("minilm-2ep", "minilm-3ep")
-        for src in ("gold", "teacher:smol-2shot", "teacher:smol-1shot", ENTROPY, ENSEMBLE)}
+        for src in ("gold", "teacher:qwen", "teacher:smol", ENTROPY, ENSEMBLE)}
     assert sorted((t["teacher"], t["demo_seed"]) for t in res["teachers"]) == [
-        ("smol-1shot", 0), ("smol-2shot", 0), ("smol-2shot", 1)]
+        ("qwen", 0), ("qwen", 1), ("smol", 0)]
 
 
 def test_table2_numbers_match_the_predictions_on_disk(study):
@@ -130,8 +132,8 @@ def test_table2_numbers_match_the_predictions_on_disk(study):
 
 def test_gold_spent_matches_the_teacher_tables(study):
     out, res = study
-    d0 = pd.read_parquet(out / "teachers" / "imdb__smol-2shot__d0.parquet")
-    d1 = pd.read_parquet(out / "teachers" / "imdb__smol-2shot__d1.parquet")
+    d0 = pd.read_parquet(out / "teachers" / "imdb__qwen__d0.parquet")
+    d1 = pd.read_parquet(out / "teachers" / "imdb__qwen__d1.parquet")
     d0, d1 = d0[d0["split"] == "train"].set_index("item"), d1[d1["split"] == "train"].set_index("item")
     d1 = d1.loc[d0.index]
     failed = d0["label"].isna() | d1["label"].isna()
