@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import confusion_matrix, log_loss
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.metrics import detect_plateau, evaluate_table
@@ -407,7 +407,7 @@ def test_evaluation_logs_what_it_evaluated(caplog):
     df = pd.DataFrame({"item": [1, 2, 1, 2], "run": [0, 0, 1, 1], "pred": ["x", "y", "x", "x"],
                        "gold": ["x", "y", "x", "y"]})
     ev = evaluate_table(df, source="t.csv")
-    assert "evaluated t.csv: 2 runs x 2 items, 2 labels" in caplog.text
+    assert "evaluated t.csv: 2 runs x 2 items, 2 labels" in caplog.messages
     assert ev.accuracy_std == pytest.approx(np.std([1.0, 0.5], ddof=1))  # two runs already have a spread
     assert ev.to_dict()["macro_f1_per_run"] == {"0": 1.0, "1": pytest.approx(1 / 3)}
 
@@ -427,3 +427,22 @@ def test_a_policy_that_needs_gold_says_how_to_give_it():
     oracle = GoldOracle(["a", "b"])
     ctx.oracle = oracle
     assert ctx.require_oracle("learned") is oracle
+
+
+def test_a_label_one_run_never_uses_scores_zero_there():
+    # "z" is predicted in run 0 only and has no gold items: run 1's F1 for it is 0 (scikit-learn, labels given)
+    gold = ["a", "b", "a", "b"]
+    runs = [["a", "z", "a", "b"], ["a", "b", "b", "b"]]
+    ev = evaluate_table(pd.DataFrame({"item": list(range(4)) * 2, "run": [0] * 4 + [1] * 4,
+                                      "pred": runs[0] + runs[1], "gold": gold * 2}))
+    labels = ["a", "b", "z"]
+    per_run = [precision_recall_fscore_support(gold, r, labels=labels, zero_division=0)[2] for r in runs]
+    assert [ev.per_class[k]["f1"] for k in labels] == pytest.approx(list(np.mean(per_run, axis=0)))
+
+
+def test_fractional_floats_stay_labels_and_ids():
+    df = pd.DataFrame({"item": [1, 2, 1, 2], "run": [0.5, 0.5, 1.5, 1.5], "pred": [1.5, 1.0, 1.0, 1.0],
+                       "gold": [1, 1, 1, 1]})
+    ev = evaluate_table(df)
+    assert ev.accuracy_per_run == {0.5: 0.5, 1.5: 1.0}  # 1.5 is not the label 1; run ids stay numbers
+    assert kl_estimate([[0.5, 0.5], [0.9, 0.1]], [0, 0], n_boot=2).se >= 0  # two resamples have a spread

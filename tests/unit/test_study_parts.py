@@ -205,7 +205,7 @@ def test_bootstrap_intervals_shrink_with_more_items_and_one_run_has_no_alpha():
     width = {k: v[1] - v[0] for k, v in small.items()}
     assert large["accuracy_mean"][1] - large["accuracy_mean"][0] < width["accuracy_mean"] / 3
     one = bootstrap_intervals(_table(rng, n_runs=1), n_boot=50)
-    assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0]
+    assert one["krippendorff_alpha"] is None and one["accuracy_std"] == [0.0, 0.0] == one["macro_f1_std"]
     assert bootstrap_intervals(_table(rng), n_boot=0) == {}
     assert set(bootstrap_intervals(_table(rng), n_boot=1)) == set(small)  # one resample is still an answer
     two = _table(np.random.default_rng(4), n_runs=2)
