@@ -201,19 +201,19 @@ def study_run(
                                   "stand-ins, teachers and student; see docs/rehearsal.md)."),
 ) -> None:
     """Run (or resume) every cell of the grid, then write results.json and the report."""
+    from . import study
     from .config import load_study_config
     from .rehearsal import rehearsal_config
-    from .study import dry_run as plan_study
-    from .study import run_study
 
     cfg = load_study_config(config)
     if rehearse:
         cfg = rehearsal_config(cfg)
-    if dry_run:
-        _print_plan(plan_study(cfg, out, offline=True if rehearse else None), cfg.name)
+    if dry_run:  # the --dry-run flag; study.dry_run computes the StudyPlan it prints
+        _print_plan(study.dry_run(cfg, out, offline=True if rehearse else None), cfg.name)
         return
     options = {"address": ray_address, "cpus_per_run": cpus_per_run} if executor == "ray" else {}
-    results = run_study(cfg, out, executor=executor, executor_options=options, offline=True if rehearse else None)
+    results = study.run_study(cfg, out, executor=executor, executor_options=options,
+                              offline=True if rehearse else None)
     _print_study(results, out)
 
 

@@ -200,7 +200,7 @@ def sizes_for(config: StudyConfig, prepared: Prepared) -> list[int]:
     return list(config.sizes) if config.sizes else [len(prepared.splits.train)]
 
 
-def plan(config: StudyConfig, prepared: dict[str, Prepared]) -> list[Cell]:
+def grid_cells(config: StudyConfig, prepared: dict[str, Prepared]) -> list[Cell]:
     """Every cell of the grid with its run id (a hash of what makes the run, never of names or order)."""
     teachers = {t.name: t for t in config.teachers}
     students = {s.name: s for s in config.students}
@@ -492,7 +492,7 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
 
     out = Path(out)
     prepared, blocked = prepare_checked(config, offline)
-    cells = plan(config, prepared)
+    cells = grid_cells(config, prepared)
     cells += [c for d in config.datasets if d.key in blocked for c in blocked_cells(config, d)]
     done = [c.dataset not in blocked and is_done(out, c) for c in cells]
     teachers = {t.name: t for t in config.teachers}
@@ -558,7 +558,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                                       "demo_seed": d, **summary})
 
     # 2. students: every cell not yet finished
-    cells = plan(config, prepared)
+    cells = grid_cells(config, prepared)
     pending = [c for c in cells if not is_done(out, c)]
     log.info("study %s: %d runs, %d already done, %d to train", config.name, len(cells), len(cells) - len(pending),
              len(pending))

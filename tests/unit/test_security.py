@@ -126,12 +126,12 @@ def test_names_from_configs_stay_inside_the_output_folder(tmp_path):
         assert "/" not in _slug(evil) and "\\" not in _slug(evil)  # only ever a part of a file name
     # a dataset named "../../x" is accepted (the name is only displayed), and every folder and file the study
     # makes from it stays inside out: the run folders the plan names and the teacher table
-    from silverlabel.study import plan, prepare_dataset
+    from silverlabel.study import grid_cells, prepare_dataset
 
     cfg = StudyConfig.from_dict({"datasets": [{"source": "imdb", "name": "../../x", "n_train": 40, "n_test": 20}],
                                  "label_sources": ["gold"], "sizes": [20], "seeds": [1]})
     assert cfg.datasets[0].key == "../../x"
-    cells = plan(cfg, {cfg.datasets[0].key: prepare_dataset(cfg.datasets[0], sizes=cfg.sizes, offline=True)})
+    cells = grid_cells(cfg, {cfg.datasets[0].key: prepare_dataset(cfg.datasets[0], sizes=cfg.sizes, offline=True)})
     assert len(cells) == 1
     for cell in cells:
         assert (out / "runs" / cell.run_id).resolve().parent == (out / "runs").resolve(), cell.run_id

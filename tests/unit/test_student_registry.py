@@ -14,7 +14,7 @@ import silverlabel
 from silverlabel.config import StudyConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.students import STUDENTS, StudentRun, register_student
-from silverlabel.study import plan, prepare_dataset, run_study
+from silverlabel.study import grid_cells, prepare_dataset, run_study
 
 SEEN = {}
 
@@ -73,4 +73,4 @@ def test_the_default_backend_keeps_the_run_ids_of_recipes_that_never_named_it():
                                       "label_sources": ["gold"], "students": [{"name": "s"}]})
     explicit = StudyConfig.from_dict({**implicit.to_dict(), "students": [{"name": "s", "backend": "hf"}]})
     prepared = {d.key: prepare_dataset(d, sizes=None, offline=True) for d in implicit.datasets}
-    assert [c.run_id for c in plan(implicit, prepared)] == [c.run_id for c in plan(explicit, prepared)]
+    assert [c.run_id for c in grid_cells(implicit, prepared)] == [c.run_id for c in grid_cells(explicit, prepared)]

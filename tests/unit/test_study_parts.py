@@ -13,9 +13,9 @@ from silverlabel.metrics import bootstrap_intervals, detect_plateau
 from silverlabel.study import (
     demo_config,
     dry_run,
+    grid_cells,
     label_sources,
     nested_order,
-    plan,
     prepare_dataset,
     write_run,
 )
@@ -122,16 +122,16 @@ def test_run_ids_are_stable_and_change_only_with_what_makes_the_run():
     cfg = config(sizes=[20, 40], students=[{"name": "a", "model": "minilm"}, {"name": "b", "model": "minilm",
                                                                                "learning_rate": 1e-4}])
     prepared = {d.key: prepare_dataset(d, sizes=cfg.sizes, offline=True) for d in cfg.datasets}
-    cells = plan(cfg, prepared)
+    cells = grid_cells(cfg, prepared)
     assert len(cells) == 2 * 2 * 2 * 2  # sources x students x sizes x seeds
     assert len({c.run_id for c in cells}) == len(cells)
-    assert [c.run_id for c in cells] == [c.run_id for c in plan(cfg, prepared)]
+    assert [c.run_id for c in cells] == [c.run_id for c in grid_cells(cfg, prepared)]
     # a third seed adds runs without renaming the finished ones (so a grown grid resumes)
-    more = plan(cfg.model_copy(update={"seeds": [1, 2, 3]}), prepared)
+    more = grid_cells(cfg.model_copy(update={"seeds": [1, 2, 3]}), prepared)
     assert {c.run_id for c in cells} < {c.run_id for c in more}
     # changing student b's recipe renames b's runs only
     students = [cfg.students[0], cfg.students[1].model_copy(update={"learning_rate": 3e-4})]
-    changed = plan(cfg.model_copy(update={"students": students}), prepared)
+    changed = grid_cells(cfg.model_copy(update={"students": students}), prepared)
     same = {c.run_id for c in cells} & {c.run_id for c in changed}
     assert same == {c.run_id for c in cells if c.student == "a"}
 
@@ -263,7 +263,7 @@ def test_run_labels_in_predictions_are_unique_across_datasets(tmp_path):
     cfg = config(datasets=[{"source": "imdb", "n_train": 30, "n_test": 20},
                            {"source": "toxic", "n_train": 30, "n_test": 20}])
     prepared = {d.key: prepare_dataset(d, sizes=cfg.sizes, offline=True) for d in cfg.datasets}
-    cells = plan(cfg, prepared)
+    cells = grid_cells(cfg, prepared)
     labels = [c.label for c in cells]
     assert len(set(labels)) == len(cells)  # before, imdb and toxic cells shared 'gold|minilm|n30|s1'
     frames = []
