@@ -290,8 +290,9 @@ def annotate(
     dry_run: bool = typer.Option(False, help="Print the first prompt, item and call counts and the cached share "
                                  "without loading the model."),
 ) -> None:
-    """Label the training split with a teacher LLM: one row per item with the label, its entropy and the full
-    label distribution p:<label>, computed from the model's log-probabilities of each label string."""
+    """Label the training split (topped up to --n-train from the validation split, which annotate never uses)
+    with a teacher LLM: one row per item with the label, its entropy and the full label distribution p:<label>,
+    computed from the model's log-probabilities of each label string."""
     from .assets import cache_dir
     from .cache import AnnotationStore, text_hash
     from .data import annotation_split

@@ -55,6 +55,7 @@ def rehearsal_config(config: StudyConfig, scale: RehearsalScale = RehearsalScale
     for i, t in enumerate(data["teachers"]):
         t["uri"] = scale.teachers[min(i, len(scale.teachers) - 1)]
         t["chat"] = True
+        t["options"] = {}  # a server's options (concurrency, timeout, ...) are not llama.cpp's
     for s in data["students"]:
         s.update(model=scale.student_model, learning_rate=scale.learning_rate, max_length=scale.max_length,
                  fp16="off", save_model=False)

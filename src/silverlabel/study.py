@@ -365,7 +365,8 @@ def train_cell(payload: dict) -> dict:
     targets = data.targets
     if targets.ndim == 2 and config.labels == "hard":
         config = config.model_copy(update={"labels": "soft"})
-    run = get_student(config.backend)(
+    trainer = payload["trainer"] if "trainer" in payload else get_student(config.backend)
+    run = trainer(
         data.texts, targets, num_labels=len(payload["label_names"]), config=config, seed=payload["seed"],
         val_texts=data.val_texts, val_labels=data.val_labels, test_texts=payload["test_texts"],
         progress=payload.get("progress"), save_dir=payload.get("save_dir"))
@@ -581,8 +582,11 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
             prep = prepared[cell.dataset]
             spec = students[cell.student]
             train_config = TrainConfig(**{k: v for k, v in spec.to_dict().items() if k != "name"})
+            # the trainer is looked up here, in the driver, and travels with the payload: a student registered in
+            # a notebook or script is unknown to a Ray worker's own registry
             payload = {"config": train_config, "data": cache[key], "seed": cell.seed,
-                       "test_texts": prep.splits.test.texts, "label_names": prep.splits.train.label_names}
+                       "test_texts": prep.splits.test.texts, "label_names": prep.splits.train.label_names,
+                       "trainer": get_student(train_config.backend)}
             if train_config.save_model:
                 payload["save_dir"] = out / "models" / cell.run_id
             yield cell, payload

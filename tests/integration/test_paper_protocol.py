@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from silverlabel.config import SHIPPED_CONFIGS, load_study_config
+from silverlabel.config import SHIPPED_CONFIGS, StudyConfig, load_study_config
 from silverlabel.errors import SilverlabelError
 from silverlabel.rehearsal import rehearsal_config
 from silverlabel.study import dry_run, label_sources, run_study
@@ -106,3 +106,13 @@ def test_the_rehearsal_keeps_the_grid_shape_and_can_run_offline(tmp_path):
     assert sum(plan.annotate_items.values()) == 4 * 6 * (40 + 4)  # 3B once, 7B five times; train + validation
     dry = cli("study", "run", "paper-scaling", "--rehearse", "--out", str(tmp_path / "out"), "--dry-run")
     assert dry.returncode == 0 and "cannot run" not in dry.stdout
+
+
+def test_the_rehearsal_drops_server_options_the_local_teachers_do_not_take():
+    """A paper-scale teacher on a server has server options (README: concurrency); the rehearsal's llama.cpp
+    teachers validate their own options, so the server's are dropped, not refused."""
+    paper = load_study_config("paper").to_dict()
+    for t in paper["teachers"]:
+        t["options"] = {"concurrency": 16, "timeout": 120}
+    rehearsal = rehearsal_config(StudyConfig.from_dict(paper))
+    assert all(t.uri.startswith("llamacpp:") and t.options == {} for t in rehearsal.teachers)

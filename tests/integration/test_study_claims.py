@@ -125,13 +125,13 @@ def _train_with_spy(tmp_path, monkeypatch, table: pd.DataFrame, data: Path) -> l
     import silverlabel.students as students
     from silverlabel.cli import app
 
-    seen, real = [], students.train_student
+    seen, real = [], students.STUDENTS["hf"]
 
     def spy(*args, **kwargs):
         seen.append({"val_texts": list(kwargs["val_texts"]), "val_labels": kwargs["val_labels"]})
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(students, "train_student", spy)
+    monkeypatch.setitem(students.STUDENTS, "hf", spy)  # `train` finds its trainer in the registry
     ann = tmp_path / f"ann{len(list(tmp_path.glob('ann*')))}.csv"
     table.to_csv(ann, index=False)
     r = CliRunner().invoke(app, ["train", str(data), "--id-column", "id", "--out", str(tmp_path / ann.stem),

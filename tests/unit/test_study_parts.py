@@ -29,9 +29,6 @@ def config(**changes) -> StudyConfig:
 
 
 SHIPPED = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))
-# the paper's grid asks manifestos for n_test = 2000, but offline its stand-in has 1122 items, so the dry run fails
-# today ("a test split of 2000 leaves too little"); another branch makes dry runs work offline. Strict, so that
-# the fix shows up here as an XPASS to turn into a plain pass
 # offline, the 1122-item manifestos stand-in cannot hold the paper configs' n_test = 2000: the dry run marks those cells
 OFFLINE_BLOCKED = {"paper": {"manifestos"}, "paper-scaling": {"manifestos"}}
 

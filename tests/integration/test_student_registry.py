@@ -74,3 +74,18 @@ def test_the_default_backend_keeps_the_run_ids_of_recipes_that_never_named_it():
     explicit = StudyConfig.from_dict({**implicit.to_dict(), "students": [{"name": "s", "backend": "hf"}]})
     prepared = {d.key: prepare_dataset(d, sizes=None, offline=True) for d in implicit.datasets}
     assert [c.run_id for c in grid_cells(implicit, prepared)] == [c.run_id for c in grid_cells(explicit, prepared)]
+
+
+def test_a_student_registered_in_the_driver_trains_in_ray_workers(tfidf, tmp_path):
+    """A Ray worker imports silverlabel afresh, so its registry lacks what the driver registered; the trainer
+    travels with each run's payload instead."""
+    pytest.importorskip("ray")
+    config = StudyConfig.from_dict({**_config(tfidf).to_dict(), "seeds": [1]})
+    run_study(config, tmp_path, offline=True, report=False, executor="ray", executor_options={"cpus_per_run": 1})
+    preds = pd.read_parquet(tmp_path / "predictions.parquet")
+    prep = prepare_dataset(config.datasets[0], sizes=None, offline=True)
+    texts = [prep.splits.train.texts[i] for i in prep.training_positions(60)]
+    targets = prep.splits.train.labels[prep.training_positions(60)]
+    want = _pipeline(1).fit(texts, targets).predict(prep.splits.test.texts)
+    got = preds.set_index("item").loc[prep.splits.test.items, "pred"]
+    assert got.tolist() == [prep.splits.test.label_names[i] for i in want]
