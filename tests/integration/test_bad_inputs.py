@@ -244,7 +244,8 @@ CASES = [
      ["annotate", "{tmp}/data.csv", "--out", "{tmp}/blocker/ann.parquet", *TEACHER, *SMALL,
       "--cache", "{tmp}/c.sqlite"], "blocker"),
     ("study-out-under-a-file", _then(_study(), _regular_file_as_folder),
-     ["study", "run", "{tmp}/study.toml", "--out", "{tmp}/blocker/out"], "cannot write to the output folder"),
+     ["study", "run", "{tmp}/study.toml", "--out", "{tmp}/blocker/out"],
+     "/blocker/out (Not a directory); choose another"),
     ("evaluate-missing-column", _write("preds.csv", "item,run,pred\n1,a,x\n"), ["evaluate", "{tmp}/preds.csv"],
      "gold"),
     # ---------------------------------------------------------------------------------------- model paths
