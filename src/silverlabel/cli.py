@@ -340,7 +340,7 @@ def annotate(
     console.print(f"{s.items} items ({s.cached} cached, {s.labelled} labelled, {s.failed} failed) in "
                   f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
                   f"{', '.join(f'{n} {c}' for n, c in s.label_counts.items())}; accuracy vs gold {accuracy}, "
-                  f"macro-F1 {macro_f1}", highlight=False)
+                  f"macro-F1 {macro_f1}", highlight=False, soft_wrap=True)  # a log line: never cut inside a number
     _print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
 

@@ -85,12 +85,15 @@ def atomic_folder(path: Path):
         raise
 
 
-def remove_stale_temp(folder: Path, *, of: str | None = None) -> int:
+def remove_stale_temp(folder: Path, *, of: str | None = None, any_hidden: bool = False) -> int:
     """Delete the temporary files and folders that killed writers left in ``folder`` (only those of the final
-    name ``of`` when given); returns how many."""
+    name ``of`` when given; every hidden entry with ``any_hidden``, for a folder whose visible entries are all
+    that belongs there, such as a study's ``runs/``, where older versions named their temporary folders
+    otherwise); returns how many."""
     removed = 0
     for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
-        if is_temp_name(p.name) and (of is None or p.name.startswith(f".{of}.")):
+        stale = p.name.startswith(".") if any_hidden else is_temp_name(p.name)
+        if stale and (of is None or p.name.startswith(f".{of}.")):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -535,8 +535,9 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     for student in config.students:
         get_student(student.backend)  # so is an unknown student backend
     check_writable(out)
-    for folder in (out, out / "teachers", out / "runs"):  # what writers killed mid-write left
+    for folder in (out, out / "teachers"):  # what writers killed mid-write left
         remove_stale_temp(folder)
+    remove_stale_temp(out / "runs", any_hidden=True)  # runs/ holds run folders only: whatever is hidden is a leftover
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
     teachers = {t.name: t for t in config.teachers}

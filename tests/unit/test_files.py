@@ -122,3 +122,12 @@ def test_a_model_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     path.write_bytes(b"other weights")
     assert assets.sha256_file(path) == hashlib.sha256(b"other weights").hexdigest()
     assert reads.count(str(path.resolve())) == 2
+
+
+def test_a_folder_of_run_folders_loses_every_hidden_leftover(tmp_path):
+    (tmp_path / "run-a").mkdir()
+    (tmp_path / ".run-b.partial").mkdir()  # an older version's temporary run folder
+    (tmp_path / ".run-c.1a2b3c4d.tmp").mkdir()
+    assert remove_stale_temp(tmp_path) == 1 and (tmp_path / ".run-b.partial").exists()
+    assert remove_stale_temp(tmp_path, any_hidden=True) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["run-a"]
