@@ -12,6 +12,8 @@ from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import (
     TEACHER_OPTIONS,
     TEACHERS,
+    Demonstrations,
+    Prompt,
     Scored,
     TeacherOptions,
     get_teacher,
@@ -122,6 +124,8 @@ def test_a_third_party_backend_in_a_study_config_annotates_with_its_options(toy,
     ("openai:http://127.0.0.1:1/v1#m", {"concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
     ("llamacpp:smollm2-135m", {"n_thread": 2}, "n_thread: Extra inputs are not permitted"),
     ("hf:smollm2-135m", {"dtype": "float8"}, "dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
+    ("vllm:Qwen/Qwen2.5-0.5B-Instruct", {"guided": "server"}, "guided: Input should be 'engine' or 'local'"),
+    ("vllm:Qwen/Qwen2.5-0.5B-Instruct", {"block_size": 32}, "block_size: Extra inputs are not permitted"),
 ])
 def test_built_in_backends_validate_their_options(uri, options, message):
     with pytest.raises(SilverlabelError, match=message):
@@ -136,6 +140,22 @@ def test_options_reach_the_backend():
                     chat_template_kwargs={"enable_thinking": False})
     assert (t.concurrency, t.timeout, t.scoring, t.chat_template_kwargs) == (3, 5.0, "echo",
                                                                              {"enable_thinking": False})
+
+
+def test_the_vllm_backend_takes_its_options_and_says_what_it_cannot_load():
+    t = get_teacher("vllm:Qwen/Qwen2.5-0.5B-Instruct", guided="local", max_model_len=1024,
+                    engine={"block_size": 32})
+    assert (t.guided, t.max_length, t.engine_options["block_size"]) == ("local", 1024, 32)
+    prompt = Prompt(task="t", label_names=("a", "b"), demonstrations=Demonstrations(0, ()))
+    assert t.cache_key(prompt).endswith(":chat")  # guided locally: the plain key
+    with pytest.raises(SilverlabelError, match="vLLM takes a hub name or an HF model folder, not a .gguf file"):
+        get_teacher("vllm:smollm2-135m")
+    pytest.importorskip("transformers")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(SilverlabelError, match="needs vLLM in this environment: pip install vllm"):
+            t.prepare(prompt)
 
 
 def test_no_hard_coded_backend_map():
