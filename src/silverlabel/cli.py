@@ -17,7 +17,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import SilverlabelError
-from .files import check_writable
+from .files import check_writable, read_table
 
 
 def _flags_show_no_type() -> None:
@@ -403,7 +403,6 @@ def train(
     val_texts, val_labels = splits.validation.texts, splits.validation.labels
     source = "gold"
     if annotations is not None:
-        from .data import read_table
 
         table = read_table(annotations, encoding="utf-8")
         missing = {"item", "label"} - set(table.columns)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from . import manifesto
 from .errors import SilverlabelError
+from .files import read_table
 
 log = logging.getLogger(__name__)
 
@@ -301,55 +302,6 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------------- files
-
-_READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
-
-
-def read_table(path: Path, *, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a CSV/TSV/JSONL/JSON/Parquet table (CSV cells kept as strings); unreadable files are one-line errors."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = None
-    if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
-        compression = "infer"
-        suffixes = suffixes[:-1]
-    kind = _READERS.get(suffixes[-1] if suffixes else "")
-    if kind is None:
-        raise SilverlabelError(
-            f"{path}: unknown file type '{''.join(path.suffixes) or '(none)'}'; use .csv, .tsv, .jsonl, .json or "
-            ".parquet (optionally .gz), or 'hf:NAME' for a Hugging Face dataset"
-        )
-    try:
-        if kind in ("csv", "tsv"):
-            return pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding=encoding, dtype=str,
-                               keep_default_na=False, na_values=[""], compression=compression)
-        if kind == "jsonl":
-            return pd.read_json(path, lines=True, encoding=encoding, dtype=False, compression=compression)
-        if kind == "json":
-            return pd.read_json(path, encoding=encoding, dtype=False, compression=compression)
-        if compression:
-            # Parquet readers need random access, which a compressed stream lacks: decompress into memory first
-            # (pandas' read_parquet ignores the .gz, so it would read the compressed bytes as Parquet)
-            import io
-
-            import pyarrow as pa
-
-            with pa.input_stream(str(path), compression="detect") as stream:
-                return pd.read_parquet(io.BytesIO(stream.read()))
-        return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise SilverlabelError(
-            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 (or pass encoding= to "
-            "load_dataset)"
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise SilverlabelError(f"{path}: malformed {kind.upper()} ({str(exc).strip()}); fix that row") from None
-    except pd.errors.EmptyDataError:
-        raise SilverlabelError(f"{path}: the file is empty; it needs a header and at least one row") from None
-    except ValueError as exc:
-        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
-    except OSError as exc:  # pyarrow raises ArrowInvalid (an OSError/ValueError subclass) for non-Parquet bytes
-        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
-
 
 def _load_hf(spec: str, *, split: str | None) -> pd.DataFrame:
     try:

@@ -1,13 +1,15 @@
-"""Writing files so that a crash leaves the old file or the new one, never half of one.
+"""Reading tables, and writing files so that a crash leaves the old file or the new one, never half of one.
 
-A leaf module (standard library, pandas and pyarrow only): every writer in silverlabel goes through it, so there
-is one temporary-name scheme, and a restart can find and remove what a killed writer (kill -9 skips every
+A leaf module (standard library, pandas and pyarrow only): every table silverlabel reads (datasets, annotations,
+gold files, prediction tables) goes through :func:`read_table`, and every writer through the functions below, so
+there is one reader with one set of errors, and one temporary-name scheme, and a restart can find and remove what a killed writer (kill -9 skips every
 ``finally``) left behind. The scheme: ``.<final name>.<8 random characters>.tmp`` beside the final path, for files
 and for run folders alike.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -18,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from .errors import SilverlabelError
 
@@ -168,3 +171,54 @@ def _schema(frame: pd.DataFrame):
             f = f.with_type(pa.string())
         fields.append(f)
     return pa.schema(fields)
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+_READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def read_table(path: str | Path, *, encoding: str = "utf-8", strings: bool = True) -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/JSON/Parquet table, optionally compressed; unreadable files are one-line errors. CSV
+    cells are missing only when empty (so labels such as "None" or "NA" stay labels) and, with ``strings``, kept
+    as strings (a column of codes such as "007" keeps its zeros); without, pandas infers numbers."""
+    path = Path(path)
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = None
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
+        compression = "infer"
+        suffixes = suffixes[:-1]
+    kind = _READERS.get(suffixes[-1] if suffixes else "")
+    if kind is None:
+        raise SilverlabelError(
+            f"{path}: unknown file type '{''.join(path.suffixes) or '(none)'}'; use .csv, .tsv, .jsonl, .json or "
+            ".parquet (optionally .gz), or 'hf:NAME' for a Hugging Face dataset"
+        )
+    try:
+        if kind in ("csv", "tsv"):
+            return pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding=encoding,
+                               dtype=str if strings else None, keep_default_na=False, na_values=[""],
+                               compression=compression)
+        if kind == "jsonl":
+            return pd.read_json(path, lines=True, encoding=encoding, dtype=False, compression=compression)
+        if kind == "json":
+            return pd.read_json(path, encoding=encoding, dtype=False, compression=compression)
+        if compression:
+            # Parquet readers need random access, which a compressed stream lacks: decompress into memory first
+            # (pandas' read_parquet ignores the .gz, so it would read the compressed bytes as Parquet)
+            with pa.input_stream(str(path), compression="detect") as stream:
+                return pd.read_parquet(io.BytesIO(stream.read()))
+        return pd.read_parquet(path)
+    except UnicodeDecodeError as exc:
+        raise SilverlabelError(
+            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 (or pass encoding= to "
+            "load_dataset)"
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise SilverlabelError(f"{path}: malformed {kind.upper()} ({str(exc).strip()}); fix that row") from None
+    except pd.errors.EmptyDataError:
+        raise SilverlabelError(f"{path}: the file is empty; it needs a header and at least one row") from None
+    except ValueError as exc:
+        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:  # pyarrow raises ArrowInvalid (an OSError/ValueError subclass) for non-Parquet bytes
+        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SilverlabelError
+from .files import read_table
 from .progress import progress_bar
 from .sampling import INCLUSION_COLUMN, check_inclusion
 from .students import get_student
@@ -447,7 +448,6 @@ def read_gold(path: str | Path, *, label_names: Sequence[str]) -> tuple[pd.Serie
     """Gold labels (item -> label) and, when the file has them, inclusion probabilities, from a ``merge`` output
     (rows whose ``label_source`` is ``human``) or a CSV/JSONL/Parquet with columns item and label (and optionally
     inclusion_prob)."""
-    from .data import read_table
 
     path = Path(path)
     if not path.exists():
@@ -483,7 +483,6 @@ def read_gold(path: str | Path, *, label_names: Sequence[str]) -> tuple[pd.Serie
 
 def read_covariates(path: str | Path) -> pd.DataFrame:
     """A data table with an ``item`` column (the annotate output's item ids), indexed by item."""
-    from .data import read_table
 
     path = Path(path)
     if not path.exists():

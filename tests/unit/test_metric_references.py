@@ -395,8 +395,8 @@ def test_csv_reading_keeps_label_like_words_and_finds_empty_cells(tmp_path):
         evaluate_table(back, source=str(path))
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(SilverlabelError, match=r"empty\.csv: cannot read as CSV \(EmptyDataError: No columns to parse "
-                                               r"from file\); check the file is a valid CSV file$"):
+    with pytest.raises(SilverlabelError, match=r"empty\.csv: the file is empty; it needs a header and at least one "
+                                               r"row$"):
         read_prediction_table(empty)
 
 

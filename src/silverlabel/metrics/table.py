@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from silverlabel.errors import SilverlabelError
+from silverlabel.files import read_table
 from silverlabel.metrics.classification import _macro_from, _per_run_prfs
 from silverlabel.metrics.stability import (
     krippendorff_alpha,
@@ -34,7 +35,7 @@ __all__ = ["Evaluation", "evaluate_table", "read_prediction_table", "validate_pr
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("item", "run", "pred", "gold")
-_READERS = {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+_PREDICTION_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 # Kinds of value (pandas.api.types.infer_dtype) that compare and sort among themselves without surprises.
 _PLAIN_KINDS = {"integer", "string", "boolean"}
 _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal"}
@@ -42,12 +43,9 @@ _NUMERIC_KINDS = {"integer", "floating", "mixed-integer-float", "decimal"}
 
 def read_prediction_table(path: str | Path) -> pd.DataFrame:
     """Read a prediction table from .csv, .tsv, .parquet or .pq (chosen by extension); not validated here.
-
-    CSV/TSV cells are missing only when empty, so labels such as "None" or "NA" stay labels.
-    """
+    Read by :func:`silverlabel.files.read_table`, with numbers inferred (the seed and size columns are numbers)."""
     path = Path(path)
-    kind = _READERS.get(path.suffix.lower())
-    if kind is None:
+    if path.suffix.lower() not in _PREDICTION_SUFFIXES:
         raise SilverlabelError(
             f"{path}: unknown extension {path.suffix!r}; save the prediction table as .csv, .tsv, .parquet or .pq"
         )
@@ -55,20 +53,7 @@ def read_prediction_table(path: str | Path) -> pd.DataFrame:
         raise SilverlabelError(f"{path}: prediction table not found; check the path")
     if not path.is_file():
         raise SilverlabelError(f"{path}: not a file; pass the prediction table file, not a folder")
-    try:
-        if kind == "parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(
-            path, sep="\t" if kind == "tsv" else ",", keep_default_na=False, na_values=[""]
-        )
-    except ImportError as err:
-        raise SilverlabelError(f"{path}: reading Parquet needs pyarrow; pip install 'pyarrow>=14'") from err
-    except (OSError, ValueError) as err:  # parser, decoding, empty-file and Arrow errors all derive from these
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SilverlabelError(
-            f"{path}: cannot read as {kind.upper()} ({type(err).__name__}: {detail}); check the file is a valid "
-            f"{kind.upper()} file"
-        ) from err
+    return read_table(path, strings=False)
 
 
 def _integral_floats_to_int(col: pd.Series) -> pd.Series:

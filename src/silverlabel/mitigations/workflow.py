@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import SilverlabelError
+from ..files import read_table
 from ..inference import estimate, planning_gold, read_gold
 from ..sampling import INCLUSION_COLUMN, check_inclusion, draw, inclusion_probabilities
 from . import choose, policy_input, policy_spec, teacher_arrays
@@ -36,7 +37,6 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "labelstudio"}
 
 def read_annotations(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """A ``silverlabel annotate`` output and its label set (from the p:<label> columns, in order)."""
-    from ..data import read_table
 
     frame = read_table(Path(path))
     names = [c[2:] for c in frame.columns if str(c).startswith("p:")]
@@ -58,7 +58,6 @@ def read_annotations(path: Path) -> tuple[pd.DataFrame, list[str]]:
 def read_human_labels(path: Path, *, label_names: Sequence[str]) -> pd.Series:
     """Item -> label from a CSV/JSONL (columns item, label; empty labels are skipped) or a Label Studio JSON
     export; any label outside ``label_names`` is an error naming the file, the item and the allowed labels."""
-    from ..data import read_table
 
     path = Path(path)
     if not path.exists():
@@ -338,7 +337,6 @@ def merge_labels(annotations: Path, labels: Sequence[Path]) -> Merged:
 def read_inclusion(labels: Sequence[Path]) -> pd.Series | None:
     """item -> inclusion probability from label files that `select --design` wrote (a CSV/JSONL column or a
     Label Studio task's data); None when no file has them. Values outside (0, 1] are an error naming the item."""
-    from ..data import read_table
 
     out: dict[str, float] = {}
     for path in map(Path, labels):

@@ -69,12 +69,12 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, TeacherOptions, register_teacher
+from .base import Scored, Teacher, TeacherOptions, redact_uri, register_teacher
 from .prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -151,14 +151,6 @@ def parse_model(model: str) -> tuple[str, str]:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise SilverlabelError(f"teacher 'openai:{model}': '{base}' is not an http(s) URL; e.g. {EXAMPLE_URI}")
     return base.strip().rstrip("/"), name.strip()
-
-
-def _public_url(url: str) -> str:
-    """The URL without user:password, which must not reach cache keys or logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _snippet(text: str, limit: int = 200) -> str:
@@ -359,7 +351,7 @@ class OpenAITeacher(Teacher):
         """The served name and URL, plus a hash of what the server reports about the model behind that name
         (vLLM's ``root`` and ``max_model_len`` in /v1/models), so new weights behind the same name are not read
         from the cache. Servers that report neither (llama-cpp-python) are identified by name and URL alone."""
-        base = f"openai:{self.served_model}@{_public_url(self.base_url)}"
+        base = f"openai:{self.served_model}@{redact_uri(self.base_url)}"
         info = self._model_info()
         reported = {k: info[k] for k in _REPORTED if k in info}
         if not reported:
