@@ -294,7 +294,7 @@ def annotate(
     with a teacher LLM: one row per item with the label, its entropy and the full label distribution p:<label>,
     computed from the model's log-probabilities of each label string."""
     from .assets import cache_dir
-    from .cache import AnnotationStore, text_hash
+    from .cache import AnnotationStore
     from .data import annotation_split
     from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
 
@@ -316,7 +316,7 @@ def annotate(
     if dry_run:
         t = get_teacher(teacher, chat=not raw_prompt)  # loads nothing; an openai teacher probes its server
         try:
-            cached = len(store.get_many(t.model_id, t.cache_key(prompt), [text_hash(x) for x in train.texts]))
+            cached = t.cached_count(train.texts, prompt, store)
         finally:
             t.close()
             store.close()

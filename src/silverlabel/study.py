@@ -489,8 +489,6 @@ def blocked_cells(config: StudyConfig, dataset: DatasetSpec) -> list[Cell]:
 
 def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None) -> StudyPlan:
     """The grid and the work left, without loading any model."""
-    from .cache import text_hash
-
     out = Path(out)
     prepared, blocked = prepare_checked(config, offline)
     cells = grid_cells(config, prepared)
@@ -510,9 +508,7 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
                 model = get_teacher(teachers[tname].uri, chat=teachers[tname].chat, **teachers[tname].options)
                 try:
                     for d in sorted(seeds):
-                        cached = 0 if store is None else len(store.get_many(
-                            model.model_id, model.cache_key(_prompt(prep, teachers[tname], d)),
-                            [text_hash(x) for x in texts]))
+                        cached = model.cached_count(texts, _prompt(prep, teachers[tname], d), store)
                         todo[f"{name}/{tname}/demos {d}"] = len(texts) - cached
                 finally:
                     model.close()

@@ -162,6 +162,11 @@ class Teacher(ABC):
         asked for them); empty when nothing does. May prepare the prompt to find out."""
         return ""
 
+    def cached_count(self, texts: Sequence[str], prompt: Prompt, store: AnnotationStore) -> int:
+        """How many distinct texts already have a record in ``store`` for this model and prompt (what a dry run
+        reports; loads no weights, though an openai teacher asks its server for the model's id)."""
+        return len(store.get_many(self.model_id, self.cache_key(prompt), [text_hash(t) for t in texts]))
+
     def annotate(self, items: Iterable, texts: Iterable[str], prompt: Prompt, *,
                  store: AnnotationStore | None = None, batch_size: int | None = None,
                  gold: Iterable[int] | None = None, description: str = "annotating",
