@@ -108,7 +108,7 @@ def test_a_third_party_backend_in_a_study_config_annotates_with_its_options(toy,
         frame = study.annotate(prep, spec, 0, store)
     finally:
         store.close()
-    prompt = study._prompt(prep, spec, 0)
+    prompt = study.prompt_for(prep, spec, 0)
     texts = frame["text"].tolist()
     want = np.array([_expected(prompt, t, 2.0) for t in texts])
     assert np.allclose(frame[[f"p:{n}" for n in prompt.label_names]].to_numpy(), want, atol=1e-12)
