@@ -150,12 +150,13 @@ def vllm_server(log_dir: Path, *, enforce_eager: bool = True, model_dir: Path | 
         stop(proc)
 
 
-def wait_ready(proc: subprocess.Popen, url: str, log_file: Path, timeout: float = START_TIMEOUT_S) -> float:
+def wait_ready(proc: subprocess.Popen, url: str, log_file: Path, timeout: float = START_TIMEOUT_S,
+               name: str = "vLLM") -> float:
     """Seconds until /v1/models answers; a server that exits or never answers is a failure with its log tail."""
     started = time.monotonic()
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"vLLM exited ({proc.returncode}): {log_file.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(f"{name} exited ({proc.returncode}): {log_file.read_text(errors='replace')[-3000:]}")
         try:
             with urllib.request.urlopen(url + "/v1/models", timeout=2) as reply:
                 if reply.status == 200:
@@ -163,7 +164,7 @@ def wait_ready(proc: subprocess.Popen, url: str, log_file: Path, timeout: float 
         except OSError:
             pass
         if time.monotonic() - started > timeout:
-            raise RuntimeError(f"vLLM not ready after {timeout:.0f} s: "
+            raise RuntimeError(f"{name} not ready after {timeout:.0f} s: "
                                f"{log_file.read_text(errors='replace')[-3000:]}")
         time.sleep(0.5)
 

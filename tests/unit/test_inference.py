@@ -253,3 +253,23 @@ def test_study_section_estimates_against_the_truth_and_reports_it(tmp_path):
     with pytest.raises(SilverlabelError, match="unknown key 'estimates.0.sizes'"):
         StudyConfig.from_dict({"datasets": [{"source": "toxic"}], "teachers": [{"name": "t", "uri": "llamacpp:x"}],
                                "estimates": [{"sizes": [10]}]})
+
+
+def test_a_class_with_few_gold_labels_is_warned_about(caplog):
+    """ppi_py's normal-approximation intervals undercover a class with few gold labels (bench/coverage.py); the
+    user is told which class, and how many it has."""
+    ann, gold, _ = biased_teacher(N=2000, prevalence=0.03, seed=3)
+    idx = np.random.default_rng(0).choice(len(gold), 100, replace=False)
+    k = int(gold[idx].sum())
+    assert 0 < k < 10  # about 3 'pos' among 100
+    g = pd.Series(np.array(NAMES)[gold[idx]], index=ann["item"].iloc[idx].to_numpy())
+    with caplog.at_level("WARNING", logger="silverlabel.inference"):
+        estimate(ann, NAMES, g)
+    assert f"few gold labels of 'pos' ({k})" in caplog.text and "'neg'" not in caplog.text
+    caplog.clear()
+    idx = np.random.default_rng(0).choice(len(gold), 1000, replace=False)
+    g = pd.Series(np.array(NAMES)[gold[idx]], index=ann["item"].iloc[idx].to_numpy())
+    assert gold[idx].sum() >= 10
+    with caplog.at_level("WARNING", logger="silverlabel.inference"):
+        estimate(ann, NAMES, g)
+    assert "few gold labels" not in caplog.text

@@ -191,7 +191,18 @@ def _first_choice(reply: dict) -> dict:
 
 
 def _logprobs(choice: dict) -> dict:
+    """The choice's log-probabilities in the legacy completions form (``tokens``, ``token_logprobs``,
+    ``top_logprobs`` as token -> log-probability). llama.cpp's llama-server writes them the chat way,
+    ``content: [{id, token, logprob, top_logprobs: [{id, token, logprob}]}]``, also on /v1/completions; that is
+    turned into the legacy form here, so every reader of log-probabilities sees one shape."""
     lp = choice.get("logprobs")
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list) and "token_logprobs" not in lp:
+        entries = [e for e in lp["content"] if isinstance(e, dict)]
+        if len(entries) != len(lp["content"]):
+            raise _ItemFailed("the reply's logprobs.content holds something other than token entries")
+        lp = {"tokens": [e.get("token") for e in entries], "token_logprobs": [e.get("logprob") for e in entries],
+              "top_logprobs": [{t.get("token"): t.get("logprob") for t in e.get("top_logprobs") or []
+                                if isinstance(t, dict)} for e in entries]}
     if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list) \
             or not isinstance(lp.get("tokens"), list) or len(lp["tokens"]) != len(lp["token_logprobs"]):
         raise _ItemFailed("the reply carries no token log-probabilities (does the server support logprobs on "
@@ -548,6 +559,12 @@ class OpenAITeacher(Teacher):
             done = self._render_chat([{"role": "user", "content": "x"},
                                       {"role": "assistant", "content": _SENTINEL}], False)
             match = _SPECIAL_TOKEN.match(done.partition(_SENTINEL)[2])
+            if match is None:
+                # llama-server renders a trailing assistant message as a prefill, left open for the model to go
+                # on; a user turn after it makes the template close the assistant's turn
+                done = self._render_chat([{"role": "user", "content": "x"}, {"role": "assistant", "content":
+                                          _SENTINEL}, {"role": "user", "content": "y"}], False)
+                match = _SPECIAL_TOKEN.match(done.partition(_SENTINEL)[2])
             text = match.group(0) if match else ""
         else:
             text = self._eos_text
