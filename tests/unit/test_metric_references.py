@@ -446,3 +446,73 @@ def test_fractional_floats_stay_labels_and_ids():
     ev = evaluate_table(df)
     assert ev.accuracy_per_run == {0.5: 0.5, 1.5: 1.0}  # 1.5 is not the label 1; run ids stay numbers
     assert kl_estimate([[0.5, 0.5], [0.9, 0.1]], [0, 0], n_boot=2).se >= 0  # two resamples have a spread
+
+
+def _grouped_table(seed=0):
+    """Two datasets that share item ids, two label sources and two sizes, three runs each: every group is a
+    separate little study, and pooling any two would mix them."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for dataset, classes in (("toxic", ["a", "b", "c"]), ("imdb", ["neg", "pos"])):
+        gold = rng.choice(classes, 30)
+        for source in ("gold", "teacher:q"):
+            for size in (np.int64(20), np.int64(40)):
+                for run in range(3):
+                    pred = np.where(rng.random(30) < (0.8 if source == "gold" else 0.5), gold,
+                                    rng.choice(classes, 30))
+                    frames.append(pd.DataFrame({"item": np.arange(30), "run": f"{dataset}|{source}|{size}|{run}",
+                                                "dataset": dataset, "label_source": source, "student": "m",
+                                                "size": size, "pred": pred, "gold": gold}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_groups_are_evaluated_one_at_a_time_in_grid_order_against_scikit_learn():
+    import krippendorff
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from silverlabel.metrics import GROUP_COLUMNS, evaluate_groups
+
+    df = _grouped_table()
+    groups = evaluate_groups(df, source="t.parquet")
+    keys = [tuple(g.key.values()) for g in groups]
+    assert list(groups[0].key) == list(GROUP_COLUMNS)
+    assert keys == list(dict.fromkeys(map(tuple, df[list(GROUP_COLUMNS)].to_numpy().tolist())))  # first seen
+    assert len(groups) == 2 * 2 * 2
+    for g in groups:
+        rows = df[(df[list(g.key)] == pd.Series(g.key)).all(axis=1)]
+        runs = [r for _, r in rows.groupby("run", sort=False)]
+        acc = [accuracy_score(r["gold"], r["pred"]) for r in runs]
+        labels = sorted(set(rows["gold"]) | set(rows["pred"]))
+        f1 = [f1_score(r["gold"], r["pred"], labels=labels, average="macro", zero_division=0) for r in runs]
+        wide = rows.pivot(index="run", columns="item", values="pred")
+        codes = {lab: i for i, lab in enumerate(labels)}
+        alpha = krippendorff.alpha(reliability_data=wide.map(codes.get).to_numpy(float),
+                                   level_of_measurement="nominal")
+        out = g.to_dict()
+        assert out["accuracy_mean"] == pytest.approx(np.mean(acc))
+        assert out["accuracy_std"] == pytest.approx(np.std(acc, ddof=1))
+        assert out["macro_f1_mean"] == pytest.approx(np.mean(f1))
+        assert out["krippendorff_alpha"] == pytest.approx(alpha)
+        assert out["n_items"] == 30 and out["n_runs"] == 3
+        # the key comes first and as plain Python values (JSON-ready), numpy scalars unwrapped
+        assert list(out)[:4] == list(GROUP_COLUMNS) and type(out["size"]) is int and out["size"] in (20, 40)
+        assert {k: out[k] for k in GROUP_COLUMNS} == {k: (v.item() if hasattr(v, "item") else v)
+                                                      for k, v in g.key.items()}
+
+
+def test_groups_use_the_grouping_columns_present_and_keep_a_missing_value_as_its_own_group():
+    from silverlabel.metrics import evaluate_groups
+
+    df = _grouped_table()
+    alone = df[(df["dataset"] == "imdb") & (df["label_source"] == "gold") & (df["size"] == 20)]
+    plain = alone.drop(columns=["dataset", "label_source", "student", "size"])
+    (only,) = evaluate_groups(plain)
+    assert only.key == {} and only.to_dict() == evaluate_table(plain).to_dict()
+    by_dataset = evaluate_groups(df.drop(columns=["label_source", "student", "size"]).assign(
+        run=lambda d: d["run"]))
+    assert [g.key for g in by_dataset] == [{"dataset": "toxic"}, {"dataset": "imdb"}]
+    nan_source = alone.assign(label_source=None)
+    groups = evaluate_groups(pd.concat([alone, nan_source.assign(run=nan_source["run"] + "x")]))
+    assert len(groups) == 2 and pd.isna(groups[1].key["label_source"])
+    with pytest.raises(SilverlabelError, match=r"t\.csv \[dataset=imdb, label_source=gold, student=m, size=20\]"):
+        evaluate_groups(alone.assign(pred=None), source="t.csv")
