@@ -516,3 +516,50 @@ def test_groups_use_the_grouping_columns_present_and_keep_a_missing_value_as_its
     assert len(groups) == 2 and pd.isna(groups[1].key["label_source"])
     with pytest.raises(SilverlabelError, match=r"t\.csv \[dataset=imdb, label_source=gold, student=m, size=20\]"):
         evaluate_groups(alone.assign(pred=None), source="t.csv")
+
+
+@pytest.mark.parametrize("preds,message", [
+    ([[1, 2], [1]], "preds: rows have different lengths; every run must predict every item (shape n_runs x n_items)"),
+    ([1, 2, 3], "preds: expected a 2-D array of shape (n_runs, n_items), got shape (3,); stack one row of "
+                "predictions per run"),
+    (np.empty((0, 3)), "preds: no runs (shape has 0 rows); pass at least one run of predictions"),
+    ([["a", None], ["a", "b"]], "preds: missing prediction at run index 0, item index 1; every run must predict "
+                                "every item"),
+])
+def test_stability_inputs_are_refused_with_the_whole_message(preds, message):
+    from silverlabel.metrics import krippendorff_alpha, p_unchanged
+
+    for metric in (p_unchanged, krippendorff_alpha):
+        with pytest.raises(SilverlabelError) as exc:
+            metric(preds)
+        assert str(exc.value) == message
+
+
+def test_a_non_finite_alpha_from_the_package_is_reported_as_nan_with_a_warning(monkeypatch, caplog):
+    """Defensive: complete nominal data cannot make the package divide by zero, but if it ever returns a
+    non-finite value the metric says so rather than reporting it."""
+    from silverlabel.metrics import krippendorff_alpha, stability
+
+    monkeypatch.setattr(stability.krippendorff, "alpha", lambda **kw: float("inf"))
+    with caplog.at_level("WARNING", logger=stability.logger.name):
+        value = krippendorff_alpha([["a", "b"], ["b", "a"]])
+    assert math.isnan(value)
+    assert caplog.messages == ["Krippendorff's alpha is undefined for these predictions (got inf); reporting nan"]
+
+
+def test_table_errors_and_the_string_comparison_note_are_whole_messages(caplog):
+    with pytest.raises(SilverlabelError) as exc:
+        evaluate_table([1, 2], source="t.csv")
+    assert str(exc.value) == "t.csv: expected a pandas DataFrame, got list"
+    with pytest.raises(SilverlabelError) as exc:
+        evaluate_table(pd.DataFrame({"item": [1], "pred": ["a"]}), source="t.csv")
+    assert str(exc.value) == ("t.csv: missing column(s) 'run', 'gold' (columns present: 'item', 'pred'); the table "
+                              "needs columns item, run, pred, gold")
+    with pytest.raises(SilverlabelError) as exc:
+        evaluate_table(pd.DataFrame(), source="t.csv")
+    assert str(exc.value).startswith("t.csv: missing column(s) 'item', 'run', 'pred', 'gold' (columns present: "
+                                     "none)")
+    df = pd.DataFrame({"item": [1, 2], "run": [0, 0], "pred": [1, 2], "gold": ["1", "x"]})
+    with caplog.at_level("INFO", logger="silverlabel.metrics.table"):
+        evaluate_table(df)
+    assert "pred is integer but gold is string; comparing labels as strings" in caplog.messages

@@ -189,15 +189,9 @@ def _code_table(df: pd.DataFrame, *, source: str) -> _Coded:
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, list[Any]]:
-    """Codes 0..k-1 in sorted order of the distinct values, and those values as Python objects."""
-    try:
-        codes, uniques = pd.factorize(values, sort=True)
-    except TypeError:  # values that do not sort together: order by their string form instead
-        codes, uniques = pd.factorize(values, sort=False)
-        order = np.argsort([str(u) for u in uniques], kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        codes, uniques = rank[codes], uniques.take(order)
+    """Codes 0..k-1 in sorted order of the distinct values, and those values as Python objects. The values always
+    sort together: :func:`_normalise` turned every column of mixed kinds into strings."""
+    codes, uniques = pd.factorize(values, sort=True)
     return np.asarray(codes, dtype=np.intp), list(uniques.tolist())
 
 
