@@ -563,3 +563,17 @@ def test_table_errors_and_the_string_comparison_note_are_whole_messages(caplog):
     with caplog.at_level("INFO", logger="silverlabel.metrics.table"):
         evaluate_table(df)
     assert "pred is integer but gold is string; comparing labels as strings" in caplog.messages
+
+
+def test_mixed_item_ids_are_compared_as_strings_and_conflicting_golds_are_named():
+    # an item column mixing ints and strings is one id space of strings: 1 and "1" are the same item
+    df = pd.DataFrame({"item": [1, "b", "1", "b"], "run": [0, 0, 1, 1], "pred": ["x", "y", "x", "x"],
+                       "gold": ["x", "y", "x", "y"]})
+    ev = evaluate_table(df)
+    assert ev.n_items == 2 and ev.accuracy_mean == pytest.approx(0.75)
+    three = pd.DataFrame({"item": ["a", "b", "c"] * 2, "run": [0] * 3 + [1] * 3, "pred": ["x"] * 6,
+                          "gold": ["x", "y", "z", "x", "w", "z"]})
+    with pytest.raises(SilverlabelError) as exc:
+        evaluate_table(three, source="t.csv")
+    assert str(exc.value) == ("t.csv: item 'b' has different gold labels across runs ('w', 'y'); an item's gold "
+                              "label must be the same in every run")
