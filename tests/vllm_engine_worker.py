@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make `tests` importable
+from tests.spy import record_scores  # noqa: E402
 
 
 def main() -> None:
@@ -36,14 +40,7 @@ def main() -> None:
     t0 = time.monotonic()
     teacher = get_teacher(f"vllm:{args.model_dir}", guided=args.guided, enforce_eager=True,
                           max_model_len=2048, engine={"block_size": 32, "max_logprobs": 20})
-    scored = []
-    original = teacher.score
-
-    def score(texts):
-        scored.extend(original(texts))
-        return scored[-len(texts):]
-
-    teacher.score = score
+    scored = record_scores(teacher)
     ann = teacher.annotate(s.train.items[:args.items], s.train.texts[:args.items], prompt,
                            gold=s.train.labels[:args.items])
     seconds = time.monotonic() - t0

@@ -28,6 +28,7 @@ from silverlabel.teachers import (
     get_teacher,
 )
 from silverlabel.teachers.base import guided_choice
+from tests.spy import record_scores
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -108,14 +109,7 @@ def run(runs, toxic, request, tmp_path_factory):
         if backend not in runs:
             s, prompt = toxic
             teacher = _teacher(backend, request)
-            scored = []
-            original = teacher.score
-
-            def score(texts):
-                scored.extend(original(texts))
-                return scored[-len(texts):]
-
-            teacher.score = score
+            scored = record_scores(teacher)
             try:
                 ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt,
                                        gold=s.train.labels[:N_ITEMS])

@@ -117,7 +117,8 @@ def test_the_scan_catches_what_it_looks_for(tmp_path, monkeypatch):
 def test_names_from_configs_stay_inside_the_output_folder(tmp_path):
     """Dataset, teacher and student names end up in file names; '../' and '/' in them must not leave ``out``."""
     from silverlabel.config import StudyConfig
-    from silverlabel.study import _slug, teacher_table_path
+    from silverlabel.study import teacher_table_path
+    from silverlabel.study.grid import _slug
 
     out = tmp_path / "out"
     for evil in ("../../etc/passwd", "/abs/path", "..", "a/../../b", "C:\\win", "~root"):
