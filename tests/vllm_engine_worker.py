@@ -44,6 +44,24 @@ def main() -> None:
     ann = teacher.annotate(s.train.items[:args.items], s.train.texts[:args.items], prompt,
                            gold=s.train.labels[:args.items])
     seconds = time.monotonic() - t0
+    # a second teacher on the same model (as a study makes one per table) reuses the loaded engine
+    engine = teacher._llm
+    teacher.close()
+    again = get_teacher(f"vllm:{args.model_dir}", guided=args.guided, enforce_eager=True,
+                        max_model_len=2048, engine={"block_size": 32, "max_logprobs": 20})
+    reloaded = again.annotate(s.train.items[:2], s.train.texts[:2], prompt)
+    reused = again._llm is engine and reloaded.frame["label"].tolist() == ann.frame["label"][:2].tolist()
+    again.close()
+    # another engine configuration shuts the held engine down first: one engine per process
+    from silverlabel.teachers import vllm_engine
+
+    other = get_teacher(f"vllm:{args.model_dir}", guided=args.guided, enforce_eager=True,
+                        max_model_len=1024, engine={"block_size": 32, "max_logprobs": 20})
+    relabelled = other.annotate(s.train.items[:2], s.train.texts[:2], prompt)
+    replaced = (other._llm is not engine and list(vllm_engine._ENGINES.values()) == [other._llm]
+                and relabelled.frame["label"].tolist() == ann.frame["label"][:2].tolist())
+    other.close()
+    vllm_engine.release_engines()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ann.frame.to_parquet(out / "frame.parquet", index=False)
@@ -52,8 +70,8 @@ def main() -> None:
         "summary": dataclasses.asdict(ann.summary), "label_tokens": [list(t) for t in teacher.label_tokens],
         "scored": [dataclasses.asdict(x) for x in scored], "engine_choices": teacher.engine_choices,
         "prefix_tokens": len(teacher.prefix_tokens), "seconds": seconds,
-        "torch_threads": [threads_before, torch.get_num_threads()]}))
-    teacher.close()
+        "torch_threads": [threads_before, torch.get_num_threads()], "engine_reused": reused,
+        "engine_replaced": replaced}))
 
 
 if __name__ == "__main__":

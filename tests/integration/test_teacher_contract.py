@@ -98,6 +98,8 @@ def _engine_run(tmp_path_factory):
     ann = Annotations(frame=pd.read_parquet(out / "frame.parquet"), label_names=result["label_names"],
                       summary=AnnotationSummary(**result["summary"]))
     assert result["engine_choices"] == N_ITEMS  # every label came from vLLM's own guided choice
+    assert result["engine_reused"]  # a second teacher on the same model reused the loaded engine
+    assert result["engine_replaced"]  # another configuration replaced it: one engine per process
     return ann, [Scored(**x) for x in result["scored"]], result["label_tokens"]
 
 

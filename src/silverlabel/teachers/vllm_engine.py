@@ -20,13 +20,16 @@ holds, for every item:
   greedy decoding over the label trie from the scores (the same label wherever vLLM spells the label in its own
   tokens; docs/testing.md).
 
-Every request shares the item's prompt, so vLLM's prefix cache serves it once per item. The engine runs in this
+Every request shares the item's prompt, so vLLM's prefix cache serves it once per item. One engine per process
+is kept between teachers on the same model (a study makes one per table) and shut down before another model
+loads (``release_engines``). The engine runs in this
 process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless the caller set it): vLLM's default engine process is started
 with ``spawn``, which re-imports the caller's ``__main__`` and fails in scripts without a main guard and notebooks.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Sequence
@@ -42,6 +45,36 @@ from .prompts import Prompt
 log = logging.getLogger(__name__)
 
 MAX_LABEL_TOKENS = 128  # vLLM's bound on logprob_token_ids (MAX_LOGPROB_TOKEN_IDS in vllm.sampling_params)
+
+# The one engine this process holds, by what it was built from. A study makes a teacher per table (dataset x
+# demonstration set) and closes it after: the tables of one teacher reuse its engine rather than loading the model
+# again, and a different model first shuts the old engine down, because vLLM's engine takes most of a GPU's memory
+# (gpu_memory_utilization) and two cannot live side by side.
+_ENGINES: dict[tuple, Any] = {}
+
+
+def _engine(key: tuple, make) -> Any:
+    if key not in _ENGINES:
+        release_engines()
+        _ENGINES[key] = make()
+    return _ENGINES[key]
+
+
+def release_engines() -> None:
+    """Shut down the engine this process holds (if any) and free its memory."""
+    for llm in _ENGINES.values():
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    _ENGINES.clear()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _import_vllm():
@@ -101,10 +134,12 @@ class VLLMTeacher(HFCausalTeacher):
             w = self.where
             _, dtype = self._device_dtype()
             kw = {"revision": w["revision"]} if w["revision"] else {}
+            options = {"model": w["source"], "dtype": dtype, "seed": 0, "max_model_len": self.max_length,
+                       "enable_prefix_caching": True, **kw, **self.engine_options}
             try:
                 self._tok = transformers.AutoTokenizer.from_pretrained(w["source"], **kw)
-                self._llm = vllm.LLM(model=w["source"], dtype=dtype, seed=0, max_model_len=self.max_length,
-                                     enable_prefix_caching=True, **kw, **self.engine_options)
+                self._llm = _engine(tuple(sorted((k, repr(v)) for k, v in options.items())),
+                                    lambda: vllm.LLM(**options))
             except (OSError, ValueError, RuntimeError, TypeError) as exc:
                 raise SilverlabelError(f"teacher 'vllm:{self.model}': vLLM could not load it ({exc})") from None
             self._limit = self._llm.llm_engine.model_config.max_model_len
@@ -195,6 +230,8 @@ class VLLMTeacher(HFCausalTeacher):
             return None
 
     def close(self) -> None:
+        """Let go of the engine; it stays loaded for the next teacher on the same model (``release_engines``
+        frees it)."""
         self._llm = None
         self._model = None
         self.prompt = None
