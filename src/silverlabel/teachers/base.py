@@ -106,6 +106,34 @@ def guided_choice(label_tokens: Sequence[Sequence[int]], token_logprobs: Sequenc
     return candidates[0]
 
 
+def label_trie(label_tokens: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Each proper prefix of the labels' token sequences -> the tokens that follow it, shallowest prefix first:
+    the nodes whose next-token log-probabilities make up every label's score."""
+    children: dict[tuple[int, ...], set[int]] = {}
+    for ids in label_tokens:
+        for j in range(len(ids)):
+            children.setdefault(tuple(ids[:j]), set()).add(ids[j])
+    return {k: sorted(children[k]) for k in sorted(children, key=lambda k: (len(k), k))}
+
+
+def read_walk(trie: dict[tuple[int, ...], list[int]], node: tuple[int, ...], steps, done: set, got: dict) -> None:
+    """Record what one generation down the trie from ``node`` read: ``steps`` are its (generated token, {token:
+    log-probability}) pairs; at every trie node it passes that is not read yet, the log-probabilities of the
+    node's children go to ``got[(node, token)]``. Used by the backends that score labels by generating along the
+    trie (vLLM's ``logprob_token_ids``, in process and on a server)."""
+    for token, values in steps:
+        if node not in trie or node in done:
+            break
+        got.update({(node, t): values[t] for t in trie[node]})
+        done.add(node)
+        node += (token,)
+
+
+def unread_nodes(trie: dict[tuple[int, ...], list[int]], done: set) -> list[tuple[int, ...]]:
+    """The nodes a next walk starts from: not read yet, with their parent read."""
+    return [p for p in trie if p not in done and p[:-1] in done]
+
+
 def store_key(prompt: Prompt, *, chat: bool) -> str:
     """The prompt part of an annotation's cache key; also used by the dry run, which has no teacher loaded."""
     return f"{prompt.key()}:{'chat' if chat else 'raw'}"

@@ -74,7 +74,16 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import Scored, Teacher, TeacherOptions, redact_uri, register_teacher
+from .base import (
+    Scored,
+    Teacher,
+    TeacherOptions,
+    label_trie,
+    read_walk,
+    redact_uri,
+    register_teacher,
+    unread_nodes,
+)
 from .prompts import Prompt
 
 log = logging.getLogger(__name__)
@@ -352,7 +361,7 @@ class OpenAITeacher(Teacher):
         self._edges: list[tuple[tuple[int, ...], int]] = []  # next_token: (prefix, next token) to request
         self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
         self._choices: list[str] = []
-        self._nodes: list[tuple[tuple[int, ...], list[int]]] = []  # token_ids: (trie prefix, its child tokens)
+        self._trie: dict[tuple[int, ...], list[int]] = {}  # token_ids: trie prefix -> its child tokens
         self._trie_tokens: list[int] = []  # token_ids: every token of every label
         self._info: dict | None = None  # the server's /v1/models entry for the served model
         self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
@@ -726,17 +735,13 @@ class OpenAITeacher(Teacher):
             label_ids = [ids + [term[1]] for ids in label_ids]
         else:
             _refuse_prefix_labels(names, label_ids)
-        children: dict[tuple[int, ...], set[int]] = {}
-        for ids in label_ids:
-            for j in range(len(ids)):
-                children.setdefault(tuple(ids[:j]), set()).add(ids[j])
-        self._nodes = sorted(((k, sorted(v)) for k, v in children.items()), key=lambda n: (len(n[0]), n[0]))
+        self._trie = label_trie(label_ids)
         self.label_tokens = label_ids
         # the server must honour the field (a server that ignores it answers with its own top tokens, so the
         # requested ids are missing) and report the model's log-probabilities: distinct tokens at one position add
         # up to at most 1, and the best requested one is no better than an unforced generation's best token
         self._trie_tokens = sorted({t for ids in label_ids for t in ids})
-        first = self._nodes[0][1]
+        first = self._trie[()]
         got = self._read_token_ids([context], first)[0][0][0][1]
         total = sum(math.exp(v) for v in got.values())
         gen_top, _ = self._top_at(context, first[0])
@@ -793,7 +798,6 @@ class OpenAITeacher(Teacher):
         root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
         not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
         most label sets, each served by the prefix cache)."""
-        children = dict(self._nodes)
         depth = max(len(ids) for ids in self.label_tokens)
         got: dict[tuple[tuple[int, ...], int], float] = {}
         done: set[tuple[int, ...]] = set()
@@ -805,13 +809,8 @@ class OpenAITeacher(Teacher):
             if not done:
                 prompt_tokens = _usage(reply, "prompt_tokens")
             for node, row in zip(starts, rows):
-                for token, values in row:
-                    if node not in children or node in done:
-                        break
-                    got.update({(node, t): values[t] for t in children[node]})
-                    done.add(node)
-                    node += (token,)
-            starts = [p for p, _ in self._nodes if p not in done and p[:-1] in done]
+                read_walk(self._trie, node, row, done, got)
+            starts = unread_nodes(self._trie, done)
         per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 

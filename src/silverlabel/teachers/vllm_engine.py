@@ -38,7 +38,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import Scored, TeacherOptions, register_teacher
+from .base import (
+    Scored,
+    TeacherOptions,
+    label_trie,
+    read_walk,
+    register_teacher,
+    unread_nodes,
+)
 from .hf_causal import HFCausalTeacher, _import_torch_transformers
 from .prompts import Prompt
 
@@ -149,11 +156,7 @@ class VLLMTeacher(HFCausalTeacher):
     def prepare(self, prompt: Prompt) -> None:
         self._load()
         self._prepare_tokens(prompt)
-        children: dict[tuple[int, ...], set[int]] = {}
-        for ids in self.label_tokens:
-            for j in range(len(ids)):
-                children.setdefault(tuple(ids[:j]), set()).add(ids[j])
-        self._children = {k: sorted(v) for k, v in children.items()}
+        self._children = label_trie(self.label_tokens)
         self._trie_tokens = sorted({t for ids in self.label_tokens for t in ids})
         if len(self._trie_tokens) > MAX_LABEL_TOKENS:
             raise SilverlabelError(f"the labels have {len(self._trie_tokens)} distinct tokens; vLLM reports at most "
@@ -198,21 +201,17 @@ class VLLMTeacher(HFCausalTeacher):
                 if node is None:
                     choice[i] = self._choice_index(gen.text)
                     continue
-                for token, step in zip(gen.token_ids, gen.logprobs or []):
-                    if node not in self._children or node in done[i]:
-                        break
-                    if any(t not in step for t in self._children[node]):
-                        raise SilverlabelError(f"teacher 'vllm:{self.model}': vLLM reported no log-probability for "
-                                               "a requested label token (logprob_token_ids unsupported?)")
-                    got[i].update({(node, t): float(step[t].logprob) for t in self._children[node]})
-                    done[i].add(node)
-                    node += (token,)
+                steps = [(token, {t: float(step[t].logprob) for t in self._trie_tokens if t in step})
+                         for token, step in zip(gen.token_ids, gen.logprobs or [])]
+                if any(len(values) < len(self._trie_tokens) for _, values in steps):
+                    raise SilverlabelError(f"teacher 'vllm:{self.model}': vLLM reported no log-probability for "
+                                           "a requested label token (logprob_token_ids unsupported?)")
+                read_walk(self._children, node, steps, done[i], got[i])
             first_call = False
             if sum(map(len, done)) == read_before:  # a walk that reads nothing would repeat forever
                 raise SilverlabelError(f"teacher 'vllm:{self.model}': vLLM generated nothing from the prompts")
             read_before = sum(map(len, done))
-            starts = [[p for p in self._children if p not in done[i] and p[:-1] in done[i]]
-                      for i in range(len(texts))]
+            starts = [unread_nodes(self._children, done[i]) for i in range(len(texts))]
         self.engine_choices += sum(c is not None for c in choice)
         return [Scored(token_logprobs=[[got[i][(tuple(ids[:j]), ids[j])] for j in range(len(ids))]
                                        for ids in self.label_tokens],
