@@ -4,16 +4,23 @@
              the labels), the label only;
 (b) engine - silverlabel's openai teacher, full P_S over every label (scoring picked by probing; on vLLM,
              ``token_ids``: the labels' tokens read through ``logprob_token_ids`` in generation requests, which
-             vLLM's prefix cache serves), its label the guided-decoding one computed from those scores.
+             vLLM's prefix cache serves), its label the guided-decoding one computed from those scores; once
+             per ``--p-s`` kind: ``sequence`` (each label's probability with its terminator: on vLLM one walk
+             down the label trie plus one more request per label off the greedy path) and ``guided`` (the
+             distribution guided decoding samples from: only the trie's branching steps, one request per item
+             for labels with distinct first tokens).
 
 Both send 8 requests at a time over the same rendered chat prompt (the teacher's own rendering, so the texts
 are identical), and the prefix cache is emptied before each (``/reset_prefix_cache``; the server runs with
 ``VLLM_SERVER_DEV_MODE=1`` for that), so neither gains from the other's work. ``agreement`` is the share of
 items where the engine's label equals the guided one. The start-up of the teacher (probing the server, a few
 requests) is outside the clock; so is the server's start. Prints one JSON line, with the machine's load
-average before and after (other processes share the cores; ratios are only meaningful within one run).
+average before and after (other processes share the cores; ratios are only meaningful within one run). The
+guided way runs before and after the engines and ``guided_items_per_s`` is the mean of the two, so a drift in
+the machine's speed over the run does not favour either way. One JSON line per kind.
 
-    python bench/serve.py [--dataset imdb] [--items 200] [--concurrency 8] [--url http://127.0.0.1:8000]
+    python bench/serve.py [--dataset imdb] [--items 200] [--concurrency 8] [--p-s sequence,guided]
+                          [--url http://127.0.0.1:8000]
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ def main() -> None:
     ap.add_argument("--url", default=None, help="a running vLLM (started with VLLM_SERVER_DEV_MODE=1); default: "
                                                 "start one from .venv-vllm (scripts/setup_vllm.sh)")
     ap.add_argument("--model", default="smol", help="the served model name")
+    ap.add_argument("--p-s", default="sequence,guided", help="the engine's P_S kinds to run, comma-separated")
     ap.add_argument("--block-size", type=int, default=None,
                     help="vLLM's KV block size when the bench starts the server (default: tests/vllm_server.py's "
                          "BLOCK_SIZE, 32; vLLM's own CPU default is 128)")
@@ -58,13 +66,17 @@ def main() -> None:
     names = list(prompt.label_names)
 
     extra = ("--block-size", str(args.block_size)) if args.block_size else ()
+    kinds = args.p_s.split(",")
     with _server(args.url, extra) as url:
         http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
-        teacher = get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency)
-        teacher.prepare(prompt)
+        teachers = {k: get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency, p_s=k)
+                    for k in kinds}
+        for teacher in teachers.values():
+            teacher.prepare(prompt)
+        first = next(iter(teachers.values()))
         # the engine's own cuts of over-long texts, so both ways see the same prompts
-        contexts = [teacher._context(teacher._fit(t)[0]) for t in texts]
-        most = max(len(ids) for ids in teacher.label_tokens) + 4
+        contexts = [first._context(first._fit(t)[0]) for t in texts]
+        most = max(len(ids) for ids in first.label_tokens) + 4
 
         def guided(context: str) -> str:
             r = http.post(f"{url}/v1/completions", json={
@@ -73,33 +85,44 @@ def main() -> None:
             r.raise_for_status()
             return r.json()["choices"][0]["text"].strip()
 
-        load_before = _loadavg()
-        _reset(http, url)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(args.concurrency) as pool:
-            guided_labels = list(pool.map(guided, contexts))
-        guided_s = time.perf_counter() - t0
+        def run_guided() -> tuple[list[str], float]:
+            _reset(http, url)
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                labels = list(pool.map(guided, contexts))
+            return labels, time.perf_counter() - t0
 
-        _reset(http, url)
-        t0 = time.perf_counter()
-        ann = teacher.annotate(items, texts, prompt, batch_size=args.concurrency * 4)
-        engine_s = time.perf_counter() - t0
-        teacher.close()
+        load_before = _loadavg()
+        guided_labels, guided_s = run_guided()
+        engines = {}
+        for kind, teacher in teachers.items():
+            _reset(http, url)
+            t0 = time.perf_counter()
+            # one score() batch per 4 rounds of concurrent requests: a batch waits for its slowest item
+            ann = teacher.annotate(items, texts, prompt, batch_size=args.concurrency * 4)
+            engines[kind] = (ann, time.perf_counter() - t0)
+            teacher.close()
+        again, guided_s2 = run_guided()
         load_after = _loadavg()
 
-    engine_labels = ann.frame["label"].tolist()
     n = len(texts)
-    agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
-    result = {
-        "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n, "concurrency": args.concurrency,
-        "scoring": teacher.mode, "block_size": int(extra[1]) if extra else (None if args.url else 32),
-        "label_tokens": teacher.label_tokens, "guided_items_per_s": round(n / guided_s, 3),
-        "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_s / engine_s, 3),
-        "agreement": round(agreement, 4), "engine_failed": ann.summary.failed,
-        "engine_truncated": ann.summary.truncated, "guided_off_label": sum(g not in names for g in guided_labels),
-        "loadavg_before": load_before, "loadavg_after": load_after,
-    }
-    sys.stdout.write(json.dumps(result) + "\n")
+    guided_mean = (guided_s + guided_s2) / 2
+    for kind, (ann, engine_s) in engines.items():
+        engine_labels = ann.frame["label"].tolist()
+        agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
+        result = {
+            "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n,
+            "concurrency": args.concurrency, "p_s": kind, "scoring": teachers[kind].mode,
+            "block_size": int(extra[1]) if extra else (None if args.url else 32),
+            "label_tokens": first.label_tokens, "guided_items_per_s": round(n / guided_mean, 3),
+            "guided_items_per_s_runs": [round(n / guided_s, 3), round(n / guided_s2, 3)],
+            "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_mean / engine_s, 3),
+            "agreement": round(agreement, 4), "guided_runs_agree": again == guided_labels,
+            "engine_failed": ann.summary.failed, "engine_truncated": ann.summary.truncated,
+            "guided_off_label": sum(g not in names for g in guided_labels),
+            "loadavg_before": load_before, "loadavg_after": load_after,
+        }
+        sys.stdout.write(json.dumps(result) + "\n")
 
 
 def _reset(http, url: str) -> None:

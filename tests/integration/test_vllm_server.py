@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from silverlabel.teachers import get_teacher
+from tests.helpers import guided_reference
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
 
@@ -68,3 +69,29 @@ def test_the_label_from_the_scores_is_the_servers_guided_choice(both, toxic):
     assert a_echo.frame["label"].tolist() == server
     assert a_ids.frame["label"].tolist() == server
     assert all(x.choice is None for x in s_ids)
+
+
+def test_guided_p_s_takes_one_request_per_item_and_is_the_echo_scores_renormalised_per_step(vllm, both, toxic):
+    """``p_s="guided"``: the distribution guided decoding samples from. Every label here starts with its own
+    token, so only the first step branches and one generation request per item reads it; the reference is the
+    echo teacher's raw log-probabilities, renormalised here over each step's allowed label tokens."""
+    s, prompt = toxic
+    t_echo, s_echo, a_echo = both["echo"]
+    teacher = get_teacher(f"openai:{vllm}/v1#smol", p_s="guided", concurrency=4)
+    teacher.prepare(prompt)
+    calls = []
+    complete = teacher._complete
+    teacher._complete = lambda *a, **kw: calls.append(kw.get("max_tokens")) or complete(*a, **kw)
+    try:
+        ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt)
+    finally:
+        teacher.close()
+    assert teacher.label_tokens == t_echo.label_tokens
+    assert len({ids[0] for ids in teacher.label_tokens}) == len(teacher.label_tokens)
+    assert calls == [1] * N_ITEMS  # one request of one step per item
+    want = [guided_reference(t_echo.label_tokens, x.token_logprobs) for x in s_echo]
+    assert np.allclose(ann.probs(), np.array(want), atol=1e-3), (ann.probs(), want)
+    assert not np.allclose(ann.probs(), a_echo.probs(), atol=1e-2)  # a different quantity from the sequence one
+    names = list(s.train.label_names)
+    assert ann.frame["label"].tolist() == [names[x.choice] for x in s_echo]  # the server's guided choice
+    assert ann.summary.failed == 0

@@ -16,6 +16,10 @@ from silverlabel.teachers.base import (
     distribution,
     entropy,
     guided_choice,
+    guided_steps,
+    label_trie,
+    unread_nodes,
+    walk_steps,
 )
 from silverlabel.teachers.prompts import split_at_text
 
@@ -97,6 +101,64 @@ def test_guided_choice_is_greedy_over_the_label_trie_not_the_sequence_argmax():
     lp2 = [[math.log(.55), math.log(.5), 0.0], [math.log(.55), math.log(.5)], [math.log(.45), 0.0]]
     assert guided_choice(tokens, lp2) == 0  # greedy stays in the "hate..." branch; a tie goes to the first label
     assert int(np.argmax(distribution(lp2))) == 2  # while "neither" has the largest sequence probability
+
+
+def test_guided_p_s_renormalises_each_step_over_the_labels_allowed_tokens():
+    # "hate speech" = [5, 6, T], "hate" = [5, T], "neither" = [9, T]; raw probabilities of the trie's edges:
+    # root: 5 -> .3, 9 -> .1 (the rest of the vocabulary .6); after 5: 6 -> .2, T -> .2; T after 5 6: .5;
+    # T after 9: .9. Guided decoding samples 5 with .3/.4 = .75, then 6 or T with .5 each, then T for sure.
+    tokens = [[5, 6, 99], [5, 99], [9, 99]]
+    lp = [[math.log(.3), math.log(.2), math.log(.5)], [math.log(.3), math.log(.2)], [math.log(.1), math.log(.9)]]
+    steps = guided_steps(tokens, lp)
+    assert np.allclose(np.exp([sum(x) for x in steps]), [.375, .375, .25])
+    assert np.allclose(distribution(steps), [.375, .375, .25])
+    # the sequence probability differs: .03, .06, .09 renormalised
+    assert np.allclose(distribution(lp), [1 / 6, 2 / 6, 3 / 6])
+    # a step with one allowed token counts 0 whatever was read there, so backends may leave it unread
+    unread = [[math.log(.3), math.log(.2), 0.0], [math.log(.3), math.log(.2)], [math.log(.1), 0.0]]
+    assert np.allclose(np.concatenate(guided_steps(tokens, unread)), np.concatenate(steps))
+    # the greedy label is the same under both: renormalising a step does not change its best token
+    assert guided_choice(tokens, steps) == guided_choice(tokens, lp)
+
+
+def test_a_guided_walk_reads_only_the_branching_nodes():
+    tokens = [[5, 6, 99], [5, 99], [9, 99]]
+    trie = label_trie(tokens)
+    branching = {(), (5,)}
+    assert {n for n, kids in trie.items() if len(kids) > 1} == branching
+    # the first walk from the root takes 9 (the greedy path): (5,) is left, and nothing below 9 is needed
+    assert unread_nodes(trie, {(), (9,)}, branching) == [(5,)]
+    assert unread_nodes(trie, {(), (5,)}, branching) == []
+    assert walk_steps(branching, [()]) == 2 and walk_steps({()}, [()]) == 1
+    # every node needed (the sequence probability): a node is a start once its parent is read
+    assert unread_nodes(trie, {(), (9,)}) == [(5,)]
+    assert unread_nodes(trie, {()}) == [(5,), (9,)]
+    assert walk_steps(set(trie), [()]) == 3 and walk_steps(set(trie), [(5,), (9,)]) == 2
+
+
+def test_the_p_s_kind_is_checked_and_keys_the_cache():
+    from silverlabel.teachers import TEACHER_OPTIONS, Teacher, validate_options
+
+    class Plain(Teacher):  # nothing loaded: only the base class's keys are under test
+        model_id = "m"
+
+        def prepare(self, prompt):
+            pass
+
+        def score(self, texts):
+            return []
+
+    seq, guided = Plain("m"), Plain("m", p_s="guided")
+    prompt = _prompt()
+    assert seq.cache_key(prompt) != guided.cache_key(prompt)
+    assert "p_s" not in seq.cache_key(prompt)  # the default keeps the keys of records stored before p_s existed
+    with pytest.raises(SilverlabelError, match="p_s 'exact' is unknown; choose one of sequence, guided"):
+        Plain("m", p_s="exact")
+    for backend, model in TEACHER_OPTIONS.items():  # every backend takes it from a study's [teachers.options]
+        if model is not None:
+            assert validate_options(backend, {"p_s": "guided"}) == {"p_s": "guided"}
+            with pytest.raises(SilverlabelError, match="p_s"):
+                validate_options(backend, {"p_s": "exact"})
 
 
 def test_indistinguishable_labels_are_refused():

@@ -83,14 +83,17 @@ def choose(name: str, records: pd.DataFrame, *, label_names: Sequence[str], budg
     """Run a policy and return its :class:`Selection` and the budget in items, applying nothing."""
     ctx = policy_input(name, records, label_names=label_names, budget=budget, oracle=oracle, seed=seed,
                        ensemble=ensemble, options=options)
-    n, b = ctx.n, ctx.budget
-    spec = POLICIES[name]
-    selection = spec.fn(ctx)
+    return select(name, ctx), ctx.budget
+
+
+def select(name: str, ctx: PolicyInput) -> Selection:
+    """Policy ``name``'s selection on ``ctx`` (from :func:`policy_input`), checked against its budget."""
+    selection = POLICIES[name].fn(ctx)
     chosen = np.asarray(selection.chosen, dtype=bool)
-    if chosen.shape != (n,) or chosen.sum() > b:
-        raise RuntimeError(f"policy '{name}' chose {int(chosen.sum())} items for a budget of {b} (a bug)")
+    if chosen.shape != (ctx.n,) or chosen.sum() > ctx.budget:
+        raise RuntimeError(f"policy '{name}' chose {int(chosen.sum())} items for a budget of {ctx.budget} (a bug)")
     selection.chosen = chosen
-    return selection, b
+    return selection
 
 
 def apply_policy(name: str, records: pd.DataFrame, *, label_names: Sequence[str], budget: float | str,
@@ -108,13 +111,15 @@ def apply_policy(name: str, records: pd.DataFrame, *, label_names: Sequence[str]
         raise SilverlabelError(f"the oracle holds {len(oracle)} gold labels for {len(records)} records")
     b = resolve_budget(budget, len(records))
     session = oracle.session(budget=b)
-    selection, b = choose(name, records, label_names=label_names, budget=b, oracle=session, seed=seed,
-                          ensemble=ensemble, options=options)
+    # the teacher's arrays are read from the records once, here, and shared with the policy
+    ctx = policy_input(name, records, label_names=label_names, budget=b, oracle=session, seed=seed,
+                       ensemble=ensemble, options=options)
+    selection = select(name, ctx)
     chosen = selection.chosen
     gold_chosen = session.reveal(np.flatnonzero(chosen))
     if session.used != b and not (selection.info.get("budget_is_cap") and session.used < b):
         raise RuntimeError(f"policy '{name}' spent {session.used} gold labels, not the budget {b} (a bug)")
-    _, teacher, failed = teacher_arrays(records.reset_index(drop=True), label_names)
+    teacher, failed = ctx.teacher, ctx.failed
     teacher_labels = np.array([None if f else label_names[t] for t, f in zip(teacher, failed)], dtype=object)
     labels = (teacher_labels if selection.labels is None else np.asarray(selection.labels, dtype=object)).copy()
     soft = None if selection.soft is None else np.array(selection.soft, dtype=np.float64)

@@ -27,7 +27,7 @@ from ..errors import SilverlabelError
 from ..files import read_table
 from ..inference import estimate, planning_gold, read_gold
 from ..sampling import INCLUSION_COLUMN, check_inclusion, draw, inclusion_probabilities
-from . import choose, policy_input, policy_spec, teacher_arrays
+from . import policy_input, policy_spec, select, teacher_arrays
 from .base import GoldOracle, resolve_budget
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,12 @@ def select_items(annotations: Path, *, policy: str, budget: float | str, seed: i
     done = np.zeros(len(records), dtype=bool) if oracle is None else np.array(
         [g is not None for g in oracle.audit()], dtype=bool)
     reason = np.full(len(records), "chosen", dtype=object)
+    # the teacher's arrays are read from the records once, here
+    ctx = policy_input(policy, records, label_names=names, budget=budget, oracle=oracle, seed=seed,
+                       ensemble=others, options=options)
     if spec.needs_gold and oracle is None:
         from .learned import plan_validation
 
-        ctx = policy_input(policy, records, label_names=names, budget=budget, seed=seed, ensemble=others,
-                           options=options)
         first, val = plan_validation(ctx)
         reason[val] = "validation"
         chosen = np.zeros(len(records), dtype=bool)
@@ -185,12 +186,11 @@ def select_items(annotations: Path, *, policy: str, budget: float | str, seed: i
         message = (f"round 1 of 2: {int(chosen.sum())} items for the '{policy}' policy's validation set (of a budget "
                    f"of {b}); label them, then run select again with --labels FILE for the rest")
     else:
-        selection, b = choose(policy, records, label_names=names, budget=budget, oracle=oracle, seed=seed,
-                              ensemble=others, options=options)
+        selection, b = select(policy, ctx), ctx.budget
         chosen = selection.chosen & ~done
         message = f"{int(chosen.sum())} items chosen by '{policy}' for gold (budget {b}"
         message += f", {int((selection.chosen & done).sum())} already labelled)" if done.any() else ")"
-    failed = teacher_arrays(records, names)[2]
+    failed = ctx.failed
     reason[chosen & failed] = "failed teacher call"
     sub = records[chosen]
     probs = sub[[f"p:{n}" for n in names]]

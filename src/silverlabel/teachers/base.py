@@ -18,11 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
+from scipy.special import logsumexp
 from scipy.stats import entropy  # nats; zero-probability labels contribute nothing
 
 from ..cache import AnnotationStore, Record, text_hash
@@ -82,6 +83,9 @@ class Annotations:
         return self.frame["label"].map(index).to_numpy()
 
 
+P_S_KINDS = ("sequence", "guided")
+
+
 def distribution(token_logprobs: Sequence[Sequence[float]]) -> np.ndarray:
     """P_S over labels: each label's sequence probability, renormalised over the label set."""
     seq = np.array([sum(lp) for lp in token_logprobs], dtype=np.float64)
@@ -90,6 +94,23 @@ def distribution(token_logprobs: Sequence[Sequence[float]]) -> np.ndarray:
     return p / p.sum()
 
 
+def guided_steps(label_tokens: Sequence[Sequence[int]],
+                 token_logprobs: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Each label's token log-probabilities renormalised over the tokens the label set allows at that step (its
+    trie node's children): the distribution guided decoding samples a label from (``p_s = "guided"``). A step
+    with a single allowed token contributes 0 whatever its raw value, so backends need not read those."""
+    lp_of = {(tuple(ids[:j]), ids[j]): lps[j]
+             for ids, lps in zip(label_tokens, token_logprobs) for j in range(len(ids))}
+    norm = {node: float(logsumexp([lp_of[(node, t)] for t in kids]))
+            for node, kids in label_trie(label_tokens).items()}
+    return [[float(lps[j]) - norm[tuple(ids[:j])] for j in range(len(ids))]
+            for ids, lps in zip(label_tokens, token_logprobs)]
+
+
+def check_p_s(p_s: str) -> str:
+    if p_s not in P_S_KINDS:
+        raise SilverlabelError(f"p_s '{p_s}' is unknown; choose one of {', '.join(P_S_KINDS)}")
+    return p_s
 
 
 def guided_choice(label_tokens: Sequence[Sequence[int]], token_logprobs: Sequence[Sequence[float]]) -> int:
@@ -129,9 +150,18 @@ def read_walk(trie: dict[tuple[int, ...], list[int]], node: tuple[int, ...], ste
         node += (token,)
 
 
-def unread_nodes(trie: dict[tuple[int, ...], list[int]], done: set) -> list[tuple[int, ...]]:
-    """The nodes a next walk starts from: not read yet, with their parent read."""
-    return [p for p in trie if p not in done and p[:-1] in done]
+def unread_nodes(trie: dict[tuple[int, ...], list[int]], done: set,
+                 needed: set | None = None) -> list[tuple[int, ...]]:
+    """The nodes a next walk starts from: needed (default: every node), not read yet, and with no such node
+    above them (a walk from there reads those below it on its path)."""
+    needed = set(trie) if needed is None else needed
+    todo = [p for p in trie if p in needed and p not in done]
+    return [p for p in todo if not any(p[:j] in needed and p[:j] not in done for j in range(len(p)))]
+
+
+def walk_steps(needed: set, starts: Sequence[tuple[int, ...]]) -> int:
+    """Generation steps for walks from ``starts`` to pass the deepest needed node."""
+    return max(1, max(len(n) for n in needed) + 1 - min(len(p) for p in starts))
 
 
 def store_key(prompt: Prompt, *, chat: bool) -> str:
@@ -155,9 +185,10 @@ class Teacher(ABC):
     backend: ClassVar[str] = ""
     batch_items: int = 16  # texts per score() call unless annotate() is given batch_size
 
-    def __init__(self, model: str, *, chat: bool = True):
+    def __init__(self, model: str, *, chat: bool = True, p_s: str = "sequence"):
         self.model = model
         self.chat = chat
+        self.p_s = check_p_s(p_s)
         self.prompt: Prompt | None = None
         self.label_tokens: list[list[int]] = []
 
@@ -183,7 +214,13 @@ class Teacher(ABC):
         """The prompt part of the store key: the prompt, the chat flag, and whatever else the backend says
         changes its scores (:meth:`scoring_key`)."""
         extra = self.scoring_key(prompt)
-        return store_key(prompt, chat=self.chat) + (f":{extra}" if extra else "")
+        kind = "" if self.p_s == "sequence" else f":p_s={self.p_s}"  # the default keeps the keys stored before
+        return store_key(prompt, chat=self.chat) + kind + (f":{extra}" if extra else "")
+
+    def needed_nodes(self, trie: dict[tuple[int, ...], list[int]]) -> set[tuple[int, ...]]:
+        """The trie nodes whose children's log-probabilities this teacher's P_S depends on: all of them for the
+        sequence probability; under ``p_s = "guided"`` only those that branch (see :func:`guided_steps`)."""
+        return set(trie) if self.p_s == "sequence" else {n for n, kids in trie.items() if len(kids) > 1}
 
     def scoring_key(self, prompt: Prompt) -> str:
         """What, beyond the model, prompt and chat flag, changes this backend's scores (e.g. the way a server is
@@ -274,6 +311,8 @@ class Teacher(ABC):
     def _record(self, h: str, scored: Scored, label_names: list[str], seconds: float) -> Record:
         if scored.error is not None:
             return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error)
+        if self.p_s == "guided":
+            scored.token_logprobs = guided_steps(self.label_tokens, scored.token_logprobs)
         p = distribution(scored.token_logprobs)
         choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens,
                                                                                 scored.token_logprobs)
@@ -392,3 +431,5 @@ class TeacherOptions(BaseModel):
     """Base of a backend's options model: unknown keys are errors, never ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+    p_s: Literal["sequence", "guided"] = "sequence"

@@ -133,8 +133,8 @@ class HFCausalTeacher(Teacher):
     backend = "hf"
 
     def __init__(self, model: str, *, chat: bool = True, device: str = "auto", dtype: str = "auto",
-                 batch_items: int = 16, max_length: int | None = None):
-        super().__init__(model, chat=chat)
+                 batch_items: int = 16, max_length: int | None = None, p_s: str = "sequence"):
+        super().__init__(model, chat=chat, p_s=p_s)
         if dtype not in _DTYPES:
             raise SilverlabelError(f"dtype '{dtype}' is unknown; choose one of {', '.join(_DTYPES)}")
         if batch_items < 1:

@@ -76,8 +76,8 @@ class LlamaCppTeacher(Teacher):
     backend = "llamacpp"
 
     def __init__(self, model: str, *, chat: bool = True, n_ctx: int = 8192, n_threads: int | None = None,
-                 batch_items: int = 16, n_batch: int = 2048, n_gpu_layers: int = 0):
-        super().__init__(model, chat=chat)
+                 batch_items: int = 16, n_batch: int = 2048, n_gpu_layers: int = 0, p_s: str = "sequence"):
+        super().__init__(model, chat=chat, p_s=p_s)
         self.path, self._id = resolve_gguf(model)
         self.n_ctx = n_ctx
         self.batch_items = batch_items

@@ -83,6 +83,7 @@ from .base import (
     redact_uri,
     register_teacher,
     unread_nodes,
+    walk_steps,
 )
 from .prompts import Prompt
 
@@ -324,8 +325,8 @@ class OpenAITeacher(Teacher):
     def __init__(self, model: str, *, chat: bool = True, concurrency: int = 8, timeout: float = 60,
                  max_retries: int = 5, api_key_env: str = "OPENAI_API_KEY", scoring: str = "auto",
                  chat_template: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
-                 guided: str = "auto"):
-        super().__init__(model, chat=chat)
+                 guided: str = "auto", p_s: str = "sequence"):
+        super().__init__(model, chat=chat, p_s=p_s)
         self.base_url, self.served_model = parse_model(model)
         if concurrency < 1:
             raise SilverlabelError(f"concurrency must be 1 or more, got {concurrency}")
@@ -798,20 +799,21 @@ class OpenAITeacher(Teacher):
         root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
         not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
         most label sets, each served by the prefix cache)."""
-        depth = max(len(ids) for ids in self.label_tokens)
+        needed = self.needed_nodes(self._trie)
         got: dict[tuple[tuple[int, ...], int], float] = {}
         done: set[tuple[int, ...]] = set()
         starts: list[tuple[int, ...]] = [()]
         prompt_tokens = 0
         while starts:
             rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
-                                               steps=depth - min(len(p) for p in starts), allowed=True)
+                                               steps=walk_steps(needed | {()}, starts), allowed=True)
             if not done:
                 prompt_tokens = _usage(reply, "prompt_tokens")
             for node, row in zip(starts, rows):
                 read_walk(self._trie, node, row, done, got)
-            starts = unread_nodes(self._trie, done)
-        per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
+            starts = unread_nodes(self._trie, done, needed)
+        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
+        per_label = [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
     def _budget(self) -> int | None:

@@ -45,6 +45,7 @@ from .base import (
     read_walk,
     register_teacher,
     unread_nodes,
+    walk_steps,
 )
 from .hf_causal import HFCausalTeacher, _import_torch_transformers
 from .prompts import Prompt
@@ -116,8 +117,9 @@ class VLLMTeacher(HFCausalTeacher):
 
     def __init__(self, model: str, *, chat: bool = True, dtype: str = "auto", batch_items: int = 64,
                  max_model_len: int | None = None, guided: str = "engine", gpu_memory_utilization: float = 0.9,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = False, engine: dict | None = None):
-        super().__init__(model, chat=chat, dtype=dtype, batch_items=batch_items, max_length=max_model_len)
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False, engine: dict | None = None,
+                 p_s: str = "sequence"):
+        super().__init__(model, chat=chat, dtype=dtype, batch_items=batch_items, max_length=max_model_len, p_s=p_s)
         if self.where["gguf_file"]:
             raise SilverlabelError(f"teacher 'vllm:{model}': vLLM takes a hub name or an HF model folder, not a "
                                    f".gguf file; run GGUF files with llamacpp: or hf:")
@@ -173,7 +175,7 @@ class VLLMTeacher(HFCausalTeacher):
 
         fitted = [self._fit_item(t) for t in texts]
         contexts = [self.prefix_tokens + toks for toks, _ in fitted]
-        depth = max(len(ids) for ids in self.label_tokens)
+        needed = self.needed_nodes(self._children) | {()}
         got: list[dict] = [{} for _ in texts]
         done: list[set] = [set() for _ in texts]
         starts: list[list[tuple[int, ...]]] = [[()] for _ in texts]
@@ -184,7 +186,7 @@ class VLLMTeacher(HFCausalTeacher):
             for i, nodes in enumerate(starts):
                 for node in nodes:
                     prompts.append(TokensPrompt(prompt_token_ids=contexts[i] + list(node)))
-                    params.append(SamplingParams(max_tokens=depth - len(node), temperature=0, ignore_eos=True,
+                    params.append(SamplingParams(max_tokens=walk_steps(needed, [node]), temperature=0, ignore_eos=True,
                                                  allowed_token_ids=self._trie_tokens,
                                                  logprob_token_ids=self._trie_tokens))
                     owners.append((i, node))
@@ -211,9 +213,10 @@ class VLLMTeacher(HFCausalTeacher):
             if sum(map(len, done)) == read_before:  # a walk that reads nothing would repeat forever
                 raise SilverlabelError(f"teacher 'vllm:{self.model}': vLLM generated nothing from the prompts")
             read_before = sum(map(len, done))
-            starts = [unread_nodes(self._children, done[i]) for i in range(len(texts))]
+            starts = [unread_nodes(self._children, done[i], needed) for i in range(len(texts))]
         self.engine_choices += sum(c is not None for c in choice)
-        return [Scored(token_logprobs=[[got[i][(tuple(ids[:j]), ids[j])] for j in range(len(ids))]
+        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
+        return [Scored(token_logprobs=[[got[i].get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))]
                                        for ids in self.label_tokens],
                        prompt_tokens=len(contexts[i]), choice=choice[i], truncated=fitted[i][1])
                 for i in range(len(texts))]
