@@ -44,6 +44,7 @@ def main() -> None:
 
     from silverlabel.data import load_preset, split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+    from silverlabel.teachers.openai_server import _guided_value
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="imdb")
@@ -53,6 +54,9 @@ def main() -> None:
                                                 "start one from .venv-vllm (scripts/setup_vllm.sh)")
     ap.add_argument("--model", default="smol", help="the served model name")
     ap.add_argument("--p-s", default="sequence,guided", help="the engine's P_S kinds to run, comma-separated")
+    ap.add_argument("--server", choices=("vllm", "llama-server"), default="vllm",
+                    help="which server the bench starts when --url is not given (llama-server: "
+                         "scripts/setup_llama_server.sh; one slot, as the tests run it)")
     ap.add_argument("--block-size", type=int, default=None,
                     help="vLLM's KV block size when the bench starts the server (default: tests/vllm_server.py's "
                          "BLOCK_SIZE, 32; vLLM's own CPU default is 128)")
@@ -67,7 +71,7 @@ def main() -> None:
 
     extra = ("--block-size", str(args.block_size)) if args.block_size else ()
     kinds = args.p_s.split(",")
-    with _server(args.url, extra) as url:
+    with _server(args.url, extra, args.server) as url:
         http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
         teachers = {k: get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency, p_s=k)
                     for k in kinds}
@@ -77,11 +81,14 @@ def main() -> None:
         # the engine's own cuts of over-long texts, so both ways see the same prompts
         contexts = [first._context(first._fit(t)[0]) for t in texts]
         most = max(len(ids) for ids in first.label_tokens) + 4
+        # the guided field the teacher's probe found (vLLM: structured_outputs; llama-server: a GBNF grammar)
+        field = first._probe_guided(contexts[0]) or "structured_outputs"
+        guided_body = {field: _guided_value(field, names)}
 
         def guided(context: str) -> str:
             r = http.post(f"{url}/v1/completions", json={
                 "model": args.model, "prompt": context, "temperature": 0, "max_tokens": most,
-                "add_special_tokens": False, "structured_outputs": {"choice": names}})
+                "add_special_tokens": False, **guided_body})
             r.raise_for_status()
             return r.json()["choices"][0]["text"].strip()
 
@@ -111,9 +118,9 @@ def main() -> None:
         engine_labels = ann.frame["label"].tolist()
         agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
         result = {
-            "bench": "serve", "server": "vllm", "dataset": args.dataset, "items": n,
+            "bench": "serve", "server": args.server if not args.url else "given", "guided_field": field, "dataset": args.dataset, "items": n,
             "concurrency": args.concurrency, "p_s": kind, "scoring": teachers[kind].mode,
-            "block_size": int(extra[1]) if extra else (None if args.url else 32),
+            "block_size": (int(extra[1]) if extra else (None if args.url else 32)) if args.server == "vllm" else None,
             "label_tokens": first.label_tokens, "guided_items_per_s": round(n / guided_mean, 3),
             "guided_items_per_s_runs": [round(n / guided_s, 3), round(n / guided_s2, 3)],
             "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_mean / engine_s, 3),
@@ -127,6 +134,8 @@ def main() -> None:
 
 def _reset(http, url: str) -> None:
     r = http.post(f"{url}/reset_prefix_cache")
+    if r.status_code == 404 and http.get(f"{url}/health").status_code == 200:
+        return  # llama-server: no such endpoint; its one slot keeps the last prompt, for both ways alike
     if r.status_code != 200:
         raise SystemExit(f"{url}/reset_prefix_cache: HTTP {r.status_code}; start vLLM with VLLM_SERVER_DEV_MODE=1")
 
@@ -134,8 +143,8 @@ def _reset(http, url: str) -> None:
 class _server:
     """The given URL, or a vLLM started here for the bench (dev mode, for /reset_prefix_cache)."""
 
-    def __init__(self, url: str | None, extra: tuple[str, ...] = ()):
-        self.url, self.extra, self._ctx = url, extra, None
+    def __init__(self, url: str | None, extra: tuple[str, ...] = (), kind: str = "vllm"):
+        self.url, self.extra, self.kind, self._ctx = url, extra, kind, None
 
     def __enter__(self) -> str:
         if self.url:
@@ -145,6 +154,14 @@ class _server:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from tests.vllm_server import vllm_python, vllm_server
 
+        if self.kind == "llama-server":
+            from tests.llama_cpp_server import BINARY, llama_cpp_server
+
+            if not BINARY.exists():
+                raise SystemExit("llama-server is not built: bash scripts/setup_llama_server.sh")
+            self._tmp = tempfile.TemporaryDirectory()
+            self._ctx = llama_cpp_server(Path(self._tmp.name))
+            return self._ctx.__enter__()
         if vllm_python() is None:
             raise SystemExit("vLLM is not installed: bash scripts/setup_vllm.sh")
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"

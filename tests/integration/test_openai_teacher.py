@@ -24,7 +24,7 @@ from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, get_teacher
 from silverlabel.teachers.base import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
-from tests.helpers import require
+from tests.helpers import guided_reference, require
 from tests.integration.grammar_reference import label_grammar
 from tests.integration.llama_server import CANARY, TEMPLATE
 
@@ -102,6 +102,25 @@ def annotated(teacher, toxic, tmp_path_factory, all_logs):
     finally:
         del teacher.score
     return ann, scored, folder
+
+
+def test_guided_p_s_forces_only_the_branching_steps_and_renormalises_them(server, toxic, teacher, annotated):
+    """p_s="guided" token by token: one forced request per first token (every Toxic label starts with its own),
+    where the sequence P_S takes one per trie edge; its P_S is the sequence run's raw scores renormalised over
+    each step's allowed label tokens, computed here."""
+    s, prompt = toxic
+    _, scored, _ = annotated
+    guided = _teacher(server, prompt, p_s="guided")
+    try:
+        assert guided.mode == teacher.mode == "next_token" and guided.label_tokens == teacher.label_tokens
+        assert len(guided._edges) == len({ids[0] for ids in teacher.label_tokens}) == 3 < len(teacher._edges)
+        ann = guided.annotate(s.train.items[:3], s.train.texts[:3], prompt)
+    finally:
+        guided.close()
+    want = [guided_reference(teacher.label_tokens, x.token_logprobs) for x in scored[:3]]
+    assert np.allclose(ann.probs(), want, atol=1e-4), (ann.probs(), want)
+    assert ann.frame["label"].tolist() == annotated[0].frame["label"][:3].tolist()
+    assert (ann.frame["prompt_tokens"] == annotated[0].frame["prompt_tokens"][:3]).all()
 
 
 # ---------------------------------------------------------------------------------------------- no server

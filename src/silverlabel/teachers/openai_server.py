@@ -707,8 +707,9 @@ class OpenAITeacher(Teacher):
                          self.model_id, term[0], self._redact(str(exc)))
         if self.terminator is None:
             _refuse_prefix_labels(names, label_ids)
-        self._edges = sorted({(tuple(ids[:j]), ids[j]) for ids in label_ids for j in range(len(ids))},
-                             key=lambda e: (len(e[0]), e))
+        needed = self.needed_nodes(label_trie(label_ids))  # p_s="guided": only the steps that branch
+        self._edges = sorted({(tuple(ids[:j]), ids[j]) for ids in label_ids for j in range(len(ids))
+                              if tuple(ids[:j]) in needed}, key=lambda e: (len(e[0]), e))
         self._piece = {t: self._detokenize([t]) for t in {t for _, t in self._edges}}
         self.label_tokens = label_ids
 
@@ -935,9 +936,10 @@ class OpenAITeacher(Teacher):
         prompt_tokens = 0
         for prefix, token in self._edges:
             got[(prefix, token)], reply = self._forced_reply(context + self._prefix_text[prefix], token)
-            if not prefix:
-                prompt_tokens = _usage(reply, "prompt_tokens")
-        per_label = [[got[(tuple(ids[:j]), ids[j])] for j in range(len(ids))] for ids in self.label_tokens]
+            if not prompt_tokens:
+                prompt_tokens = _usage(reply, "prompt_tokens") - len(prefix)
+        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
+        per_label = [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
     def _guided(self, context: str) -> int:
