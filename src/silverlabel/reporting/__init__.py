@@ -21,7 +21,7 @@ from ..files import atomic_write_text
 from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
 from .conclusions import INTRO as CONCLUSIONS_INTRO
-from .conclusions import conclusion_sections, conclusions_markdown
+from .conclusions import conclusion_sections
 from .text import pct, split_line, takeaways
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,19 @@ def _markdown_table(rows: list[dict], columns: list[str], titles: dict[str, str]
     rule = "|" + "|".join("---" for _ in columns) + "|"
     body = ["| " + " | ".join(str(r.get(c, "")).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join([head, rule, *body])
+
+
+MITIGATION_COLUMNS = ["label_source", "gold_used", "teacher_calls", "errors_caught_precision",
+                      "errors_caught_recall", "noise_rate"]
+
+
+def _markdown_env() -> Environment:
+    """Jinja2 for report.md (templates/report.md.j2): no escaping (Markdown is not HTML; table cells escape their
+    pipes in ``mdtable``), and a line holding only a tag leaves nothing behind."""
+    env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"), autoescape=False,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(mdtable=_markdown_table, pct=_pct)
+    return env
 
 
 def _data_uri(path: Path) -> str:
@@ -155,7 +168,16 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
             {"labels": f"paper: {name}", **{c: f"{v:.2f}" for c, v in zip(TABLE1_COLUMNS, values)},
              "teacher_acc": "", "n_train": 5000, "gold_used": "not stated"}
             for name, values in TABLE2.get(info.get("paper_dataset") or "", [])]}
-    return {"name": name, "info": info, "takeaways": takeaways(rows),
+    for t in teachers:
+        t["confusion_columns"] = plots.confusion_columns(t["confusion"])
+        t["confusion_rows"] = [{"gold": g, **row} for g, row in t["confusion"].items()]
+    mitigation_rows = [{"label_source": r["label_source"], **{k: r["accounting"].get(k, "") for k in
+                                                              MITIGATION_COLUMNS[1:]}} for r in mitigations]
+    for r in mitigation_rows:
+        for k in MITIGATION_COLUMNS[3:]:
+            r[k] = _pct(r[k]) if isinstance(r[k], (int, float)) or r[k] is None else r[k]
+    return {"name": name, "info": info, "takeaways": takeaways(rows), "mitigation_rows": mitigation_rows,
+            "per_class_titles": {"labels": "labels", **{n: f"{n} (n={support[n]})" for n in rare_first}},
             "split_line": split_line(info["split"], info["test_class_counts"]), "tables": tables, "paper": paper,
             "largest": largest, "students": students,
             "rare_first": rare_first, "support": support, "per_class_rows": per_class_rows, "scaling": scaling,
@@ -177,7 +199,13 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     titles = {"labels": "labels", **COLUMN_TITLES, "teacher_acc": "teacher acc", "n_train": "n_train"}
     md_path, html_path = out / "report.md", out / "report.html"
     conclusions = conclusion_sections(results, figures)  # "What you can conclude" (reporting/conclusions.py)
-    atomic_write_text(md_path, _markdown(results, sections, columns, titles, conclusions))
+    md = _markdown_env().get_template("report.md.j2").render(
+        results=results, sections=sections, columns=columns, titles=titles, conclusions=conclusions,
+        conclusions_intro=CONCLUSIONS_INTRO, collapsed_note=COLLAPSED_NOTE,
+        budget_titles={**titles, "gold_used": "gold"}, mitigation_columns=MITIGATION_COLUMNS,
+        config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
+        timing=results.get("timing", {}))
+    atomic_write_text(md_path, md)
     env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"),
                       autoescape=select_autoescape(["html", "j2"], default=True))
     images = {str(p): _data_uri(p) for s in sections for p in s["figures"].values()}
@@ -190,88 +218,3 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
         timing=results.get("timing", {}))
     atomic_write_text(html_path, html)
     return {"markdown": md_path, "html": html_path}
-
-
-def _markdown(results: dict, sections: list[dict], columns: list[str], titles: dict,
-              conclusions: list[dict] = ()) -> str:
-    timing = results.get("timing", {})
-    md = [f"# silverlabel study: {results['study']}", ""]
-    for s in sections:  # the take-aways first: what the teacher's labels cost, per dataset
-        md += [f"- **{s['name']}**: {line}" for line in s["takeaways"]]
-    md += [""] if any(s["takeaways"] for s in sections) else []
-    for s in sections:
-        info = s["info"]
-        md += [f"## {s['name']}", "", f"- data: {info['provenance']}"
-               + ("" if info["real_data"] else " — **offline stand-in, not the paper's data**"),
-               f"- split: {s['split_line']}", ""]
-        for t in s["tables"]:
-            md += [f"### Table 1 — student `{t['student']}`, {s['largest']} training items (percent, "
-                   "[bootstrap 95 % interval over test items])", "", _markdown_table(t["rows"], columns, titles), ""]
-            if t["collapsed"]:
-                md += [COLLAPSED_NOTE, ""]
-        if s["paper"]:
-            md += ["The paper's published numbers for this dataset (labelled paper:; RoBERTa-base student, "
-                   "Qwen2.5-Instruct 3B/7B teachers, 5000 training items, 5 seeds), for orientation:", "",
-                   _markdown_table(s["paper"], columns, titles), ""]
-        if s["scaling"]:
-            md += ["### Scaling curves", "", f"![scaling](figures/{s['figures']['scaling'].name})", "",
-                   _markdown_table(s["scaling"]["plateaus"], ["label_source", "metric", "plateau"],
-                                   {"label_source": "labels", "plateau": "plateau (training items)"}), "",
-                   f"Method: {results['plateau_method']}.", ""]
-        names = s["rare_first"]
-        md += ["### Minority classes (per-class F1 in percent, rarest class first)", "",
-               _markdown_table(s["per_class_rows"], ["labels", *names],
-                               {"labels": "labels", **{n: f"{n} (n={s['support'][n]})" for n in names}}), "",
-               f"![per-class F1](figures/{s['figures']['per_class'].name})", ""]
-        for t in s["teachers"]:
-            conf = t["confusion"]
-            cols = plots.confusion_columns(conf)
-            md += [f"### Teacher `{t['teacher']}` ({t['uri']}, demonstration set {t['demo_seed']})", "",
-                   f"- accuracy {_pct(t['accuracy'])} %, macro-F1 {_pct(t['macro_f1'])} % on {t['train_items']} "
-                   f"training texts; failed {t['failed']}",
-                   f"- cost: {t['items']} items, {t['seconds']:.1f} s of teacher time, {t['prompt_tokens']} prompt "
-                   f"tokens (this run: {t['this_run']['cached']} from the cache)", "",
-                   _markdown_table([{"gold": g, **row} for g, row in conf.items()], ["gold", *cols], {}), "",
-                   f"![confusion](figures/{t['figure'].name})", ""]
-            if t.get("divergence"):
-                d = t["divergence"]
-                md += [f"Divergence from the truth: KL(P ‖ P_S) ≈ {d['kl']['value']:.3f} nats [{d['kl']['ci_low']:.3f}, "
-                       f"{d['kl']['ci_high']:.3f}] from {d['kl']['n']} gold labels (mean −log P_S(gold | x); with "
-                       f"ambiguous texts an upper bound); ±0.05 nats would need about "
-                       f"{d['gold_needed_for_0.05_nats']} gold labels. Calibration: ECE {100 * d['ece']:.1f} %.", "",
-                       f"![reliability](figures/{t['reliability_figure'].name})", ""]
-        if s["mitigations"]:
-            acc_cols = ["label_source", "gold_used", "teacher_calls", "errors_caught_precision",
-                        "errors_caught_recall", "noise_rate"]
-            mrows = [{"label_source": r["label_source"], **{k: r["accounting"].get(k, "") for k in acc_cols[1:]}}
-                     for r in s["mitigations"]]
-            for r in mrows:
-                for k in acc_cols[3:]:
-                    r[k] = _pct(r[k]) if isinstance(r[k], (int, float)) or r[k] is None else r[k]
-            md += ["### Mitigations at an equal gold budget", "",
-                   f"![budget curves](figures/{s['figures']['budget'].name})", "",
-                   "Table 2 (percent, [bootstrap 95 % interval]; gold = gold labels the training set holds); gold "
-                   "and the plain teacher labels for reference:", "",
-                   _markdown_table(s["budget"]["rows"], [*columns, "gold_used"], {**titles, "gold_used": "gold"}), ""]
-            if s["budget"]["collapsed"]:
-                md += [COLLAPSED_NOTE, ""]
-            if s["budget"]["paper"]:
-                md += ["The paper's Table 2 (7B teacher; its gold budget is not stated):", "",
-                       _markdown_table(s["budget"]["paper"], [*columns, "gold_used"], {**titles, "gold_used": "gold"}),
-                       ""]
-            md += ["What each policy spent and caught (precision/recall of its chosen items against the teacher's "
-                   "actual errors; noise = share of the resulting training labels that are wrong, percent):", "",
-                   _markdown_table(mrows, acc_cols, {}), ""]
-    md += conclusions_markdown(list(conclusions))
-    md += ["## Provenance", ""]
-    for name, info in results["datasets"].items():
-        md.append(f"- {name}: {'real' if info['real_data'] else 'stand-in'} — {info['provenance']} "
-                  f"(fingerprint {info['fingerprint']})")
-    if timing:
-        md += ["", f"Wall time {timing['wall_s']:.0f} s: teacher {timing['annotate_s']:.0f} s, students "
-                   f"{timing['train_s']:.0f} s ({timing['runs_trained']} runs trained), mitigation policies "
-                   f"{timing.get('mitigate_s', 0):.0f} s, runner overhead "
-                   f"{timing['overhead_s']:.1f} s = {100 * timing['overhead_share']:.1f} % ({timing['method']})."]
-    md += ["", "```json", json.dumps(results["config"], indent=2), "```", "",
-           "Versions: " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()), ""]
-    return "\n".join(md)

@@ -79,21 +79,10 @@ def width_plot(e: dict, path: Path) -> None:
 
 
 def conclusions_markdown(sections: list[dict]) -> list[str]:
-    if not sections:
-        return []
-    md = ["## What you can conclude", "", INTRO, ""]
-    cols = ["gold", "parameter", "method", "estimate", "interval", "truth", "covers", "worth"]
-    for s in sections:
-        md += [(f"### {s['title']} ({s['design']} design, {100 * s['level']:g} % intervals, {s['population']} items; "
-                f"{s['excluded']} demonstrations or failed calls left out)"), "",
-               "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in s["rows"]]
-        md += ["", ("worth = how many gold labels a classical interval would need to be as narrow "
-                    "(n × (classical width / PPI width)²)."), ""]
-        if s["power_rows"]:
-            md += [f"Gold labels needed for the half-width, planned from the pilot of {s['pilot']}:", "",
-                   "| parameter | half-width | gold only | PPI++ teacher | PPI++ student |", "|---|---|---|---|---|"]
-            md += [f"| {p['parameter']} | {p['half_width']} | {p['classical']} | {p['ppi_teacher']} | "
-                   f"{p['ppi_student']} |" for p in s["power_rows"]]
-            md += ["", f"![width against gold labels](figures/{s['figure'].name})", ""]
-    return md
+    """The "What you can conclude" part of report.md, as lines (templates/conclusions.md.j2)."""
+    from jinja2 import Environment, PackageLoader
+
+    env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"), autoescape=False,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    text = env.get_template("conclusions.md.j2").render(conclusions=sections, conclusions_intro=INTRO)
+    return text.split("\n")[:-1] if text else []
