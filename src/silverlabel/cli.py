@@ -365,7 +365,8 @@ def _print_annotation_summary(s, teacher: str) -> None:
 @app.command()
 def train(
     data: str = typer.Argument(..., help="Preset name or data file."),
-    out: Path = typer.Option(..., "--out", help="Folder for predictions.parquet and results.json."),
+    out: Path = typer.Option(..., "--out", help="Study folder (results.json, predictions.parquet, runs/, "
+                             "report); rerunning into it resumes."),
     annotations: Optional[Path] = typer.Option(None, help="Train on teacher labels from this `silverlabel "
                                                "annotate` output instead of gold labels."),
     student: str = typer.Option("auto", help="Student model: 'auto' (RoBERTa-base, the paper's, when the hub is "
@@ -384,76 +385,47 @@ def train(
     batch_size: int = typer.Option(16),
     max_length: int = typer.Option(128),
 ) -> None:
-    """Fine-tune a student per seed (the paper's recipe by default) and evaluate it on the test split."""
-    import numpy as np
-    import pandas as pd
+    """Fine-tune a student per seed (the paper's recipe by default) and evaluate it on the test split: a study of
+    one cell (this dataset, gold or the table's teacher labels, one student, every seed), written to OUT as any
+    study is (results.json, predictions.parquet, runs/, the report), so a rerun resumes."""
+    from .config import (
+        DatasetSpec,
+        MitigationSpec,
+        StudentSpec,
+        StudyConfig,
+        TeacherSpec,
+    )
+    from .study import run_study
 
-    from .config import TrainConfig
-    from .data import split
-    from .metrics import evaluate_table
-    from .students import get_student
-
-    ds = _load(data, text_column, label_column, id_column, None)
-    splits = split(ds, n_train=n_train, n_test=n_test, seed=0)
-    config = TrainConfig(model=student, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
-                         max_length=max_length, save_model=save_model, labels="soft" if soft_labels else "hard")
+    seed_list = _seeds(seeds)
     if soft_labels and annotations is None:
         raise SilverlabelError("--soft-labels needs --annotations (the teacher's p:<label> columns)")
-    texts, targets = splits.train.texts, splits.train.labels
-    val_texts, val_labels = splits.validation.texts, splits.validation.labels
-    source = "gold"
+    teachers, sources, mitigations = [], ["gold"], []
     if annotations is not None:
-
-        table = read_table(annotations, encoding="utf-8")
-        missing = {"item", "label"} - set(table.columns)
-        if missing:
-            raise SilverlabelError(f"{annotations}: no column '{sorted(missing)[0]}'; pass a `silverlabel "
-                                   "annotate` output")
-        table = table.assign(item=table["item"].astype(str)).set_index("item")
-        index = {n: i for i, n in enumerate(ds.label_names)}
-        keep = [k for k, i in enumerate(splits.train.items) if i in table.index and table.at[i, "label"] in index]
-        if not keep:
-            raise SilverlabelError(f"{annotations}: none of its items match the training split of {data}")
-        texts = [splits.train.texts[k] for k in keep]
-        kept_items = [splits.train.items[k] for k in keep]
+        if not annotations.is_file():
+            raise SilverlabelError(f"--annotations {annotations}: no such file")
         if soft_labels:
-            cols = [f"p:{n}" for n in ds.label_names]
-            missing_p = [c for c in cols if c not in table.columns]
+            label_names = _load(data, text_column, label_column, id_column, None).label_names
+            columns = set(read_table(annotations).columns)
+            missing_p = [f"p:{n}" for n in label_names if f"p:{n}" not in columns]
             if missing_p:
                 raise SilverlabelError(f"{annotations}: no column '{missing_p[0]}' for --soft-labels")
-            targets = table.loc[kept_items, cols].to_numpy(dtype=np.float32)
-        else:
-            targets = np.array([index[label] for label in table.loc[kept_items, "label"]])
-        source = "teacher-soft" if soft_labels else "teacher"
-        # the checkpoint is chosen on the teacher's labels of the validation texts, as in a study (README,
-        # Decisions): a user without gold has nothing else. A table without them (annotate labels the training
-        # split only; a study's teachers/*.parquet has both) keeps the last epoch rather than peeking at gold.
-        val_keep = [k for k, i in enumerate(splits.validation.items)
-                    if i in table.index and table.at[i, "label"] in index]
-        val_texts = [splits.validation.texts[k] for k in val_keep]
-        val_labels = np.array([index[table.at[splits.validation.items[k], "label"]] for k in val_keep], dtype=int)
-        if not val_keep:
-            logging.getLogger(__name__).warning(
-                "%s has no teacher labels for the %d validation items: the students keep their last epoch (no "
-                "checkpoint is chosen on gold labels)", annotations, len(splits.validation))
-    seed_list = _seeds(seeds)
-    check_writable(out)
-    trainer = get_student(config.backend)
-    frames = []
-    for seed in seed_list:
-        run = trainer(texts, targets, num_labels=ds.num_labels, config=config, seed=seed, val_texts=val_texts,
-                      val_labels=val_labels, test_texts=splits.test.texts, save_dir=out / "models" / f"seed{seed}")
-        frames.append(pd.DataFrame({"item": splits.test.items, "run": f"{source}-seed{seed}", "seed": seed,
-                                    "pred": [ds.label_names[i] for i in run.preds],
-                                    "gold": [ds.label_names[i] for i in splits.test.labels]}))
-    out.mkdir(parents=True, exist_ok=True)
-    predictions = pd.concat(frames, ignore_index=True)
-    predictions.to_parquet(out / "predictions.parquet", index=False)
-    ev = evaluate_table(predictions[["item", "run", "pred", "gold"]]).to_dict()
-    (out / "results.json").write_text(json.dumps({"label_source": source, "train_config": config.to_dict(), **ev},
-                                                 indent=2))
-    _print_evaluation(ev, title=f"students on {source} labels")
-    console.print(f"wrote {out / 'predictions.parquet'} and {out / 'results.json'}")
+        # the table's labels for the training and validation texts; a text it lacks is counted and left out
+        # (annotate labels the training split only: the students then keep their last epoch rather than choose
+        # one on gold, as in a study: README, Decisions)
+        teachers = [TeacherSpec(name="annotations", uri=f"table:{annotations.resolve()}", k_shot=0,
+                                max_failed_share=1.0)]
+        sources = [] if soft_labels else ["teacher"]
+        mitigations = [MitigationSpec(policy="soft", budgets=[0])] if soft_labels else []
+    config = StudyConfig(
+        name=f"train-{Path(data).stem}", label_sources=sources, teachers=teachers, mitigations=mitigations,
+        datasets=[DatasetSpec(source=data, text_column=text_column, label_column=label_column, id_column=id_column,
+                              n_train=n_train, n_test=n_test)],
+        students=[StudentSpec(model=student, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                              max_length=max_length, save_model=save_model)],
+        seeds=seed_list)
+    results = run_study(config, out)
+    _print_study(results, out)
 
 
 def _pct(v) -> str:

@@ -215,7 +215,7 @@ class StudyConfig(_Config):
     datasets: list[DatasetSpec] = Field(min_length=1)
     teachers: list[TeacherSpec] = Field(default_factory=list)
     # "gold", "teacher" (every teacher) or "teacher:NAME"; mitigations add their own sources
-    label_sources: list[str] = Field(default_factory=lambda: ["gold", "teacher"], min_length=1)
+    label_sources: list[str] = Field(default_factory=lambda: ["gold", "teacher"])  # may be empty with mitigations
     mitigations: list[MitigationSpec] = Field(default_factory=list)
     estimates: list[EstimateSpec] = Field(default_factory=list)
     students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()], min_length=1)
@@ -245,6 +245,8 @@ class StudyConfig(_Config):
     @model_validator(mode="after")
     def _names(self):
         teachers = [t.name for t in self.teachers]
+        if not self.label_sources and not self.mitigations:
+            raise ValueError("no label sources: list some in label_sources (gold, teacher) or add [[mitigations]]")
         if len(set(teachers)) != len(teachers):
             raise ValueError(f"teacher names repeat: {teachers}")
         for s in self.label_sources:

@@ -137,11 +137,18 @@ def test_annotate_then_train_on_teacher_labels(tmp_path):
     r = run("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
             "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
     assert r.returncode == 0, r.stderr
+    # a one-cell study: the teacher's distribution (soft, no gold), 2 seeds, 30 test items
     res = json.loads((out / "results.json").read_text())
-    assert res["label_source"] == "teacher-soft" and res["n_runs"] == 2 and res["n_items"] == 30
-    assert res["train_config"]["labels"] == "soft"
+    [row] = res["results"]
+    assert row["label_source"] == "soft@0:annotations" and row["seeds"] == [1, 2] and row["n_test"] == 30
+    assert row["accounting"]["gold_used"] == 0
+    runs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/run.json"))]
+    assert len(runs) == 2 and all(r["train_config"]["labels"] == "soft" for r in runs)  # as trained
     pred = pd.read_parquet(out / "predictions.parquet")
-    assert set(pred["run"]) == {"teacher-soft-seed1", "teacher-soft-seed2"}
+    assert len(pred) == 60 and set(pred["seed"]) == {1, 2} and set(pred["label_source"]) == {row["label_source"]}
+    again = run("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
+                "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
+    assert again.returncode == 0 and "0 to train" in again.stderr + again.stdout  # resumed: nothing retrained
 
 
 def _help(*command):

@@ -157,8 +157,10 @@ def test_train_on_teacher_labels_validates_on_teacher_labels(tmp_path, monkeypat
     s = split(load_dataset(str(data), id_column="id"), n_train=30, n_test=10, seed=0)  # as `train` splits it
     names = s.train.label_names
     flipped = {i: names[1 - g] for part in (s.train, s.validation) for i, g in zip(part.items, part.labels)}
+    text_of = {i: t for part in (s.train, s.validation) for i, t in zip(part.items, part.texts)}
     # a teacher that is wrong on every item, so its validation labels are the opposite of gold
-    table = pd.DataFrame({"item": list(flipped), "label": list(flipped.values())})
+    table = pd.DataFrame({"item": list(flipped), "text": [text_of[i] for i in flipped],
+                          "label": list(flipped.values())})
     [run] = _train_with_spy(tmp_path, monkeypatch, table, data)
     assert run["val_texts"] == s.validation.texts and len(s.validation) > 0
     assert [names[k] for k in run["val_labels"]] == [flipped[i] for i in s.validation.items]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 
 from ..errors import SilverlabelError
-from . import hf_causal, llamacpp, openai_server, vllm_engine  # noqa: F401  (each registers itself; SDKs load on use)
+from . import hf_causal, llamacpp, openai_server, table, vllm_engine  # noqa: F401  (each registers itself; SDKs load on use)
 from .base import (
     TEACHER_OPTIONS,
     TEACHERS,
