@@ -44,7 +44,7 @@ def main() -> None:
 
     from silverlabel.data import load_preset, split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
-    from silverlabel.teachers.openai_server import _guided_value
+    from silverlabel.teachers.openai_wire import guided_value
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="imdb")
@@ -83,7 +83,7 @@ def main() -> None:
         most = max(len(ids) for ids in first.label_tokens) + 4
         # the guided field the teacher's probe found (vLLM: structured_outputs; llama-server: a GBNF grammar)
         field = first._probe_guided(contexts[0]) or "structured_outputs"
-        guided_body = {field: _guided_value(field, names)}
+        guided_body = {field: guided_value(field, names)}
 
         def guided(context: str) -> str:
             r = http.post(f"{url}/v1/completions", json={

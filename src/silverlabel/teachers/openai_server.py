@@ -66,10 +66,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -85,11 +82,27 @@ from .base import (
     unread_nodes,
     walk_steps,
 )
+from .chat_template import load_chat_template
+from .openai_wire import (
+    GUIDED_FIELDS,
+    TOKEN_KEY,
+    ItemFailed,
+    finite_logprob,
+    first_choice,
+    guided_value,
+    import_httpx,
+    logprobs_of,
+    most_tokens,
+    parse_model,
+    retry_after,
+    snippet,
+    token_ids_of,
+    usage_of,
+)
 from .prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_URI = "openai:http://127.0.0.1:8000/v1#my-model"
 _SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server's tokenize/detokenize round trip
 _PROBE_TEXT = "This is an example."
 _FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
@@ -97,197 +110,8 @@ _SCORINGS = ("auto", "token_ids", "echo", "next_token")
 _REPORTED = ("root", "max_model_len")  # what of /v1/models identifies the weights behind a served name
 _CUT_MARGIN = 8  # tokens kept free when cutting a text: the cut text may tokenise a little differently in context
 _MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
-_TOKEN_KEY = re.compile(r"token_id:(\d+)$")  # how vLLM writes a token with return_tokens_as_token_ids
 # what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
 _SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
-
-
-# the request fields that constrain a generation to a list of choices, tried in this order: vLLM's (0.12 on, and
-# before), then a GBNF grammar, which llama.cpp's servers (llama-cpp-python's and llama-server) take
-_GUIDED_FIELDS = ("structured_outputs", "guided_choice", "grammar")
-
-
-def _gbnf_literal(text: str) -> str:
-    """``text`` as a GBNF string literal: quotes, backslashes and control characters escaped."""
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _guided_value(field: str, choices: Sequence[str]):
-    """The value of a guided-choice request field for these choices."""
-    if field == "structured_outputs":
-        return {"choice": list(choices)}
-    if field == "grammar":
-        return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices)
-    return list(choices)
-
-
-def _most_tokens(choices: Sequence[str]) -> int:
-    """max_tokens for a constrained answer: one token per byte at worst; the server stops at the choice's end."""
-    return max(len(c.encode("utf-8")) for c in choices) + 4
-
-
-class _ItemFailed(Exception):
-    """A request failed for good or its reply cannot be used; the message becomes the item's error."""
-
-    def __init__(self, message: str, status: int | None = None, *, unreachable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.unreachable = unreachable  # no HTTP reply at all: connection refused, timed out
-
-
-def _import_httpx():
-    try:
-        import httpx
-    except ImportError:
-        raise SilverlabelError("the openai teacher needs httpx: pip install 'silverlabel[openai]'") from None
-    return httpx
-
-
-def parse_model(model: str) -> tuple[str, str]:
-    """Split ``BASE_URL#MODEL`` at the last '#' (a URL may itself hold one)."""
-    base, sep, name = model.rpartition("#")
-    if not sep or not base.strip() or not name.strip():
-        raise SilverlabelError(f"teacher 'openai:{model}' names no model; write openai:BASE_URL#MODEL, e.g. "
-                               f"{EXAMPLE_URI} (MODEL as the server lists it under /v1/models)")
-    parts = urlsplit(base.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SilverlabelError(f"teacher 'openai:{model}': '{base}' is not an http(s) URL; e.g. {EXAMPLE_URI}")
-    return base.strip().rstrip("/"), name.strip()
-
-
-def _snippet(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds a 429 asks us to wait: Retry-After is either seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
-def _token_ids(reply: dict) -> list[int]:
-    """Token ids from a tokenize reply: vLLM and llama-cpp-python give ints, llama-server ints or {id, piece}."""
-    tokens = reply.get("tokens")
-    if not isinstance(tokens, list):
-        raise _ItemFailed(f"the tokenize reply has no token list ({_snippet(json.dumps(reply))})")
-    ids = [t.get("id") if isinstance(t, dict) else t for t in tokens]
-    if not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
-        raise _ItemFailed("the tokenize reply holds something other than token ids")
-    return ids
-
-
-def _first_choice(reply: dict) -> dict:
-    choices = reply.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        raise _ItemFailed(f"the reply has no choices ({_snippet(json.dumps(reply))})")
-    return choices[0]
-
-
-def _logprobs(choice: dict) -> dict:
-    """The choice's log-probabilities in the legacy completions form (``tokens``, ``token_logprobs``,
-    ``top_logprobs`` as token -> log-probability). llama.cpp's llama-server writes them the chat way,
-    ``content: [{id, token, logprob, top_logprobs: [{id, token, logprob}]}]``, also on /v1/completions; that is
-    turned into the legacy form here, so every reader of log-probabilities sees one shape."""
-    lp = choice.get("logprobs")
-    if isinstance(lp, dict) and isinstance(lp.get("content"), list) and "token_logprobs" not in lp:
-        entries = [e for e in lp["content"] if isinstance(e, dict)]
-        if len(entries) != len(lp["content"]):
-            raise _ItemFailed("the reply's logprobs.content holds something other than token entries")
-        lp = {"tokens": [e.get("token") for e in entries], "token_logprobs": [e.get("logprob") for e in entries],
-              "top_logprobs": [{t.get("token"): t.get("logprob") for t in e.get("top_logprobs") or []
-                                if isinstance(t, dict)} for e in entries]}
-    if not isinstance(lp, dict) or not isinstance(lp.get("token_logprobs"), list) \
-            or not isinstance(lp.get("tokens"), list) or len(lp["tokens"]) != len(lp["token_logprobs"]):
-        raise _ItemFailed("the reply carries no token log-probabilities (does the server support logprobs on "
-                          "/v1/completions?)")
-    return lp
-
-
-def _finite(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value > 1e-3:
-        raise _ItemFailed(f"{what} is not a log-probability: {value!r}")
-    return float(min(value, 0.0))
-
-
-def _usage(reply: dict, field: str) -> int:
-    usage = reply.get("usage")
-    value = usage.get(field) if isinstance(usage, dict) else None
-    if not isinstance(value, int):
-        raise _ItemFailed(f"the reply has no usage.{field}")
-    return value
-
-
-def load_chat_template(source: str) -> tuple[Callable[..., str], str]:
-    """A local chat template for servers that do not expose theirs: a shipped model name or .gguf file (read
-    with llama-cpp-python, vocabulary only), a tokenizer_config.json, or a Jinja template string. Returns the
-    renderer and the EOS text (the raw prompt's terminator)."""
-    bos = eos = ""
-    if "{%" in source or "{{" in source:
-        template = source
-    else:
-        from ..assets import GGUF_ASSETS, gguf_path
-
-        path = gguf_path(source) if source in GGUF_ASSETS else Path(source).expanduser()
-        if not path.is_file():
-            raise SilverlabelError(f"chat_template '{source}' is neither a file, a shipped model "
-                                   f"({', '.join(GGUF_ASSETS)}) nor a Jinja template")
-        if path.suffix.lower() == ".gguf":
-            try:
-                import llama_cpp
-            except ImportError:
-                raise SilverlabelError("reading a chat template from a .gguf file needs llama-cpp-python: pip "
-                                       "install 'silverlabel[llamacpp]' (or pass tokenizer_config.json)") from None
-            llm = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-            try:
-                template = llm.metadata.get("tokenizer.chat_template", "")
-                vocab = llm._model
-                bos = vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
-                eos = vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-            finally:
-                llm.close()
-        elif path.suffix.lower() == ".json":
-            config = json.loads(path.read_text(encoding="utf-8"))
-            template = config.get("chat_template") or ""
-
-            def text_of(tok):
-                return tok.get("content", "") if isinstance(tok, dict) else (tok or "")
-
-            bos, eos = text_of(config.get("bos_token")), text_of(config.get("eos_token"))
-        else:
-            template = path.read_text(encoding="utf-8")
-        if not isinstance(template, str) or not template.strip():
-            raise SilverlabelError(f"{path} carries no chat template; use the raw prompt (chat=False)")
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message):
-        raise SilverlabelError(f"the chat template refused the prompt: {message}")
-
-    # the same environment llama-cpp-python's and the llamacpp teacher's renderers use
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    compiled = env.from_string(template)
-
-    def render(messages: list[dict], generation: bool, **kwargs) -> str:
-        return compiled.render(messages=messages, add_generation_prompt=generation, bos_token=bos, eos_token=eos,
-                               raise_exception=raise_exception, **kwargs)
-
-    return render, eos
 
 
 def _refuse_prefix_labels(names: list[str], label_ids: list[list[int]]) -> None:
@@ -384,7 +208,7 @@ class OpenAITeacher(Teacher):
         unreachable server gives {} without remembering it: prepare() reports that clearly, and nothing can be
         labelled without the server anyway."""
         if self._info is None:
-            httpx = _import_httpx()
+            httpx = import_httpx()
             try:
                 resp = self._http().get(self.base_url + "/models")
             except httpx.TransportError:
@@ -411,7 +235,7 @@ class OpenAITeacher(Teacher):
     # ------------------------------------------------------------------ HTTP
     def _http(self):
         if self._client is None:
-            httpx = _import_httpx()
+            httpx = import_httpx()
             # local servers (vLLM, llama.cpp) need no key, but the header must still hold something
             key = os.environ.get(self.api_key_env) or "EMPTY"
             self._client = httpx.Client(timeout=self.timeout, headers={"Authorization": f"Bearer {key}"},
@@ -425,11 +249,11 @@ class OpenAITeacher(Teacher):
 
     def _post(self, url: str, body: dict, *, retries: int | None = None) -> dict:
         """POST JSON, retrying 429 (after its Retry-After), 5xx, timeouts and connection errors with exponential
-        backoff and jitter; any other failure, or an unusable reply, raises :class:`_ItemFailed`.
+        backoff and jitter; any other failure, or an unusable reply, raises :class:`ItemFailed`.
 
         Hand-written rather than httpx's transport retries (connection errors only) or tenacity: it is a loop of
         twenty lines that must read Retry-After and end in one item's error, not an exception for the batch."""
-        httpx = _import_httpx()
+        httpx = import_httpx()
         client = self._http()
         retries = self.max_retries if retries is None else retries
         for attempt in range(retries + 1):
@@ -446,18 +270,18 @@ class OpenAITeacher(Teacher):
                     try:
                         data = resp.json()
                     except ValueError:
-                        raise _ItemFailed(self._redact(f"{url}: the reply is not JSON: {_snippet(resp.text)}"),
+                        raise ItemFailed(self._redact(f"{url}: the reply is not JSON: {snippet(resp.text)}"),
                                           status) from None
                     if not isinstance(data, dict):
-                        raise _ItemFailed(f"{url}: the reply is not a JSON object", status)
+                        raise ItemFailed(f"{url}: the reply is not a JSON object", status)
                     return data
                 if status != 429 and status < 500:
-                    raise _ItemFailed(self._redact(f"{url}: HTTP {status}: {_snippet(resp.text)}"), status)
+                    raise ItemFailed(self._redact(f"{url}: HTTP {status}: {snippet(resp.text)}"), status)
                 why = f"HTTP {status}"
                 if status == 429:
-                    wait = _retry_after(resp.headers.get("retry-after"))
+                    wait = retry_after(resp.headers.get("retry-after"))
             if attempt == retries:
-                raise _ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)", status,
+                raise ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)", status,
                                   unreachable=status is None)
             if wait is None:
                 step = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
@@ -484,7 +308,7 @@ class OpenAITeacher(Teacher):
                     # llama-cpp-python's endpoint adds BOS when the model asks for it: learn what it adds
                     self._auto_tokens = self._tokenize_raw("") if kind == "extras" else []
                     return
-            except _ItemFailed as exc:
+            except ItemFailed as exc:
                 if exc.unreachable:
                     raise SilverlabelError(f"{self.base_url}: the server cannot be reached: {exc}; is it running, "
                                            "and is BASE_URL right?") from None
@@ -500,10 +324,10 @@ class OpenAITeacher(Teacher):
 
     def _tokenize_raw(self, text: str) -> list[int]:
         if self._tokenizer == "extras":
-            return _token_ids(self._post(self.root_url + "/extras/tokenize",
+            return token_ids_of(self._post(self.root_url + "/extras/tokenize",
                                          {"model": self.served_model, "input": text}, retries=0))
         # one body both servers read: vLLM takes prompt/add_special_tokens, llama-server content/add_special
-        return _token_ids(self._post(self.root_url + "/tokenize", {
+        return token_ids_of(self._post(self.root_url + "/tokenize", {
             "model": self.served_model, "prompt": text, "content": text, "add_special_tokens": False,
             "add_special": False, "parse_special": True}, retries=0))
 
@@ -521,7 +345,7 @@ class OpenAITeacher(Teacher):
                                retries=0)
         text = next((reply[k] for k in ("text", "prompt", "content") if isinstance(reply.get(k), str)), None)
         if text is None:
-            raise _ItemFailed(f"the detokenize reply holds no text ({_snippet(json.dumps(reply))})")
+            raise ItemFailed(f"the detokenize reply holds no text ({snippet(json.dumps(reply))})")
         return text
 
     def _render_chat(self, messages: list[dict], generation: bool) -> str:
@@ -534,18 +358,18 @@ class OpenAITeacher(Teacher):
                                {"messages": messages, "add_generation_prompt": generation, **extra}, retries=0)
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
-        except _ItemFailed as exc:
+        except ItemFailed as exc:
             log.debug("no /apply-template: %s", self._redact(str(exc)))
         try:  # vLLM: tokenize the messages through its template, then back to text
             reply = self._post(self.root_url + "/tokenize", {
                 "model": self.served_model, "messages": messages, "add_generation_prompt": generation, **extra},
                 retries=0)
-            ids = _token_ids(reply)
+            ids = token_ids_of(reply)
             reply = self._post(self.root_url + "/detokenize", {"model": self.served_model, "tokens": ids},
                                retries=0)
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
-        except _ItemFailed as exc:
+        except ItemFailed as exc:
             log.debug("no /tokenize with messages: %s", self._redact(str(exc)))
         raise SilverlabelError(
             f"{self.base_url}: the server does not expose its chat template (llama-server's /apply-template or "
@@ -609,7 +433,7 @@ class OpenAITeacher(Teacher):
             if mode == "token_ids":
                 try:
                     self._prepare_token_ids(names, lead, term, context)
-                except _ItemFailed as exc:
+                except ItemFailed as exc:
                     if self.scoring == "token_ids":
                         raise
                     log.info("%s: logprob_token_ids unusable (%s); trying echo", self.model_id,
@@ -618,7 +442,7 @@ class OpenAITeacher(Teacher):
             if mode == "echo":
                 try:
                     self._prepare_echo(names, lead, term, context)
-                except _ItemFailed as exc:
+                except ItemFailed as exc:
                     if self.scoring == "echo":
                         raise
                     log.info("%s: echo scoring unusable (%s); scoring token by token", self.model_id,
@@ -633,7 +457,7 @@ class OpenAITeacher(Teacher):
             # request per item; "server" asks the server anyway (its grammar also allows other tokenisations)
             local = self.guided == "local" or (self.guided == "auto" and mode == "token_ids")
             self.guided_field = None if local else self._probe_guided(context)
-        except _ItemFailed as exc:
+        except ItemFailed as exc:
             raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
         log.info("%s: scoring by %s, terminator %s, guided choice %s, %d request(s) at a time", self.model_id,
                  self.mode, repr(self.terminator) if self.terminator else "none",
@@ -661,7 +485,7 @@ class OpenAITeacher(Teacher):
                         self.base_url)
         for what, echoed, generated in pairs:
             if abs(float(echoed) - float(generated)) > 0.05:
-                raise _ItemFailed(f"the echo is misaligned: its log-probabilities are shifted ({what}: "
+                raise ItemFailed(f"the echo is misaligned: its log-probabilities are shifted ({what}: "
                                   f"{float(echoed):.3f} echoed, {float(generated):.3f} when generated)")
         for k in range(1, len(names)):
             self._echo_label(context, k)  # every label must come back whole
@@ -669,12 +493,12 @@ class OpenAITeacher(Teacher):
     def _top_at(self, context: str, token: int) -> tuple[dict, float | None]:
         """The top log-probabilities of a generation right after ``context``. When the model's best token ends
         generation, servers report nothing, so ``token`` is then forced and its log-probability returned too."""
-        lp = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5)))
+        lp = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5)))
         forced = None
         if not lp["token_logprobs"]:
-            lp = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5,
+            lp = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5,
                                                         logit_bias={str(token): _FORCE_BIAS})))
-            forced = _finite(lp["token_logprobs"][0], "the forced token") if lp["token_logprobs"] else None
+            forced = finite_logprob(lp["token_logprobs"][0], "the forced token") if lp["token_logprobs"] else None
         tops = lp.get("top_logprobs")
         top = tops[0] if isinstance(tops, list) and tops and isinstance(tops[0], dict) else {}
         numeric = {t: float(v) for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -688,13 +512,13 @@ class OpenAITeacher(Teacher):
         # beat the best token of an unforced generation there, when one is reported
         forced = {t: self._forced(context, t) for t in sorted({ids[0] for ids in label_ids})}
         total = sum(math.exp(v) for v in forced.values())
-        gen = _logprobs(_first_choice(self._complete(context, max_tokens=1, logprobs=5)))
+        gen = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5)))
         tops = gen.get("top_logprobs")
         top = tops[0] if gen["token_logprobs"] and isinstance(tops, list) and isinstance(tops[0], dict) else {}
         best = max((float(v) for v in top.values() if isinstance(v, (int, float)) and not isinstance(v, bool)),
                    default=None)
         if (len(forced) > 1 and total > 1.05) or (best is not None and max(forced.values()) > best + 0.05):
-            raise _ItemFailed(f"the server reports log-probabilities after logit_bias (forced tokens: "
+            raise ItemFailed(f"the server reports log-probabilities after logit_bias (forced tokens: "
                               f"{', '.join(f'{v:.3f}' for v in forced.values())}); use scoring='echo'")
         self.terminator = None
         if term is not None:
@@ -702,7 +526,7 @@ class OpenAITeacher(Teacher):
                 self._forced(context + lead + names[0], term[1])
                 self.terminator = term[0]
                 label_ids = [ids + [term[1]] for ids in label_ids]
-            except _ItemFailed as exc:
+            except ItemFailed as exc:
                 log.info("%s: the terminator %r cannot be scored (%s); labels are scored without it",
                          self.model_id, term[0], self._redact(str(exc)))
         if self.terminator is None:
@@ -726,7 +550,7 @@ class OpenAITeacher(Teacher):
                 if key not in self._prefix_text:
                     text = lead + name if j == len(ids) else self._detokenize(list(key))
                     if not (lead + name).startswith(text):
-                        raise _ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
+                        raise ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
                     self._prefix_text[key] = text
         return label_ids
 
@@ -748,12 +572,12 @@ class OpenAITeacher(Teacher):
         total = sum(math.exp(v) for v in got.values())
         gen_top, _ = self._top_at(context, first[0])
         if total > 1.05 or (gen_top and max(got.values()) > max(gen_top.values()) + 0.05):
-            raise _ItemFailed(f"logprob_token_ids reports something other than the model's log-probabilities "
+            raise ItemFailed(f"logprob_token_ids reports something other than the model's log-probabilities "
                               f"(sum of probabilities {total:.3f})")
         # limiting generation to the labels' tokens must leave the reported log-probabilities as they are
         walked = self._read_token_ids([context], self._trie_tokens, allowed=True)[0][0][0][1]
         if any(abs(walked[t] - got[t]) > 1e-3 for t in first):
-            raise _ItemFailed("allowed_token_ids changes the reported log-probabilities on this server")
+            raise ItemFailed("allowed_token_ids changes the reported log-probabilities on this server")
 
     def _read_token_ids(self, prompts: list[str], tokens: list[int], *, steps: int = 1,
                         allowed: bool = False) -> tuple[list[list[tuple[int, dict[int, float]]]], dict]:
@@ -762,7 +586,7 @@ class OpenAITeacher(Teacher):
         serves their common start). With ``allowed``, generation may only pick among ``tokens`` (vLLM applies
         ``allowed_token_ids`` after it takes the raw log-probabilities, so they are unchanged: the probe checks)."""
         if len(tokens) > _MAX_TOKEN_IDS:
-            raise _ItemFailed(f"{len(tokens)} label tokens at one step; vLLM reads at most {_MAX_TOKEN_IDS}")
+            raise ItemFailed(f"{len(tokens)} label tokens at one step; vLLM reads at most {_MAX_TOKEN_IDS}")
         fields = {"max_tokens": steps, "logprobs": len(tokens), "logprob_token_ids": tokens,
                   "return_tokens_as_token_ids": True, "ignore_eos": True}
         if allowed:
@@ -770,27 +594,27 @@ class OpenAITeacher(Teacher):
         reply = self._complete(prompts if len(prompts) > 1 else prompts[0], **fields)
         choices = reply.get("choices")
         if not isinstance(choices, list) or len(choices) != len(prompts):
-            raise _ItemFailed(f"the reply has {len(choices) if isinstance(choices, list) else 'no'} choices for "
+            raise ItemFailed(f"the reply has {len(choices) if isinstance(choices, list) else 'no'} choices for "
                               f"{len(prompts)} prompts")
         out: list = [None] * len(prompts)
         for pos, choice in enumerate(choices):
             index = choice.get("index", pos) if isinstance(choice, dict) else pos
             if not isinstance(index, int) or not 0 <= index < len(prompts) or out[index] is not None:
-                raise _ItemFailed("the reply's choices do not match its prompts one to one")
-            lp = _logprobs(choice)
+                raise ItemFailed("the reply's choices do not match its prompts one to one")
+            lp = logprobs_of(choice)
             tops = lp.get("top_logprobs")
             if not lp["tokens"] or not isinstance(tops, list) or len(tops) != len(lp["tokens"]):
-                raise _ItemFailed("the reply carries no log-probabilities of the requested tokens")
+                raise ItemFailed("the reply carries no log-probabilities of the requested tokens")
             row = []
             for key, top in zip(lp["tokens"], tops):
-                m = _TOKEN_KEY.match(key) if isinstance(key, str) else None
+                m = TOKEN_KEY.match(key) if isinstance(key, str) else None
                 top = top if isinstance(top, dict) else {}
-                found = {int(g.group(1)): v for k, v in top.items() if isinstance(k, str) and (g := _TOKEN_KEY.match(k))}
+                found = {int(g.group(1)): v for k, v in top.items() if isinstance(k, str) and (g := TOKEN_KEY.match(k))}
                 if m is None or any(t not in found for t in tokens):
-                    raise _ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
-                                      f"{_snippet(json.dumps(top), 120)}); does the server support "
+                    raise ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
+                                      f"{snippet(json.dumps(top), 120)}); does the server support "
                                       "logprob_token_ids?")
-                row.append((int(m.group(1)), {t: _finite(found[t], "a label token") for t in tokens}))
+                row.append((int(m.group(1)), {t: finite_logprob(found[t], "a label token") for t in tokens}))
             out[index] = row
         return out, reply
 
@@ -809,7 +633,7 @@ class OpenAITeacher(Teacher):
             rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
                                                steps=walk_steps(needed | {()}, starts), allowed=True)
             if not done:
-                prompt_tokens = _usage(reply, "prompt_tokens")
+                prompt_tokens = usage_of(reply, "prompt_tokens")
             for node, row in zip(starts, rows):
                 read_walk(self._trie, node, row, done, got)
             starts = unread_nodes(self._trie, done, needed)
@@ -846,12 +670,12 @@ class OpenAITeacher(Teacher):
         """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
         field visible (the output would not be one of them)."""
         fake = ["zebra-quill-7", "mango-orbit-3"]
-        for field in _GUIDED_FIELDS:
+        for field in GUIDED_FIELDS:
             try:  # room for one token per byte: a constrained model may spell a choice in small pieces
-                reply = self._complete(context, max_tokens=_most_tokens(fake), retries=0,
-                                       **{field: _guided_value(field, fake)})
-                text = _first_choice(reply).get("text")
-            except _ItemFailed as exc:
+                reply = self._complete(context, max_tokens=most_tokens(fake), retries=0,
+                                       **{field: guided_value(field, fake)})
+                text = first_choice(reply).get("text")
+            except ItemFailed as exc:
                 log.debug("no %s: %s", field, self._redact(str(exc)))
                 continue
             if isinstance(text, str) and text.strip() in fake:
@@ -882,7 +706,7 @@ class OpenAITeacher(Teacher):
                 scored.choice = self._guided(context)
             scored.truncated = cut
             return scored
-        except _ItemFailed as exc:
+        except ItemFailed as exc:
             return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))
 
     def _echo_label(self, context: str, k: int) -> tuple[list[float], str, dict, int]:
@@ -892,21 +716,21 @@ class OpenAITeacher(Teacher):
         end-of-generation token)."""
         answer, ids = self._answers[k], self.label_tokens[k]
         reply = self._complete(context + answer, echo=True, logprobs=1, max_tokens=1)
-        lp = _logprobs(_first_choice(reply))
-        end = len(lp["tokens"]) - min(_usage(reply, "completion_tokens"), len(lp["tokens"]))
+        lp = logprobs_of(first_choice(reply))
+        end = len(lp["tokens"]) - min(usage_of(reply, "completion_tokens"), len(lp["tokens"]))
         start = end - len(ids)
         if start < 1:
-            raise _ItemFailed("the echoed prompt is shorter than the label (does the server echo the prompt?)")
+            raise ItemFailed("the echoed prompt is shorter than the label (does the server echo the prompt?)")
         pieces = [t if isinstance(t, str) else "" for t in lp["tokens"][start:end]]
         # servers may write special tokens (the terminator) as empty text
         if "".join(pieces) not in (answer, answer.removesuffix(self.terminator or "")):
-            raise _ItemFailed(f"the echo is misaligned: its last prompt tokens are {''.join(pieces)!r}, not the "
+            raise ItemFailed(f"the echo is misaligned: its last prompt tokens are {''.join(pieces)!r}, not the "
                               f"label {answer!r}")
-        values = [_finite(v, "an echoed label token") for v in lp["token_logprobs"][start:end]]
+        values = [finite_logprob(v, "an echoed label token") for v in lp["token_logprobs"][start:end]]
         tops = lp.get("top_logprobs")
         top = tops[start] if isinstance(tops, list) and len(tops) > start and isinstance(tops[start], dict) else {}
         top = {t: v for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return values, pieces[0], top, _usage(reply, "prompt_tokens") - len(ids)
+        return values, pieces[0], top, usage_of(reply, "prompt_tokens") - len(ids)
 
     def _score_echo(self, context: str) -> Scored:
         per_label, prompt_tokens = [], 0
@@ -922,14 +746,14 @@ class OpenAITeacher(Teacher):
 
     def _forced_reply(self, prompt_text: str, token: int) -> tuple[float, dict]:
         reply = self._complete(prompt_text, max_tokens=1, logprobs=1, logit_bias={str(token): _FORCE_BIAS})
-        lp = _logprobs(_first_choice(reply))
+        lp = logprobs_of(first_choice(reply))
         if not lp["token_logprobs"]:
-            raise _ItemFailed("the server reported no log-probability for the forced token")
+            raise ItemFailed("the server reported no log-probability for the forced token")
         got, want = lp["tokens"][0], self._piece.get(token)
         if want and isinstance(got, str) and got.strip() and got.strip() != want.strip():
-            raise _ItemFailed(f"the server generated {got!r}, not the forced token {want!r} (is logit_bias "
+            raise ItemFailed(f"the server generated {got!r}, not the forced token {want!r} (is logit_bias "
                               "supported?)")
-        return _finite(lp["token_logprobs"][0], "the forced token"), reply
+        return finite_logprob(lp["token_logprobs"][0], "the forced token"), reply
 
     def _score_next_token(self, context: str) -> Scored:
         got: dict[tuple[tuple[int, ...], int], float] = {}
@@ -937,22 +761,22 @@ class OpenAITeacher(Teacher):
         for prefix, token in self._edges:
             got[(prefix, token)], reply = self._forced_reply(context + self._prefix_text[prefix], token)
             if not prompt_tokens:
-                prompt_tokens = _usage(reply, "prompt_tokens") - len(prefix)
+                prompt_tokens = usage_of(reply, "prompt_tokens") - len(prefix)
         # an edge left unread is a single allowed token under p_s="guided", where its value does not count
         per_label = [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in self.label_tokens]
         return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
 
     def _guided(self, context: str) -> int:
         """The server's own guided choice over the labels; anything else is the item's error, never a label."""
-        value = _guided_value(self.guided_field, self._choices)
-        text = _first_choice(self._complete(context, max_tokens=_most_tokens(self._choices),
+        value = guided_value(self.guided_field, self._choices)
+        text = first_choice(self._complete(context, max_tokens=most_tokens(self._choices),
                                             **{self.guided_field: value})).get("text")
         if isinstance(text, str):
             for candidates in (self._choices, [c.strip() for c in self._choices]):
                 for answer in (text, text.strip()):
                     if answer in candidates:
                         return candidates.index(answer)
-        raise _ItemFailed(f"guided choice returned {text!r}, which is not one of the labels")
+        raise ItemFailed(f"guided choice returned {text!r}, which is not one of the labels")
 
     def close(self) -> None:
         if self._client is not None:
