@@ -18,6 +18,14 @@ from rich.table import Table
 from . import __version__
 from .errors import SilverlabelError
 from .files import check_writable, read_table
+from .terminal import (
+    console,
+    print_annotation_summary,
+    print_evaluation,
+    print_groups,
+    print_plan,
+    print_study,
+)
 
 
 def _flags_show_no_type() -> None:
@@ -42,7 +50,6 @@ _flags_show_no_type()
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Label text with an LLM teacher, train small students on those labels, and measure what "
                        "the shortcut costs against gold labels (accuracy, macro-F1, stability across seeds).")
-console = Console()
 _STATE = {"debug": False}
 
 
@@ -76,26 +83,6 @@ def _seeds(text: str) -> list[int]:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise SilverlabelError(f"--seeds '{text}' is not a comma-separated list of integers, e.g. 1,2,3") from None
-
-
-def print_table1(results: list[dict], *, title: str) -> None:
-    """Table 1 in percent; fits 80 columns (light rules, long label names wrap, headers are never cut), with the
-    meaning of ‡ under it when a row carries it."""
-    from rich import box
-
-    from .reporting import COLLAPSED_NOTE, table1_rows
-
-    rows = table1_rows(results)
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher\nacc", "n_train"):
-        table.add_column(col, justify="left" if col == "labels" else "right", overflow="fold",
-                         min_width=max(map(len, col.split())))
-    for r in rows:
-        table.add_row(r["labels"], r["acc"], r["macro_f1"], r["alpha"], r["sd_acc"], r["sd_f1"], r["p_unchanged"],
-                      r["teacher_acc"], str(r["n_train"]))
-    console.print(table)
-    if any(r.get("one_class") for r in results):
-        console.print(COLLAPSED_NOTE, highlight=False)
 
 
 DEMO_OUT = Path("silverlabel-demo")  # fixed, so a plain rerun of `silverlabel demo` resumes
@@ -156,30 +143,7 @@ def demo(
                          seeds=_seeds(seeds) if seeds else None, epochs=epochs, learning_rate=learning_rate,
                          chat=not raw_prompt)
     results = run_study(config, out, offline=True)
-    _print_study(results, out)
-
-
-def _print_study(results: dict, out: Path) -> None:
-    for name, info in results["datasets"].items():
-        rows = [r for r in results["results"] if r["dataset"] == name]
-        largest = max(r["size"] for r in rows)
-        for student in dict.fromkeys(r["student"] for r in rows):
-            print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
-                         title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
-                               f"student {student}, {largest} training items")
-        from .reporting.text import takeaways
-
-        for line in takeaways(rows):
-            console.print(line, highlight=False)
-        for t in results["teachers"]:
-            if t["dataset"] == name:
-                console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
-                              f"on {t['train_items']} training texts ({t['this_run']['cached']} of {t['items']} "
-                              "labels from the cache)")
-    timing = results["timing"]
-    console.print(f"wall time {timing['wall_s']:.0f} s ({timing['runs_trained']} student runs trained, runner "
-                  f"overhead {100 * timing['overhead_share']:.1f} %)")
-    console.print(f"report: {out / 'report.html'} and {out / 'report.md'}; numbers in {out / 'results.json'}")
+    print_study(results, out)
 
 
 study_app = typer.Typer(no_args_is_help=True, help="Run a study grid from a TOML config, resume it, report it.")
@@ -209,32 +173,12 @@ def study_run(
     if rehearse:
         cfg = rehearsal_config(cfg)
     if dry_run:  # the --dry-run flag; study.dry_run computes the StudyPlan it prints
-        _print_plan(study.dry_run(cfg, out, offline=True if rehearse else None), cfg.name)
+        print_plan(study.dry_run(cfg, out, offline=True if rehearse else None), cfg.name)
         return
     options = {"address": ray_address, "cpus_per_run": cpus_per_run} if executor == "ray" else {}
     results = study.run_study(cfg, out, executor=executor, executor_options=options,
                               offline=True if rehearse else None)
-    _print_study(results, out)
-
-
-def _print_plan(plan, name: str) -> None:
-    blocked = len(plan.cells) - plan.runnable
-    table = Table(title=f"study {name}: {len(plan.cells)} runs, {sum(plan.done)} done"
-                        + (f", {blocked} cannot run" if blocked else ""))
-    for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
-        table.add_column(col)
-    for cell, done in zip(plan.cells, plan.done):
-        table.add_row(cell.dataset, cell.source.name, cell.student, str(cell.size), str(cell.seed),
-                      cell.run_id or "cannot run (below)", "yes" if done else "")
-    console.print(table)
-    for key, n in plan.annotate_items.items():
-        console.print(f"teacher labels {key}: {n} items to annotate")
-    for dataset, reason in plan.blocked.items():
-        console.print(f"cannot run: {reason}", highlight=False, soft_wrap=True, markup=False)
-    console.print(f"work left: {plan.pending} student runs, {plan.training_steps} training steps, "
-                  f"{sum(plan.annotate_items.values())} items to annotate"
-                  + (f"; {blocked} runs of {len(plan.blocked)} datasets cannot run "
-                     "(study run refuses the grid until they can)" if plan.blocked else ""))
+    print_study(results, out)
 
 
 @study_app.command("report")
@@ -341,25 +285,8 @@ def annotate(
                   f"{s.seconds:.1f} s ({s.items_per_s:.2f} items/s); prompt tokens {s.prompt_tokens}; labels "
                   f"{', '.join(f'{n} {c}' for n, c in s.label_counts.items())}; accuracy vs gold {accuracy}, "
                   f"macro-F1 {macro_f1}", highlight=False, soft_wrap=True)  # a log line: never cut inside a number
-    _print_annotation_summary(s, teacher)
+    print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
-
-
-def _print_annotation_summary(s, teacher: str) -> None:
-    """The teacher against gold as a table: the confusion matrix with its totals, accuracy and macro-F1."""
-    names = list(s.label_counts)
-    if s.confusion is not None:
-        matrix = Table(title=f"teacher {teacher} vs gold: accuracy {100 * s.accuracy:.1f} %, macro-F1 "
-                             f"{100 * s.macro_f1:.1f} %\nconfusion (rows: gold, columns: teacher; failed items "
-                             "not counted)")
-        matrix.add_column("gold \\ teacher")
-        for n in names:
-            matrix.add_column(n, justify="right")
-        matrix.add_column("gold total", justify="right")
-        for n, row in zip(names, s.confusion):
-            matrix.add_row(n, *[str(v) for v in row], str(sum(row)))
-        matrix.add_row("teacher total", *[str(s.label_counts[n]) for n in names], "")
-        console.print(matrix)
 
 
 @app.command()
@@ -425,29 +352,7 @@ def train(
                               max_length=max_length, save_model=save_model)],
         seeds=seed_list)
     results = run_study(config, out)
-    _print_study(results, out)
-
-
-def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.2f}"
-
-
-def _print_evaluation(ev: dict, *, title: str) -> None:
-    pct = _pct
-    table = Table(title=f"{title}: {ev['n_runs']} runs x {ev['n_items']} items (percent; σ with ddof=1)")
-    for col in ("acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
-        table.add_column(col, justify="right")
-    table.add_row(pct(ev["accuracy_mean"]), pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]),
-                  pct(ev["macro_f1_std"]), pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]),
-                  pct(ev["pairwise_churn"]))
-    console.print(table)
-    per = Table(title="per class (precision/recall/F1 averaged over runs)")
-    for col in ("label", "precision", "recall", "F1", "support", "p_uc"):
-        per.add_column(col, justify="left" if col == "label" else "right")
-    for label, s in ev["per_class"].items():
-        per.add_row(label, pct(s["precision"]), pct(s["recall"]), pct(s["f1"]), str(s["support"]),
-                    pct(s["p_unchanged"]))
-    console.print(per)
+    print_study(results, out)
 
 
 @app.command()
@@ -478,32 +383,9 @@ def evaluate(
             rows = [{**{c: g.to_dict()[c] for c in by}, **{k: g.to_dict()[k] for k in keys}} for g in groups]
             sys.stdout.write(json.dumps({"group_by": by, "groups": rows}) + "\n")
     elif not by:
-        _print_evaluation(groups[0].evaluation.to_dict(), title=str(table))
+        print_evaluation(groups[0].evaluation.to_dict(), title=str(table))
     else:
-        _print_groups(groups, by, title=str(table))
-
-
-def _print_groups(groups, by: list[str], *, title: str) -> None:
-    """One row per group (dataset, label source, student, size), in percent; a grouping value shared by every
-    group goes to the title, so the table fits a narrow terminal."""
-    from rich import box
-
-    pct = _pct
-    shared = {c: groups[0].key[c] for c in by if len(groups) > 1 and len({str(g.key[c]) for g in groups}) == 1}
-    varying = [c for c in by if c not in shared]
-    where = "".join(f", {c} {v}" for c, v in shared.items())
-    table = Table(title=f"{title}: {len(groups)} groups{where} (percent; σ with ddof=1)", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    for col in varying:
-        table.add_column({"label_source": "labels"}.get(col, col), overflow="fold")
-    for col in ("runs", "acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
-        table.add_column(col, justify="right", min_width=len(col))
-    for g in groups:
-        ev = g.evaluation.to_dict()
-        table.add_row(*[str(g.key[c]) for c in varying], str(ev["n_runs"]), pct(ev["accuracy_mean"]),
-                      pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]), pct(ev["macro_f1_std"]),
-                      pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]), pct(ev["pairwise_churn"]))
-    console.print(table)
+        print_groups(groups, by, title=str(table))
 
 
 @app.command()

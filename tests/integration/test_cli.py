@@ -214,13 +214,13 @@ def test_table1_fits_80_columns_and_explains_the_mark(monkeypatch):
 
     from rich.console import Console
 
-    from silverlabel import cli
+    from silverlabel import terminal
 
     buf = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buf, width=80))
+    monkeypatch.setattr(terminal, "console", Console(file=buf, width=80))
     row = {"teacher_accuracy": None, "n_train": 200, "accuracy_mean": 0.6789, "macro_f1_mean": 0.6569,
            "krippendorff_alpha": 0.5639, "accuracy_std": 0.044, "macro_f1_std": 0.0588, "p_unchanged": 0.7033}
-    cli.print_table1([{**row, "label_source": "gold"},
+    terminal.print_table1([{**row, "label_source": "gold"},
                       {**row, "label_source": "teacher:qwen2.5-coder-1.5b", "teacher_accuracy": 0.67,
                        "krippendorff_alpha": 1.0, "p_unchanged": 1.0, "one_class": True}], title="Table 1")
     text = buf.getvalue()

@@ -9,7 +9,6 @@ import pandas as pd
 from rich.console import Console
 from sklearn.metrics import confusion_matrix
 
-from silverlabel import cli
 from silverlabel.metrics.divergence import confusion_flows
 from silverlabel.reporting import plots
 from silverlabel.summary import teacher_stats
@@ -87,6 +86,8 @@ def test_confusion_flows_matrix_matches_sklearn():
 
 
 def test_annotate_table_has_one_order(monkeypatch):
+    from silverlabel import terminal
+
     gold, teacher = _pairs()
     acc = _Accumulator(NAMES)
     index = {n: i for i, n in enumerate(NAMES)}
@@ -95,8 +96,8 @@ def test_annotate_table_has_one_order(monkeypatch):
     summary = acc.summary()
     np.testing.assert_array_equal(summary.confusion, confusion_matrix(gold, teacher, labels=NAMES))
     buf = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buf, width=200))
-    cli._print_annotation_summary(summary, "t")
+    monkeypatch.setattr(terminal, "console", Console(file=buf, width=200))
+    terminal.print_annotation_summary(summary, "t")
     cells = [[c.strip() for c in re.split("[│┃]", ln)[1:-1]] for ln in buf.getvalue().splitlines()
              if re.search("[│┃]", ln)]
     assert cells[0][1:4] == NAMES  # columns (teacher) in the rows' (gold) order

@@ -1,0 +1,135 @@
+"""What the commands print to the terminal: Table 1, a study's summary and plan, the teacher against gold, and
+evaluations, as rich tables that fit a narrow terminal. The CLI only parses arguments and calls the library;
+everything it shows is drawn here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def print_table1(results: list[dict], *, title: str) -> None:
+    """Table 1 in percent; fits 80 columns (light rules, long label names wrap, headers are never cut), with the
+    meaning of ‡ under it when a row carries it."""
+    from rich import box
+
+    from .reporting import COLLAPSED_NOTE, table1_rows
+
+    rows = table1_rows(results)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("labels", "acc", "macro-F1", "αK", "σacc", "σF1", "p_uc", "teacher\nacc", "n_train"):
+        table.add_column(col, justify="left" if col == "labels" else "right", overflow="fold",
+                         min_width=max(map(len, col.split())))
+    for r in rows:
+        table.add_row(r["labels"], r["acc"], r["macro_f1"], r["alpha"], r["sd_acc"], r["sd_f1"], r["p_unchanged"],
+                      r["teacher_acc"], str(r["n_train"]))
+    console.print(table)
+    if any(r.get("one_class") for r in results):
+        console.print(COLLAPSED_NOTE, highlight=False)
+
+
+def print_study(results: dict, out: Path) -> None:
+    for name, info in results["datasets"].items():
+        rows = [r for r in results["results"] if r["dataset"] == name]
+        largest = max(r["size"] for r in rows)
+        for student in dict.fromkeys(r["student"] for r in rows):
+            print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
+                         title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
+                               f"student {student}, {largest} training items")
+        from .reporting.text import takeaways
+
+        for line in takeaways(rows):
+            console.print(line, highlight=False)
+        for t in results["teachers"]:
+            if t["dataset"] == name:
+                console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
+                              f"on {t['train_items']} training texts ({t['this_run']['cached']} of {t['items']} "
+                              "labels from the cache)")
+    timing = results["timing"]
+    console.print(f"wall time {timing['wall_s']:.0f} s ({timing['runs_trained']} student runs trained, runner "
+                  f"overhead {100 * timing['overhead_share']:.1f} %)")
+    console.print(f"report: {out / 'report.html'} and {out / 'report.md'}; numbers in {out / 'results.json'}")
+
+
+def print_plan(plan, name: str) -> None:
+    blocked = len(plan.cells) - plan.runnable
+    table = Table(title=f"study {name}: {len(plan.cells)} runs, {sum(plan.done)} done"
+                        + (f", {blocked} cannot run" if blocked else ""))
+    for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
+        table.add_column(col)
+    for cell, done in zip(plan.cells, plan.done):
+        table.add_row(cell.dataset, cell.source.name, cell.student, str(cell.size), str(cell.seed),
+                      cell.run_id or "cannot run (below)", "yes" if done else "")
+    console.print(table)
+    for key, n in plan.annotate_items.items():
+        console.print(f"teacher labels {key}: {n} items to annotate")
+    for dataset, reason in plan.blocked.items():
+        console.print(f"cannot run: {reason}", highlight=False, soft_wrap=True, markup=False)
+    console.print(f"work left: {plan.pending} student runs, {plan.training_steps} training steps, "
+                  f"{sum(plan.annotate_items.values())} items to annotate"
+                  + (f"; {blocked} runs of {len(plan.blocked)} datasets cannot run "
+                     "(study run refuses the grid until they can)" if plan.blocked else ""))
+
+
+def print_annotation_summary(s, teacher: str) -> None:
+    """The teacher against gold as a table: the confusion matrix with its totals, accuracy and macro-F1."""
+    names = list(s.label_counts)
+    if s.confusion is not None:
+        matrix = Table(title=f"teacher {teacher} vs gold: accuracy {100 * s.accuracy:.1f} %, macro-F1 "
+                             f"{100 * s.macro_f1:.1f} %\nconfusion (rows: gold, columns: teacher; failed items "
+                             "not counted)")
+        matrix.add_column("gold \\ teacher")
+        for n in names:
+            matrix.add_column(n, justify="right")
+        matrix.add_column("gold total", justify="right")
+        for n, row in zip(names, s.confusion):
+            matrix.add_row(n, *[str(v) for v in row], str(sum(row)))
+        matrix.add_row("teacher total", *[str(s.label_counts[n]) for n in names], "")
+        console.print(matrix)
+
+
+def pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def print_evaluation(ev: dict, *, title: str) -> None:
+    table = Table(title=f"{title}: {ev['n_runs']} runs x {ev['n_items']} items (percent; σ with ddof=1)")
+    for col in ("acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
+        table.add_column(col, justify="right")
+    table.add_row(pct(ev["accuracy_mean"]), pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]),
+                  pct(ev["macro_f1_std"]), pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]),
+                  pct(ev["pairwise_churn"]))
+    console.print(table)
+    per = Table(title="per class (precision/recall/F1 averaged over runs)")
+    for col in ("label", "precision", "recall", "F1", "support", "p_uc"):
+        per.add_column(col, justify="left" if col == "label" else "right")
+    for label, s in ev["per_class"].items():
+        per.add_row(label, pct(s["precision"]), pct(s["recall"]), pct(s["f1"]), str(s["support"]),
+                    pct(s["p_unchanged"]))
+    console.print(per)
+
+
+def print_groups(groups, by: list[str], *, title: str) -> None:
+    """One row per group (dataset, label source, student, size), in percent; a grouping value shared by every
+    group goes to the title, so the table fits a narrow terminal."""
+    from rich import box
+
+    shared = {c: groups[0].key[c] for c in by if len(groups) > 1 and len({str(g.key[c]) for g in groups}) == 1}
+    varying = [c for c in by if c not in shared]
+    where = "".join(f", {c} {v}" for c, v in shared.items())
+    table = Table(title=f"{title}: {len(groups)} groups{where} (percent; σ with ddof=1)", box=box.SIMPLE_HEAD,
+                  pad_edge=False, collapse_padding=True)
+    for col in varying:
+        table.add_column({"label_source": "labels"}.get(col, col), overflow="fold")
+    for col in ("runs", "acc", "σacc", "macro-F1", "σF1", "αK", "p_uc", "churn"):
+        table.add_column(col, justify="right", min_width=len(col))
+    for g in groups:
+        ev = g.evaluation.to_dict()
+        table.add_row(*[str(g.key[c]) for c in varying], str(ev["n_runs"]), pct(ev["accuracy_mean"]),
+                      pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]), pct(ev["macro_f1_std"]),
+                      pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]), pct(ev["pairwise_churn"]))
+    console.print(table)
