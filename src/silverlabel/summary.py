@@ -11,6 +11,7 @@ from .data import PRESETS
 from .files import atomic_write_parquet
 from .metrics import (
     PLATEAU_METHOD,
+    accuracy,
     bootstrap_intervals,
     detect_plateau,
     evaluate_table,
@@ -45,7 +46,7 @@ def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
         divergence = {"kl": kl.to_dict(), "gold_needed_for_0.05_nats": kl.gold_needed(0.05),
                       "ece": float(cal.ece), "reliability": cal.bins.to_dict(orient="list")}
     return {"items": len(frame), "train_items": len(train), "divergence": divergence,
-            "accuracy": float((labelled == gold).mean()) if len(train) else None,
+            "accuracy": accuracy(gold, labelled) if len(train) else None,
             "macro_f1": macro_f1(gold, labelled, labels=label_names) if len(train) else None,
             "failed": int(frame["label"].isna().sum()), "prompt_tokens": int(frame["prompt_tokens"].sum()),
             "seconds": float(frame["seconds"].sum()), "label_counts": train["label"].value_counts().to_dict(),
@@ -78,12 +79,31 @@ def model_hashes(config) -> dict:
 
 
 def summarise(config, out, prepared, cells, records, annotation_summaries, accounting) -> dict:
+    """results.json's content, from the passes below; also writes the study's predictions.parquet (every run's
+    test predictions in one table), which the rows are computed from."""
+    predictions = collect_predictions(out, cells)
+    datasets = _datasets(prepared)
+    teachers = _teachers(records, annotation_summaries, datasets)
+    rows = _rows(config, prepared, cells, records, predictions, accounting)
+    return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
+            "models": model_hashes(config),
+            "results": rows, "plateaus": _plateaus(prepared, rows), "plateau_method": PLATEAU_METHOD + (
+                "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
+                "bootstrap interval at the largest size instead of a standard error; a size at which every run "
+                "predicts one class cannot start a plateau (that flat stretch is collapse)")}
+
+
+def collect_predictions(out, cells) -> pd.DataFrame:
+    """Every finished run's test predictions, written to ``out/predictions.parquet`` and returned."""
     # the run label is rewritten from the cell, so runs finished before it named the dataset match the new ones
     frames = [pd.read_parquet(out / "runs" / c.run_id / "predictions.parquet").assign(run=c.label)
               for c in cells]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     atomic_write_parquet(predictions, out / "predictions.parquet")
+    return predictions
 
+
+def _datasets(prepared) -> dict:
     datasets = {}
     for name, prep in prepared.items():
         source = prep.spec.source
@@ -94,7 +114,11 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
             "split": prep.splits.sizes(), "test_class_counts": {
                 n: int((prep.splits.test.labels == i).sum()) for i, n in enumerate(prep.dataset.label_names)},
             "fingerprint": prep.dataset.fingerprint(), "task": prep.dataset.task}
+    return datasets
 
+
+def _teachers(records, annotation_summaries, datasets) -> list[dict]:
+    """Each teacher table's quality on the training texts (teacher_stats), beside what this run's pass cost."""
     teachers = []
     for summary in annotation_summaries:
         frame = records[(summary["dataset"], summary["teacher"])][summary["demo_seed"]]
@@ -102,7 +126,11 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
         teachers.append({"dataset": summary["dataset"], "teacher": summary["teacher"], "uri": summary["uri"],
                          "demo_seed": summary["demo_seed"], "this_run": {k: summary[k] for k in (
                              "items", "cached", "labelled", "failed", "seconds", "prompt_tokens")}, **stats})
+    return teachers
 
+
+def _rows(config, prepared, cells, records, predictions, accounting) -> list[dict]:
+    """One row per (dataset, student, label source, size): the seeds' evaluation with bootstrap intervals."""
     rows = []
     by_group: dict[tuple, list] = {}
     for c in cells:
@@ -127,12 +155,17 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
             main_seed = {t.name: t.demo_seeds[0] for t in config.teachers}[cell.source.teacher]
             tr = records[(dataset, cell.source.teacher)][main_seed]
             tr = tr[tr["split"] == "train"].iloc[prepared[dataset].training_positions(size)]
-            row["teacher_accuracy"] = float((tr["label"].to_numpy() == tr["gold"].to_numpy()).mean())
+            row["teacher_accuracy"] = accuracy(tr["gold"].to_numpy(), tr["label"].fillna("(failed)").to_numpy())
         else:
             row["teacher_accuracy"] = None
         row["n_train"] = int(row["accounting"].get("n_train", size))
         rows.append(row)
 
+    return rows
+
+
+def _plateaus(prepared, rows) -> list[dict]:
+    """Where each scaling curve (macro-F1 and alpha against training size) stops rising."""
     plateaus = []
     for dataset in prepared:
         sizes = sorted({r["size"] for r in rows if r["dataset"] == dataset})
@@ -155,12 +188,7 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
                     plateaus.append({"dataset": dataset, "student": student, "label_source": source,
                                      "metric": metric, "plateau_size": size, "sizes": [r["size"] for r in curve],
                                      "one_class_sizes": collapsed})
-    return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
-            "models": model_hashes(config),
-            "results": rows, "plateaus": plateaus, "plateau_method": PLATEAU_METHOD + (
-                "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
-                "bootstrap interval at the largest size instead of a standard error; a size at which every run "
-                "predicts one class cannot start a plateau (that flat stretch is collapse)")}
+    return plateaus
 
 
 def plateau_after_collapse(plateau: int | None, sizes: list[int], one_class: list[int]) -> int | None:

@@ -29,6 +29,7 @@ from scipy.stats import entropy  # nats; zero-probability labels contribute noth
 from ..cache import AnnotationStore, Record, text_hash
 from ..errors import SilverlabelError
 from ..files import write_frames
+from ..metrics.classification import accuracy, macro_f1
 from ..progress import progress_bar
 from .prompts import Prompt
 
@@ -371,18 +372,18 @@ class _Accumulator:
         if self.truncated:
             log.warning("%d item(s) were cut to fit the model's context", self.truncated)
         if self.gold:
-            from sklearn.metrics import confusion_matrix, f1_score
+            from sklearn.metrics import confusion_matrix
 
             gold, pred = np.concatenate(self.gold), np.concatenate(self.pred)
             known = gold >= 0  # items without a gold label do not count
             gold, pred = gold[known], pred[known]
             if len(gold):
-                s.accuracy = float((gold == pred).mean())
-                # macro over the labels seen in gold or among the teacher's labels; failed items (-1) count as
-                # misses of their gold label
-                present = sorted(set(np.unique(gold)) | set(np.unique(pred[pred >= 0])))
-                s.macro_f1 = float(f1_score(gold, pred, labels=present, average="macro", zero_division=0))
-                s.confusion = confusion_matrix(gold, pred, labels=list(range(len(self.label_names)))).tolist()
+                # the metrics every table of the study uses: macro over the labels seen in gold or among the
+                # teacher's labels; failed items (-1) count as misses of their gold label
+                labels = list(range(len(self.label_names)))
+                s.accuracy = accuracy(gold, pred)
+                s.macro_f1 = macro_f1(gold, pred, labels=labels)
+                s.confusion = confusion_matrix(gold, pred, labels=labels).tolist()
         return s
 
 
