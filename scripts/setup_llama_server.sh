@@ -11,30 +11,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/cache.sh
 VERSION="${SILVERLABEL_LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
-CACHE="${SILVERLABEL_CACHE:-$HOME/.cache/silverlabel}"
 DEST="$CACHE/llama-server-$VERSION"
-STAMP="$DEST/.silverlabel-built"
-PY="${PYTHON:-python3}"
 
-if [ ! -f "$STAMP" ]; then
-  rm -rf "$DEST"
-  mkdir -p "$DEST"
-  TMP="$(mktemp -d)"
-  trap 'rm -rf "$TMP"' EXIT
-  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP"
-  tar xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP"
-  SRC="$TMP/llama_cpp_python-$VERSION/vendor/llama.cpp"
-  GENERATOR=()
-  command -v ninja > /dev/null && GENERATOR=(-G Ninja)
-  cmake -S "$SRC" -B "$TMP/build" "${GENERATOR[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+build() {
+  local dest="$1"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp"
+  tar xzf "$tmp/llama_cpp_python-$VERSION.tar.gz" -C "$tmp"
+  local src="$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" generator=()
+  command -v ninja > /dev/null && generator=(-G Ninja)
+  cmake -S "$src" -B "$tmp/build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=ON > "$TMP/cmake.log" || { tail -40 "$TMP/cmake.log"; exit 1; }
-  cmake --build "$TMP/build" --target llama-server -j "$(nproc)" > "$TMP/build.log" || { tail -40 "$TMP/build.log"; exit 1; }
-  cp "$TMP/build/bin/llama-server" "$DEST/llama-server"
-  "$DEST/llama-server" --version 2>&1 | head -2
-  touch "$STAMP"
-fi
+    -DLLAMA_BUILD_SERVER=ON > "$tmp/cmake.log" || { tail -40 "$tmp/cmake.log"; exit 1; }
+  cmake --build "$tmp/build" --target llama-server -j "$(nproc)" > "$tmp/build.log" || { tail -40 "$tmp/build.log"; exit 1; }
+  cp "$tmp/build/bin/llama-server" "$dest/llama-server"
+  "$dest/llama-server" --version 2>&1 | head -2
+}
 
-ln -sfn "$DEST/llama-server" .llama-server
-echo "$DEST/llama-server"
+build_once "$DEST" .silverlabel-built build
+link_from_repo .llama-server "$DEST/llama-server"

