@@ -33,7 +33,8 @@ import numpy as np
 def main() -> None:
     import llama_cpp
 
-    from silverlabel.data import load_preset, split
+    from silverlabel.data import load_preset
+    from silverlabel.splits import split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -91,7 +91,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from silverlabel.data import load_preset, split
+    from silverlabel.data import load_preset
+    from silverlabel.splits import split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="imdb")

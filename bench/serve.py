@@ -42,7 +42,8 @@ def _loadavg() -> list[float]:
 def main() -> None:
     import httpx
 
-    from silverlabel.data import load_preset, split
+    from silverlabel.data import load_preset
+    from silverlabel.splits import split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
     from silverlabel.teachers.openai_wire import guided_value
 

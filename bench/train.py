@@ -133,7 +133,8 @@ def two_classes(data, names: list[str]):
 def main() -> None:
     from sklearn.metrics import f1_score
 
-    from silverlabel.data import load_preset, split
+    from silverlabel.data import load_preset
+    from silverlabel.splits import split
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ecommerce")

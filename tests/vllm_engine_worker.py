@@ -29,7 +29,8 @@ def main() -> None:
 
     import torch
 
-    from silverlabel.data import load_preset, split
+    from silverlabel.data import load_preset
+    from silverlabel.splits import split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
 
     threads_before = torch.get_num_threads()

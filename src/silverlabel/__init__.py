@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _API = {
     "SilverlabelError": "errors",
-    "Dataset": "data", "Splits": "data", "load_dataset": "data", "load_preset": "data", "split": "data",
+    "Dataset": "data", "Splits": "splits", "load_dataset": "data", "load_preset": "data", "split": "splits",
     "PRESETS": "data",
     "TrainConfig": "config", "StudyConfig": "config", "load_study_config": "config",
     "Prompt": "teachers", "get_teacher": "teachers", "sample_demonstrations": "teachers",

@@ -239,7 +239,7 @@ def annotate(
     computed from the model's log-probabilities of each label string."""
     from .assets import cache_dir
     from .cache import AnnotationStore
-    from .data import annotation_split
+    from .splits import annotation_split
     from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
 
     parse_teacher_uri(teacher)

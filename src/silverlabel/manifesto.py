@@ -14,7 +14,7 @@ What the paper states is only "Manifestos, 3 classes, temporal split". The rest 
 in ``docs/manifestos.md``: the three classes are the left / right / neutral sides of the RILE scale (Laver & Budge
 1992, the Manifesto Project's own left-right index): its 13 right and 13 left categories, everything else coded is
 neutral; headings (``H``) and uncoded rows are dropped and counted. The temporal split is on the election date
-(:func:`silverlabel.data.split` tests on the newest elections and trains on older ones).
+(:func:`silverlabel.splits.split` tests on the newest elections and trains on older ones).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 import pytest
 
-from silverlabel.data import load_preset, split
+from silverlabel.data import load_preset
+from silverlabel.splits import split
 from silverlabel.teachers import Prompt, sample_demonstrations
 from tests.helpers import require
 

@@ -31,8 +31,9 @@ import pandas as pd
 import pytest
 
 from silverlabel.cache import text_hash
-from silverlabel.data import load_dataset, load_preset, split
+from silverlabel.data import load_dataset, load_preset
 from silverlabel.files import temp_path
+from silverlabel.splits import split
 from tests.helpers import require
 
 N_ITEMS = 60

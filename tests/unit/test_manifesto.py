@@ -11,9 +11,10 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from silverlabel.data import load_preset, split
+from silverlabel.data import load_preset
 from silverlabel.errors import SilverlabelError
 from silverlabel.manifesto import fetch_api, read_download, rile_class
+from silverlabel.splits import split
 
 # What manifestoR writes with write.csv(as.data.frame(corpus, with.meta = TRUE)): R's row names first, then
 # text, cmp_code, eu_code, pos and the document metadata (a subset of its columns here; the rest are ignored).

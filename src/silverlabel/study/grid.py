@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..config import DatasetSpec, StudyConfig, TeacherSpec
-from ..data import PRESETS, Dataset, Splits, load_dataset, split
+from ..data import PRESETS, Dataset, load_dataset
 from ..errors import SilverlabelError
+from ..splits import Splits, split
 from ..students import get_student
 
 log = logging.getLogger(__name__)
