@@ -1,9 +1,9 @@
-"""Mitigations compared at an equal gold budget (issue 8).
+"""Mitigations compared at an equal gold budget.
 
 A policy chooses which training items get their gold label; every policy spends exactly the same budget B, so
 they can be compared by what the students trained on the result achieve. :func:`apply_policy` runs a policy with
-gold behind a counting :class:`GoldOracle` and accounts for it; :func:`choose` runs it without applying anything
-(the ``select`` command, where gold is a person's time).
+gold behind a counting :class:`GoldOracle` and accounts for it; :func:`choose` (or :func:`policy_input` then
+:func:`select`) runs it without applying anything (the ``select`` command, where gold is a person's time).
 """
 
 from __future__ import annotations

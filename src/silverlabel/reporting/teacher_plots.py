@@ -1,4 +1,5 @@
-"""Plots about the teacher itself: its reliability diagram (more to come: budget curves per policy)."""
+"""The teacher's reliability diagram: how often its P_S is right at each confidence (the budget curves of the
+policies are in plots.py, beside the report's other figures)."""
 
 from __future__ import annotations
 
