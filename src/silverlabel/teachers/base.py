@@ -3,7 +3,10 @@
 A backend implements :meth:`Teacher.prepare` (see the prompt once) and :meth:`Teacher.score` (for each text, the
 log-probability of every label's tokens, terminator included, as the continuation of the prompt). From those the
 base class derives the full label distribution P_S(y|x), its entropy, and the label that guided decoding over the
-label set would return (greedy over the token trie of the labels, exactly as vLLM's guided choice decodes). It also
+label set would return (greedy over the token trie of the labels, exactly as vLLM's guided choice decodes).
+P_S is each label's sequence probability renormalised over the labels (``p_s="sequence"``, the default) or the
+distribution guided decoding samples from, each step renormalised over the label tokens allowed there
+(``p_s="guided"``), which needs only the trie's branching steps read. It also
 owns caching, batching, progress and accounting, so every backend gets them the same way.
 """
 
@@ -312,11 +315,11 @@ class Teacher(ABC):
     def _record(self, h: str, scored: Scored, label_names: list[str], seconds: float) -> Record:
         if scored.error is not None:
             return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error)
+        steps = scored.token_logprobs
         if self.p_s == "guided":
-            scored.token_logprobs = guided_steps(self.label_tokens, scored.token_logprobs)
-        p = distribution(scored.token_logprobs)
-        choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens,
-                                                                                scored.token_logprobs)
+            steps = guided_steps(self.label_tokens, steps)
+        p = distribution(steps)
+        choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens, steps)
         return Record(h, label_names[choice], [float(x) for x in p], float(entropy(p)), scored.prompt_tokens, seconds)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:
