@@ -45,7 +45,7 @@ def main() -> None:
     from silverlabel.data import load_preset
     from silverlabel.splits import split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
-    from silverlabel.teachers.openai_wire import guided_value
+    from silverlabel.teachers.openai_wire import guided_value, most_tokens
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="imdb")
@@ -81,7 +81,7 @@ def main() -> None:
         first = next(iter(teachers.values()))
         # the engine's own cuts of over-long texts, so both ways see the same prompts
         contexts = [first._context(first._fit(t)[0]) for t in texts]
-        most = max(len(ids) for ids in first.label_tokens) + 4
+        most = most_tokens(names)  # the teacher's own bound on a constrained answer
         # the guided field the teacher's probe found (vLLM: structured_outputs; llama-server: a GBNF grammar)
         field = first._probe_guided(contexts[0]) or "structured_outputs"
         guided_body = {field: guided_value(field, names)}
@@ -119,8 +119,8 @@ def main() -> None:
         engine_labels = ann.frame["label"].tolist()
         agreement = sum(a == b for a, b in zip(engine_labels, guided_labels)) / n
         result = {
-            "bench": "serve", "server": args.server if not args.url else "given", "guided_field": field, "dataset": args.dataset, "items": n,
-            "concurrency": args.concurrency, "p_s": kind, "scoring": teachers[kind].mode,
+            "bench": "serve", "server": args.server if not args.url else "given", "guided_field": field,
+            "dataset": args.dataset, "items": n, "concurrency": args.concurrency, "p_s": kind, "scoring": teachers[kind].mode,
             "block_size": (int(extra[1]) if extra else (None if args.url else 32)) if args.server == "vllm" else None,
             "label_tokens": first.label_tokens, "guided_items_per_s": round(n / guided_mean, 3),
             "guided_items_per_s_runs": [round(n / guided_s, 3), round(n / guided_s2, 3)],

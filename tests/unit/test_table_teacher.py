@@ -49,6 +49,8 @@ def test_without_p_columns_a_label_is_certain_and_the_file_hash_keys_the_cache(t
     (pd.DataFrame({"text": ["a", "a"], "label": ["pos", "neg"]}), "row 2: the same text has two labels"),
     (pd.DataFrame({"text": ["a"], "label": ["pos"], "p:neg": [0.5], "p:pos": [0.7]}),
      "row 1: the p:<label> columns are not a distribution"),
+    (pd.DataFrame({"text": ["a"], "label": ["pos"], "p:pos": [1.0]}),
+     "no column 'p:neg' beside its other p:<label> columns"),
 ])
 def test_bad_rows_are_errors_naming_the_row(tmp_path, frame, message):
     teacher = get_teacher(f"table:{_table(tmp_path, frame)}")

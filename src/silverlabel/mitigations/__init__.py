@@ -2,8 +2,8 @@
 
 A policy chooses which training items get their gold label; every policy spends exactly the same budget B, so
 they can be compared by what the students trained on the result achieve. :func:`apply_policy` runs a policy with
-gold behind a counting :class:`GoldOracle` and accounts for it; :func:`choose` (or :func:`policy_input` then
-:func:`select`) runs it without applying anything (the ``select`` command, where gold is a person's time).
+gold behind a counting :class:`GoldOracle` and accounts for it; :func:`policy_input` then :func:`select`
+run it without applying anything (the ``select`` command, where gold is a person's time).
 """
 
 from __future__ import annotations
@@ -75,15 +75,6 @@ def policy_input(name: str, records: pd.DataFrame, *, label_names: Sequence[str]
     return PolicyInput(records=records, label_names=list(label_names), budget=resolve_budget(budget, len(records)),
                        oracle=oracle, seed=seed, ensemble=list(ensemble or []),
                        options={**spec.defaults, **(options or {})}, probs=probs, teacher=teacher, failed=failed)
-
-
-def choose(name: str, records: pd.DataFrame, *, label_names: Sequence[str], budget: float | str,
-           oracle: GoldOracle | None = None, seed: int = 0, ensemble: Sequence[pd.DataFrame] | None = None,
-           options: dict[str, Any] | None = None) -> tuple[Selection, int]:
-    """Run a policy and return its :class:`Selection` and the budget in items, applying nothing."""
-    ctx = policy_input(name, records, label_names=label_names, budget=budget, oracle=oracle, seed=seed,
-                       ensemble=ensemble, options=options)
-    return select(name, ctx), ctx.budget
 
 
 def select(name: str, ctx: PolicyInput) -> Selection:
@@ -167,4 +158,4 @@ for _module in ("random", "entropy", "ensemble", "confident", "learned", "soft")
     importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["ACTIONS", "POLICIES", "GoldOracle", "MitigationResult", "PolicyInput", "PolicySpec", "Selection",
-           "apply_policy", "choose", "policy_input", "policy_spec", "register_policy", "resolve_budget", "teacher_arrays"]
+           "apply_policy", "policy_input", "policy_spec", "register_policy", "resolve_budget", "select", "teacher_arrays"]

@@ -22,7 +22,7 @@ from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
 from .conclusions import INTRO as CONCLUSIONS_INTRO
 from .conclusions import conclusion_sections
-from .text import pct, split_line, takeaways
+from .text import markdown_env, pct, split_line, takeaways
 
 log = logging.getLogger(__name__)
 
@@ -79,24 +79,8 @@ def paper_rows(dataset: str | None) -> list[dict]:
              "teacher_acc": "", "n_train": 5000} for name, values in TABLE1.get(dataset or "", [])]
 
 
-def _markdown_table(rows: list[dict], columns: list[str], titles: dict[str, str]) -> str:
-    head = "| " + " | ".join(titles.get(c, c) for c in columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(str(r.get(c, "")).replace("|", "\\|") for c in columns) + " |" for r in rows]
-    return "\n".join([head, rule, *body])
-
-
 MITIGATION_COLUMNS = ["label_source", "gold_used", "teacher_calls", "errors_caught_precision",
                       "errors_caught_recall", "noise_rate"]
-
-
-def _markdown_env() -> Environment:
-    """Jinja2 for report.md (templates/report.md.j2): no escaping (Markdown is not HTML; table cells escape their
-    pipes in ``mdtable``), and a line holding only a tag leaves nothing behind."""
-    env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"), autoescape=False,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(mdtable=_markdown_table, pct=_pct)
-    return env
 
 
 def _data_uri(path: Path) -> str:
@@ -199,7 +183,7 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     titles = {"labels": "labels", **COLUMN_TITLES, "teacher_acc": "teacher acc", "n_train": "n_train"}
     md_path, html_path = out / "report.md", out / "report.html"
     conclusions = conclusion_sections(results, figures)  # "What you can conclude" (reporting/conclusions.py)
-    md = _markdown_env().get_template("report.md.j2").render(
+    md = markdown_env().get_template("report.md.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, conclusions=conclusions,
         conclusions_intro=CONCLUSIONS_INTRO, collapsed_note=COLLAPSED_NOTE,
         budget_titles={**titles, "gold_used": "gold"}, mitigation_columns=MITIGATION_COLUMNS,

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..conclusions import width_curve
 from ..inference import METHOD_TITLES
+from .text import markdown_env
 
 INTRO = ("Each interval is at the stated level. \"teacher as truth\" treats the teacher's labels as the answer "
          "(what people do today), so it is narrow and usually misses the truth; gold only and PPI++ are valid "
@@ -80,9 +81,5 @@ def width_plot(e: dict, path: Path) -> None:
 
 def conclusions_markdown(sections: list[dict]) -> list[str]:
     """The "What you can conclude" part of report.md, as lines (templates/conclusions.md.j2)."""
-    from jinja2 import Environment, PackageLoader
-
-    env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"), autoescape=False,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    text = env.get_template("conclusions.md.j2").render(conclusions=sections, conclusions_intro=INTRO)
+    text = markdown_env().get_template("conclusions.md.j2").render(conclusions=sections, conclusions_intro=INTRO)
     return text.split("\n")[:-1] if text else []

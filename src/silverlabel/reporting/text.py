@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import numpy as np
+from jinja2 import Environment, PackageLoader
 
 
 def pct(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{100 * value:.2f}"
+
+
+def markdown_table(rows: list[dict], columns: list[str], titles: dict[str, str]) -> str:
+    head = "| " + " | ".join(titles.get(c, c) for c in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(str(r.get(c, "")).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def markdown_env() -> Environment:
+    """Jinja2 for report.md and its parts (templates/*.md.j2): no escaping (Markdown is not HTML; table cells
+    escape their pipes in ``mdtable``), and a line holding only a tag leaves nothing behind."""
+    env = Environment(loader=PackageLoader("silverlabel.reporting", "templates"), autoescape=False,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(mdtable=markdown_table, pct=pct)
+    return env
 
 
 def split_line(split: dict, test_class_counts: dict) -> str:

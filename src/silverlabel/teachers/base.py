@@ -164,8 +164,15 @@ def unread_nodes(trie: dict[tuple[int, ...], list[int]], done: set,
 
 
 def walk_steps(needed: set, starts: Sequence[tuple[int, ...]]) -> int:
-    """Generation steps for walks from ``starts`` to pass the deepest needed node."""
-    return max(1, max(len(n) for n in needed) + 1 - min(len(p) for p in starts))
+    """Generation steps for walks from ``starts`` to pass the deepest needed node (at least one)."""
+    return max(1, max((len(n) for n in needed), default=0) + 1 - min(len(p) for p in starts))
+
+
+def walked_logprobs(label_tokens: Sequence[Sequence[int]], got: dict) -> list[list[float]]:
+    """Each label's token log-probabilities from the trie edges a walk read (``got[(node, token)]``). An edge
+    left unread is a single allowed token under ``p_s="guided"`` (:meth:`Teacher.needed_nodes`), where its value
+    does not count, so it reads as 0."""
+    return [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in label_tokens]
 
 
 def store_key(prompt: Prompt, *, chat: bool) -> str:

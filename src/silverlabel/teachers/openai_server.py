@@ -81,6 +81,7 @@ from .base import (
     register_teacher,
     unread_nodes,
     walk_steps,
+    walked_logprobs,
 )
 from .chat_template import load_chat_template
 from .openai_wire import (
@@ -187,6 +188,7 @@ class OpenAITeacher(Teacher):
         self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
         self._choices: list[str] = []
         self._trie: dict[tuple[int, ...], list[int]] = {}  # token_ids: trie prefix -> its child tokens
+        self._needed: set[tuple[int, ...]] = set()  # token_ids: the nodes this teacher's P_S reads
         self._trie_tokens: list[int] = []  # token_ids: every token of every label
         self._info: dict | None = None  # the server's /v1/models entry for the served model
         self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
@@ -562,6 +564,7 @@ class OpenAITeacher(Teacher):
         else:
             _refuse_prefix_labels(names, label_ids)
         self._trie = label_trie(label_ids)
+        self._needed = self.needed_nodes(self._trie)
         self.label_tokens = label_ids
         # the server must honour the field (a server that ignores it answers with its own top tokens, so the
         # requested ids are missing) and report the model's log-probabilities: distinct tokens at one position add
@@ -624,22 +627,20 @@ class OpenAITeacher(Teacher):
         root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
         not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
         most label sets, each served by the prefix cache)."""
-        needed = self.needed_nodes(self._trie)
+        needed = self._needed
         got: dict[tuple[tuple[int, ...], int], float] = {}
         done: set[tuple[int, ...]] = set()
         starts: list[tuple[int, ...]] = [()]
         prompt_tokens = 0
         while starts:
             rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
-                                               steps=walk_steps(needed | {()}, starts), allowed=True)
+                                               steps=walk_steps(needed, starts), allowed=True)
             if not done:
                 prompt_tokens = usage_of(reply, "prompt_tokens")
             for node, row in zip(starts, rows):
                 read_walk(self._trie, node, row, done, got)
             starts = unread_nodes(self._trie, done, needed)
-        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
-        per_label = [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in self.label_tokens]
-        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
+        return Scored(token_logprobs=walked_logprobs(self.label_tokens, got), prompt_tokens=prompt_tokens)
 
     def _budget(self) -> int | None:
         """Tokens left for an item's text in the server's context (``max_model_len``), after the prompt, the
@@ -762,9 +763,7 @@ class OpenAITeacher(Teacher):
             got[(prefix, token)], reply = self._forced_reply(context + self._prefix_text[prefix], token)
             if not prompt_tokens:
                 prompt_tokens = usage_of(reply, "prompt_tokens") - len(prefix)
-        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
-        per_label = [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in self.label_tokens]
-        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
+        return Scored(token_logprobs=walked_logprobs(self.label_tokens, got), prompt_tokens=prompt_tokens)
 
     def _guided(self, context: str) -> int:
         """The server's own guided choice over the labels; anything else is the item's error, never a label."""

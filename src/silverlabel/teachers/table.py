@@ -59,7 +59,11 @@ class TableTeacher(Teacher):
             raise SilverlabelError(f"{self.path}: no column '{missing[0]}'; pass a `silverlabel annotate` output "
                                    "(columns item, text, label, p:<label>)")
         cols = [f"p:{n}" for n in names]
-        has_p = all(c in frame.columns for c in cols)
+        has_p = any(str(c).startswith("p:") for c in frame.columns)
+        missing_p = [c for c in cols if c not in frame.columns]
+        if has_p and missing_p:  # a P_S for some labels only is no distribution: never read as certain labels
+            raise SilverlabelError(f"{self.path}: no column '{missing_p[0]}' beside its other p:<label> columns; "
+                                   f"the labels are {names}")
         tokens = frame["prompt_tokens"] if "prompt_tokens" in frame.columns else None
         rows: dict[str, tuple[str, list[float] | None, int]] = {}
         for pos, (text, label) in enumerate(zip(frame["text"], frame["label"])):

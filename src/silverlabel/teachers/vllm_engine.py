@@ -46,6 +46,7 @@ from .base import (
     register_teacher,
     unread_nodes,
     walk_steps,
+    walked_logprobs,
 )
 from .hf_causal import HFCausalTeacher, _import_torch_transformers
 from .prompts import Prompt
@@ -175,7 +176,7 @@ class VLLMTeacher(HFCausalTeacher):
 
         fitted = [self._fit_item(t) for t in texts]
         contexts = [self.prefix_tokens + toks for toks, _ in fitted]
-        needed = self.needed_nodes(self._children) | {()}
+        needed = self.needed_nodes(self._children)
         got: list[dict] = [{} for _ in texts]
         done: list[set] = [set() for _ in texts]
         starts: list[list[tuple[int, ...]]] = [[()] for _ in texts]
@@ -215,9 +216,7 @@ class VLLMTeacher(HFCausalTeacher):
             read_before = sum(map(len, done))
             starts = [unread_nodes(self._children, done[i], needed) for i in range(len(texts))]
         self.engine_choices += sum(c is not None for c in choice)
-        # an edge left unread is a single allowed token under p_s="guided", where its value does not count
-        return [Scored(token_logprobs=[[got[i].get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))]
-                                       for ids in self.label_tokens],
+        return [Scored(token_logprobs=walked_logprobs(self.label_tokens, got[i]),
                        prompt_tokens=len(contexts[i]), choice=choice[i], truncated=fitted[i][1])
                 for i in range(len(texts))]
 
