@@ -114,7 +114,7 @@ def main() -> None:
     start = time.perf_counter()
     scored = teacher.score(texts)
     engine = len(texts) / (time.perf_counter() - start)
-    from silverlabel.teachers.base import guided_choice
+    from silverlabel.teachers.trie import guided_choice
 
     engine_labels = [names[guided_choice(teacher.label_tokens, sc.token_logprobs)] for sc in scored]
     valid = [i for i, lab in enumerate(loop_labels) if lab in names]

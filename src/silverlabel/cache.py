@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS annotations (
     PRIMARY KEY (model, prompt, text_hash)
 ) WITHOUT ROWID;
 """
+# columns added after the first release: an older store gains them (NULL for its rows) when opened
+ADDED_COLUMNS = {"p_s_method": "TEXT", "observed": "REAL", "completion_tokens": "INTEGER",
+                 "cached_tokens": "INTEGER", "requests": "INTEGER", "cost": "REAL"}
+COLUMNS = ("text_hash", "label", "probs", "entropy", "prompt_tokens", "seconds", "error", *ADDED_COLUMNS)
 
 
 def text_hash(text: str) -> str:
@@ -47,6 +51,12 @@ class Record:
     prompt_tokens: int
     seconds: float
     error: str | None = None
+    p_s_method: str | None = None  # how P_S was made (None: the teacher's exact kind, stored before it was kept)
+    observed: float | None = None  # share of P_S's mass the server's numbers covered (1: exact)
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None  # input tokens the provider served from its prompt cache
+    requests: int | None = None
+    cost: float | None = None  # money spent on this item, at the teacher's prices (None: no price set)
 
 
 class AnnotationStore:
@@ -60,6 +70,10 @@ class AnnotationStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(annotations)")}
+            for name, kind in ADDED_COLUMNS.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE annotations ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as exc:
             raise SilverlabelError(f"{self.path}: not a usable annotation store ({exc}); move it away or pick "
                                    "another --cache path") from None
@@ -84,20 +98,25 @@ class AnnotationStore:
             chunk = hashes[start:start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT text_hash, label, probs, entropy, prompt_tokens, seconds, error FROM annotations "
+                f"SELECT {', '.join(COLUMNS)} FROM annotations "
                 f"WHERE model=? AND prompt=? AND text_hash IN ({marks})", (model, prompt, *chunk))
-            for h, label, probs, ent, tok, sec, err in rows:
-                if err is not None and not include_errors:
+            for row in rows:
+                record = Record(*row)
+                if record.error is not None and not include_errors:
                     continue
-                out[h] = Record(h, label, json.loads(probs) if probs else None, ent, tok, sec, err)
+                record.probs = json.loads(record.probs) if record.probs else None
+                out[record.text_hash] = record
         return out
 
     def put_many(self, model: str, prompt: str, records: Iterable[Record]) -> None:
         rows = [(model, prompt, r.text_hash, r.label, json.dumps(r.probs) if r.probs is not None else None,
-                 r.entropy, r.prompt_tokens, r.seconds, r.error) for r in records]
+                 r.entropy, r.prompt_tokens, r.seconds, r.error, r.p_s_method, r.observed, r.completion_tokens,
+                 r.cached_tokens, r.requests, r.cost) for r in records]
+        names = ("model", "prompt", *COLUMNS)
         with self._db:  # one transaction per batch: all of it or none of it survives a crash
             self._db.executemany(
-                "INSERT OR REPLACE INTO annotations VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                f"INSERT OR REPLACE INTO annotations ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
+                rows)
 
     def count(self, model: str | None = None, prompt: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM annotations WHERE error IS NULL", []
@@ -110,6 +129,6 @@ class AnnotationStore:
         return int(self._db.execute(sql, args).fetchone()[0])
 
     def iter_all(self) -> Iterator[dict]:
-        for row in self._db.execute("SELECT * FROM annotations ORDER BY model, prompt, text_hash"):
-            yield dict(zip(("model", "prompt", "text_hash", "label", "probs", "entropy", "prompt_tokens",
-                            "seconds", "error"), row))
+        names = ("model", "prompt", *COLUMNS)
+        for row in self._db.execute(f"SELECT {', '.join(names)} FROM annotations ORDER BY model, prompt, text_hash"):
+            yield dict(zip(names, row))

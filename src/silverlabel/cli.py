@@ -9,7 +9,8 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Optional
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +25,7 @@ from .terminal import (
     print_evaluation,
     print_groups,
     print_plan,
+    print_spend_estimate,
     print_study,
 )
 
@@ -109,6 +111,20 @@ def _e(value: float) -> str:
 
 
 _QUICK = _quick()
+
+
+def parse_options(pairs: Sequence[str], *, example: str) -> dict[str, Any]:
+    """``--option KEY=VALUE`` strings to options; values are read as JSON (0.3, 50, true, "cv"), else as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SilverlabelError(f"--option '{pair}' is not KEY=VALUE, e.g. --option {example}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 @app.command()
@@ -232,7 +248,10 @@ def annotate(
     raw_prompt: bool = typer.Option(False, help="Do not wrap the prompt in the model's chat template."),
     cache: Optional[Path] = typer.Option(None, help="SQLite annotation cache (default: in the user cache dir)."),
     dry_run: bool = typer.Option(False, help="Print the first prompt, item and call counts and the cached share "
-                                 "without loading the model."),
+                                 "without loading the model (hosted teachers: the estimated spend)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Teacher option KEY=VALUE, repeated (e.g. "
+                                               "p_s_method=top_logprobs, price_input=0.15, max_cost=2, "
+                                               "concurrency=16); checked by the backend's options."),
 ) -> None:
     """Label the training split (topped up to --n-train from the validation split, which annotate never uses)
     with a teacher LLM: one row per item with the label, its entropy and the full label distribution p:<label>,
@@ -243,6 +262,7 @@ def annotate(
     from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
 
     parse_teacher_uri(teacher)
+    options = parse_options(option or [], example="p_s_method=top_logprobs")
     if out.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
         raise SilverlabelError(f"--out {out}: use a .parquet, .csv or .jsonl file name")
     ds = _load(data, text_column, label_column, id_column, task)
@@ -258,8 +278,9 @@ def annotate(
     prompt = Prompt(task=ds.task, label_names=tuple(ds.label_names), demonstrations=demos)
     store = AnnotationStore(cache or cache_dir() / "annotations.sqlite")
     if dry_run:
-        t = get_teacher(teacher, chat=not raw_prompt)  # loads nothing; an openai teacher probes its server
+        t = get_teacher(teacher, chat=not raw_prompt, **options)  # loads nothing; an openai teacher probes its server
         try:
+            spend = t.estimate_spend(train.texts, prompt) if hasattr(t, "estimate_spend") else None
             cached = t.cached_count(train.texts, prompt, store)
         finally:
             t.close()
@@ -271,9 +292,11 @@ def annotate(
         console.print(f"items: {len(train)}; calls: {len(train) - cached} label scorings (one per uncached item, "
                       f"{len(ds.label_names)} labels each); prompt tokens ≈ {chars // 4} (4 characters a token, "
                       f"before prefix reuse); cached: {cached}")
+        if spend is not None:
+            print_spend_estimate(spend, cached)
         return
     check_writable(out.parent)
-    t = get_teacher(teacher, chat=not raw_prompt)
+    t = get_teacher(teacher, chat=not raw_prompt, **options)
     try:  # streamed to the file chunk by chunk: memory stays flat however large the split
         s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
     finally:
@@ -408,10 +431,10 @@ def select(
 ) -> None:
     """Export the items a policy sends for gold, with the teacher's label and distribution as a pre-annotation.
     --policy learned runs in two rounds: its validation set first, the rest once those are labelled."""
-    from .mitigations.workflow import parse_options, select_items, write_selection
+    from .mitigations.workflow import select_items, write_selection
 
     chosen = select_items(annotations, policy=policy, budget=budget, seed=seed, ensemble=ensemble or [],
-                          labels=labels or [], options=parse_options(option or []), design=design, floor=floor,
+                          labels=labels or [], options=parse_options(option or [], example="validation=0.3"), design=design, floor=floor,
                           target_width=target_width)
     paths = write_selection(chosen, out, fmt=fmt)
     console.print(chosen.message)

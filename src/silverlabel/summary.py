@@ -18,6 +18,7 @@ from .metrics import (
     macro_f1,
 )
 from .paper import TABLE1
+from .teachers.base import P_S_METHODS
 
 
 def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
@@ -45,7 +46,15 @@ def teacher_stats(frame: pd.DataFrame, label_names: list[str]) -> dict:
         cal = calibration(probs, gold_index, n_bins=10)
         divergence = {"kl": kl.to_dict(), "gold_needed_for_0.05_nats": kl.gold_needed(0.05),
                       "ece": float(cal.ece), "reliability": cal.bins.to_dict(orient="list")}
+    methods = {str(m): int(c) for m, c in frame["p_s_method"].dropna().value_counts().items()} \
+        if "p_s_method" in frame else {}
+    costs = frame["cost"].dropna() if "cost" in frame else pd.Series(dtype=float)
+    observed = frame["observed_mass"].dropna() if "observed_mass" in frame else pd.Series(dtype=float)
     return {"items": len(frame), "train_items": len(train), "divergence": divergence,
+            "p_s_methods": methods, "p_s_estimated": sorted(m for m in methods if P_S_METHODS.get(m)),
+            "hosted": any(m not in ("sequence", "guided") for m in methods),
+            "min_observed": float(observed.min()) if len(observed) else None,
+            "money": float(costs.sum()) if len(costs) else None,
             "accuracy": accuracy(gold, labelled) if len(train) else None,
             "macro_f1": macro_f1(gold, labelled, labels=label_names) if len(train) else None,
             "failed": int(frame["label"].isna().sum()), "prompt_tokens": int(frame["prompt_tokens"].sum()),
@@ -85,7 +94,9 @@ def summarise(config, out, prepared, cells, records, annotation_summaries, accou
     datasets = _datasets(prepared)
     teachers = _teachers(records, annotation_summaries, datasets)
     rows = _rows(config, prepared, cells, records, predictions, accounting)
+    spent = [t["money"] for t in teachers if t.get("money") is not None]
     return {"study": config.name, "config": config.to_dict(), "datasets": datasets, "teachers": teachers,
+            "teacher_money": sum(spent) if spent else None,
             "models": model_hashes(config),
             "results": rows, "plateaus": _plateaus(prepared, rows), "plateau_method": PLATEAU_METHOD + (
                 "; alpha has one value per size (runs are its coders), so its noise is the half-width of its "
@@ -124,8 +135,9 @@ def _teachers(records, annotation_summaries, datasets) -> list[dict]:
         frame = records[(summary["dataset"], summary["teacher"])][summary["demo_seed"]]
         stats = teacher_stats(frame, datasets[summary["dataset"]]["label_names"])
         teachers.append({"dataset": summary["dataset"], "teacher": summary["teacher"], "uri": summary["uri"],
-                         "demo_seed": summary["demo_seed"], "this_run": {k: summary[k] for k in (
-                             "items", "cached", "labelled", "failed", "seconds", "prompt_tokens")}, **stats})
+                         "demo_seed": summary["demo_seed"], "this_run": {k: summary.get(k) for k in (
+                             "items", "cached", "labelled", "failed", "seconds", "prompt_tokens", "requests",
+                             "completion_tokens", "cost")}, **stats})
     return teachers
 
 

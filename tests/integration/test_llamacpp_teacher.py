@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import get_teacher
-from silverlabel.teachers.base import distribution
+from silverlabel.teachers.trie import distribution
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

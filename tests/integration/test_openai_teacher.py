@@ -22,7 +22,7 @@ from silverlabel.assets import gguf_path
 from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, get_teacher
-from silverlabel.teachers.base import distribution, guided_choice
+from silverlabel.teachers.trie import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
 from tests.helpers import guided_reference, require
 from tests.integration.grammar_reference import label_grammar
@@ -367,7 +367,7 @@ def proxied(server, toxic):
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     teacher = _teacher(proxy.url, toxic[1], max_retries=3)
-    teacher.backoff_base = 0.01  # keep the exponential backoff, in milliseconds
+    teacher.transport.backoff_base = 0.01  # keep the exponential backoff, in milliseconds
     yield proxy, teacher
     teacher.close()
     proxy.shutdown()

@@ -72,7 +72,7 @@ def server():
 def _teacher(srv, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     t = get_teacher(f"openai:{srv.url}/v1#toy", chat=False, max_retries=MAX_RETRIES, timeout=TIMEOUT)
-    t.backoff_base = BACKOFF
+    t.transport.backoff_base = BACKOFF
     srv.hang_s = 3 * TIMEOUT
     return t
 

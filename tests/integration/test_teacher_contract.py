@@ -27,7 +27,7 @@ from silverlabel.teachers import (
     Scored,
     get_teacher,
 )
-from silverlabel.teachers.base import guided_choice
+from silverlabel.teachers.trie import guided_choice
 from tests.helpers import guided_reference
 from tests.spy import record_scores
 

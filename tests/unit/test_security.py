@@ -200,7 +200,7 @@ def test_the_canary_key_never_leaks_from_the_api(server, tmp_path):
     os.environ["OPENAI_API_KEY"] = canary
     try:
         t = get_teacher(f"openai:{srv.url}/v1#toy", chat=False, max_retries=1)
-        t.backoff_base = 0.01
+        t.transport.backoff_base = 0.01
         prompt = Prompt(task="Classify.", label_names=("pos", "neg"),
                         demonstrations=Demonstrations(seed=0, examples=(("a fine day", "pos"),)))
         srv.schedule("i01", forever="500")  # "internal error while serving Bearer <key>"

@@ -11,16 +11,8 @@ from silverlabel.cache import AnnotationStore, Record, text_hash
 from silverlabel.config import StudyConfig, TrainConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, parse_teacher_uri, sample_demonstrations
-from silverlabel.teachers.base import (
-    check_distinguishable,
-    distribution,
-    entropy,
-    guided_choice,
-    guided_steps,
-    label_trie,
-    unread_nodes,
-    walk_steps,
-)
+from silverlabel.teachers.base import check_distinguishable, entropy
+from silverlabel.teachers.trie import distribution, guided_choice, guided_steps, label_trie, unread_nodes, walk_steps
 from silverlabel.teachers.prompts import split_at_text
 
 

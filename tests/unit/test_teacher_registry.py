@@ -163,5 +163,5 @@ def test_no_hard_coded_backend_map():
 
     assert not hasattr(teachers, "_BACKEND_MODULES")
     assert set(TEACHERS) >= {"llamacpp", "hf", "openai"} and set(TEACHER_OPTIONS) >= set(TEACHERS)
-    with pytest.raises(SilverlabelError, match="backend 'nope' is unknown; choose one of hf, llamacpp, openai"):
+    with pytest.raises(SilverlabelError, match="backend 'nope' is unknown; choose one of anthropic, chat, hf, llamacpp, openai"):
         get_teacher("nope:x")

@@ -372,17 +372,3 @@ def write_training_labels(frame: pd.DataFrame, out: Path) -> Path:
     else:
         frame.to_json(out, orient="records", lines=True, force_ascii=False)
     return out
-
-
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to policy options; values are read as JSON (0.3, 50, true, "cv"), else as text."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SilverlabelError(f"--option '{pair}' is not KEY=VALUE, e.g. --option validation=0.3")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out

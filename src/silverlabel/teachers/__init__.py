@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib.metadata
 
 from ..errors import SilverlabelError
-from . import hf_causal, llamacpp, openai_server, table, vllm_engine  # noqa: F401  (each registers itself; SDKs load on use)
+from . import (  # noqa: F401  (each registers itself; SDKs load on use)
+    anthropic_api,
+    chat_api,
+    hf_causal,
+    llamacpp,
+    openai_server,
+    table,
+    vllm_engine,
+)
 from .base import (
     TEACHER_OPTIONS,
     TEACHERS,

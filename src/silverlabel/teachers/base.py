@@ -26,7 +26,6 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
-from scipy.special import logsumexp
 from scipy.stats import entropy  # nats; zero-probability labels contribute nothing
 
 from ..cache import AnnotationStore, Record, text_hash
@@ -35,19 +34,44 @@ from ..files import write_frames
 from ..metrics.classification import accuracy, macro_f1
 from ..progress import progress_bar
 from .prompts import Prompt
+from .trie import distribution, guided_choice, guided_steps
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class Usage:
+    """What one item cost the provider, from the replies' ``usage``: tokens in (and of those, read from the
+    provider's prompt cache), tokens out, requests, and the money they come to at the teacher's prices."""
+
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cost: float | None = None
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.completion_tokens += other.completion_tokens
+        self.requests += other.requests
+
+
+@dataclass
 class Scored:
-    """A backend's raw answer for one text."""
+    """A backend's raw answer for one text: the label tokens' log-probabilities (from which the base class makes
+    P_S), or, from a backend that sees no token ids (a hosted chat API), the distribution itself in ``probs``
+    with the way it was made (``p_s_method``) and the share of its mass the server's numbers covered."""
 
     token_logprobs: list[list[float]]  # per label: log-prob of each of its tokens (terminator last)
     prompt_tokens: int
     error: str | None = None
     choice: int | None = None  # the guided-decoding label when the backend got it from the server itself
     truncated: bool = False  # the text was cut to fit the model's context (counted in the summary)
+    probs: list[float] | None = None  # P_S made by the backend (then ``choice`` is required)
+    p_s_method: str | None = None  # how ``probs`` was made (a name in P_S_METHODS); None: from token_logprobs
+    observed: float = 1.0  # share of P_S's mass seen in the server's numbers; the rest is bounded, not seen
+    usage: Usage | None = None  # tokens, requests and money, where the backend pays for them
 
 
 @dataclass
@@ -62,6 +86,13 @@ class AnnotationSummary:
     prompt_tokens: int
     label_counts: dict[str, int]
     truncated: int = 0  # items of this pass whose text was cut to fit the model's context
+    completion_tokens: int = 0  # tokens the teacher generated for the items labelled in this pass
+    requests: int = 0  # requests sent for the items labelled in this pass (remote teachers)
+    cost: float | None = None  # money spent in this pass (None: the teacher has no prices)
+    table_cost: float | None = None  # money all the pass's items cost, cached ones when they were labelled
+    p_s_methods: dict[str, int] | None = None  # how each labelled item's P_S was made -> items
+    min_observed: float | None = None  # the smallest share of an item's P_S mass the server's numbers covered
+    stopped: str | None = None  # why the pass stopped before its end (max_cost), else None
     accuracy: float | None = None
     macro_f1: float | None = None
     confusion: list[list[int]] | None = None  # gold (rows) x teacher label (columns), in label order
@@ -90,89 +121,10 @@ class Annotations:
 P_S_KINDS = ("sequence", "guided")
 
 
-def distribution(token_logprobs: Sequence[Sequence[float]]) -> np.ndarray:
-    """P_S over labels: each label's sequence probability, renormalised over the label set."""
-    seq = np.array([sum(lp) for lp in token_logprobs], dtype=np.float64)
-    seq -= seq.max()
-    p = np.exp(seq)
-    return p / p.sum()
-
-
-def guided_steps(label_tokens: Sequence[Sequence[int]],
-                 token_logprobs: Sequence[Sequence[float]]) -> list[list[float]]:
-    """Each label's token log-probabilities renormalised over the tokens the label set allows at that step (its
-    trie node's children): the distribution guided decoding samples a label from (``p_s = "guided"``). A step
-    with a single allowed token contributes 0 whatever its raw value, so backends need not read those."""
-    lp_of = {(tuple(ids[:j]), ids[j]): lps[j]
-             for ids, lps in zip(label_tokens, token_logprobs) for j in range(len(ids))}
-    norm = {node: float(logsumexp([lp_of[(node, t)] for t in kids]))
-            for node, kids in label_trie(label_tokens).items()}
-    return [[float(lps[j]) - norm[tuple(ids[:j])] for j in range(len(ids))]
-            for ids, lps in zip(label_tokens, token_logprobs)]
-
-
 def check_p_s(p_s: str) -> str:
     if p_s not in P_S_KINDS:
         raise SilverlabelError(f"p_s '{p_s}' is unknown; choose one of {', '.join(P_S_KINDS)}")
     return p_s
-
-
-def guided_choice(label_tokens: Sequence[Sequence[int]], token_logprobs: Sequence[Sequence[float]]) -> int:
-    """The label greedy decoding constrained to the label set returns: at each step keep only the labels that
-    start with the most likely allowed token. Hand-written because it must reuse the scores we already have;
-    a guided-decoding library would re-run the model."""
-    candidates = list(range(len(label_tokens)))
-    pos = 0
-    while len(candidates) > 1:
-        best = max(candidates, key=lambda c: (token_logprobs[c][pos], -c))
-        token = label_tokens[best][pos]
-        candidates = [c for c in candidates if label_tokens[c][pos] == token]
-        pos += 1
-    return candidates[0]
-
-
-def label_trie(label_tokens: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
-    """Each proper prefix of the labels' token sequences -> the tokens that follow it, shallowest prefix first:
-    the nodes whose next-token log-probabilities make up every label's score."""
-    children: dict[tuple[int, ...], set[int]] = {}
-    for ids in label_tokens:
-        for j in range(len(ids)):
-            children.setdefault(tuple(ids[:j]), set()).add(ids[j])
-    return {k: sorted(children[k]) for k in sorted(children, key=lambda k: (len(k), k))}
-
-
-def read_walk(trie: dict[tuple[int, ...], list[int]], node: tuple[int, ...], steps, done: set, got: dict) -> None:
-    """Record what one generation down the trie from ``node`` read: ``steps`` are its (generated token, {token:
-    log-probability}) pairs; at every trie node it passes that is not read yet, the log-probabilities of the
-    node's children go to ``got[(node, token)]``. Used by the backends that score labels by generating along the
-    trie (vLLM's ``logprob_token_ids``, in process and on a server)."""
-    for token, values in steps:
-        if node not in trie or node in done:
-            break
-        got.update({(node, t): values[t] for t in trie[node]})
-        done.add(node)
-        node += (token,)
-
-
-def unread_nodes(trie: dict[tuple[int, ...], list[int]], done: set,
-                 needed: set | None = None) -> list[tuple[int, ...]]:
-    """The nodes a next walk starts from: needed (default: every node), not read yet, and with no such node
-    above them (a walk from there reads those below it on its path)."""
-    needed = set(trie) if needed is None else needed
-    todo = [p for p in trie if p in needed and p not in done]
-    return [p for p in todo if not any(p[:j] in needed and p[:j] not in done for j in range(len(p)))]
-
-
-def walk_steps(needed: set, starts: Sequence[tuple[int, ...]]) -> int:
-    """Generation steps for walks from ``starts`` to pass the deepest needed node (at least one)."""
-    return max(1, max((len(n) for n in needed), default=0) + 1 - min(len(p) for p in starts))
-
-
-def walked_logprobs(label_tokens: Sequence[Sequence[int]], got: dict) -> list[list[float]]:
-    """Each label's token log-probabilities from the trie edges a walk read (``got[(node, token)]``). An edge
-    left unread is a single allowed token under ``p_s="guided"`` (:meth:`Teacher.needed_nodes`), where its value
-    does not count, so it reads as 0."""
-    return [[got.get((tuple(ids[:j]), ids[j]), 0.0) for j in range(len(ids))] for ids in label_tokens]
 
 
 def store_key(prompt: Prompt, *, chat: bool) -> str:
@@ -190,11 +142,22 @@ def check_distinguishable(label_names: Sequence[str], label_tokens: Sequence[Seq
         seen[key] = name
 
 
+class BudgetReached(SilverlabelError):
+    """The next items would pass the teacher's ``max_cost``; everything labelled before is in the store."""
+
+
+# how an item's P_S was made -> whether it is an estimate rather than the model's own numbers (exact, or bounded by
+# the recorded unobserved mass); the report and annotate's summary warn about the estimates
+P_S_METHODS = {"sequence": False, "guided": False, "token_ids": False, "top_logprobs": False, "sample": True,
+               "verbalized": True, "label": True}
+
+
 class Teacher(ABC):
     """An LLM that labels texts with a fixed few-shot prompt."""
 
     backend: ClassVar[str] = ""
     batch_items: int = 16  # texts per score() call unless annotate() is given batch_size
+    max_cost: float | None = None  # stop before spending more than this (teachers that are paid per token)
 
     def __init__(self, model: str, *, chat: bool = True, p_s: str = "sequence"):
         self.model = model
@@ -295,13 +258,23 @@ class Teacher(ABC):
                 if todo and (self.prompt is None or self.prompt.key() != prompt.key()):
                     self.prepare(prompt)
                     check_distinguishable(label_names, self.label_tokens)
-                for start in range(0, len(todo), batch_size):
-                    part = todo[start:start + batch_size]
+                start = 0
+                while start < len(todo):
+                    n = acc.affordable(min(batch_size, len(todo) - start), self.max_cost)
+                    if n == 0:
+                        acc.stopped = (f"max_cost {self.max_cost:g} reached: {acc.cost:.4f} spent on "
+                                       f"{acc.scored + start} item(s) this run, the next would cost up to "
+                                       f"{acc.max_item_cost:.4f}")
+                        raise BudgetReached(f"{self.model_id}: {acc.stopped}; the labelled items are cached, a "
+                                            "rerun with a higher max_cost continues from them")
+                    part = todo[start:start + n]
+                    start += n
                     t0 = time.perf_counter()
                     scored = self.score([c_texts[i] for i in part])
                     per_item = (time.perf_counter() - t0) / len(part)
                     batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(part, scored)]
                     acc.truncated += sum(s.truncated for s in scored)
+                    acc.spend(batch)
                     if store is not None:
                         store.put_many(self.model_id, key, batch)
                     records.update({r.text_hash: r for r in batch})
@@ -320,14 +293,23 @@ class Teacher(ABC):
                 yield frame
 
     def _record(self, h: str, scored: Scored, label_names: list[str], seconds: float) -> Record:
+        usage = scored.usage or Usage()
+        paid = dict(completion_tokens=usage.completion_tokens, cached_tokens=usage.cached_tokens,
+                    requests=usage.requests, cost=usage.cost) if scored.usage is not None else {}
         if scored.error is not None:
-            return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error)
+            return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error, **paid)
+        if scored.probs is not None:  # a backend that made P_S itself (no token ids to make it from)
+            p = np.asarray(scored.probs, dtype=np.float64)
+            return Record(h, label_names[scored.choice], [float(x) for x in p], float(entropy(p)),
+                          scored.prompt_tokens, seconds, p_s_method=scored.p_s_method,
+                          observed=float(scored.observed), **paid)
         steps = scored.token_logprobs
         if self.p_s == "guided":
             steps = guided_steps(self.label_tokens, steps)
         p = distribution(steps)
         choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens, steps)
-        return Record(h, label_names[choice], [float(x) for x in p], float(entropy(p)), scored.prompt_tokens, seconds)
+        return Record(h, label_names[choice], [float(x) for x in p], float(entropy(p)), scored.prompt_tokens,
+                      seconds, p_s_method=scored.p_s_method or self.p_s, observed=1.0, **paid)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:
         """Columns built one at a time: a row tuple per item would double the chunk's Python objects."""
@@ -343,7 +325,14 @@ class Teacher(ABC):
         cols.update({"model": redact_uri(self.model), "demo_seed": prompt.demonstrations.seed,
                      "prompt_tokens": np.array([r.prompt_tokens or 0 for r in recs], dtype=np.int64),
                      "seconds": np.array([r.seconds for r in recs], dtype=np.float64),
-                     "error": [r.error for r in recs]})
+                     "error": [r.error for r in recs],
+                     # how P_S was made; records stored before this was kept are the teacher's exact kind
+                     "p_s_method": [r.p_s_method or (self.p_s if r.error is None else None) for r in recs],
+                     "observed_mass": np.array([1.0 if r.observed is None and r.error is None else
+                                                math.nan if r.observed is None else r.observed for r in recs],
+                                               dtype=np.float64),
+                     "completion_tokens": np.array([r.completion_tokens or 0 for r in recs], dtype=np.int64),
+                     "cost": np.array([math.nan if r.cost is None else r.cost for r in recs], dtype=np.float64)})
         return pd.DataFrame(cols, index=pd.RangeIndex(len(recs)))
 
 
@@ -357,10 +346,39 @@ class _Accumulator:
         self.label_names = label_names
         self.index = {n: i for i, n in enumerate(label_names)}
         self.items = self.scored = self.failed = self.prompt_tokens = self.truncated = 0
+        self.completion_tokens = self.requests = 0
         self.seconds = 0.0
+        self.cost: float | None = None  # money spent on the items scored in this pass
+        self.table_cost: float | None = None  # money all the pass's items cost when they were labelled
+        self.max_item_cost: float | None = None  # the dearest item so far: what the next one may cost
+        self.methods: dict[str, int] = {}
+        self.min_observed: float | None = None
+        self.stopped: str | None = None
         self.counts = np.zeros(len(label_names), dtype=np.int64)
         self.pred: list[np.ndarray] = []
         self.gold: list[np.ndarray] = []
+
+    def spend(self, batch: list[Record]) -> None:
+        """Count what the batch just scored cost (tokens out, requests, money)."""
+        for r in batch:
+            self.completion_tokens += r.completion_tokens or 0
+            self.requests += r.requests or 0
+            if r.cost is not None:
+                self.cost = (self.cost or 0.0) + r.cost
+                self.max_item_cost = max(self.max_item_cost or 0.0, r.cost)
+
+    def affordable(self, n: int, max_cost: float | None) -> int:
+        """How many of the next ``n`` items fit in what is left of ``max_cost``, each priced as the dearest item
+        so far (the first is scored alone to learn a price): the budget is never passed by more than the amount
+        an item costs above the dearest seen before it."""
+        if max_cost is None:
+            return n
+        spent = self.cost or 0.0
+        if self.max_item_cost is None:
+            return 1 if spent < max_cost else 0
+        if self.max_item_cost <= 0:
+            return n
+        return max(0, min(n, int((max_cost - spent) / self.max_item_cost)))
 
     def add(self, frame: pd.DataFrame, *, scored: int, gold: np.ndarray | None, seconds: float) -> None:
         pred = frame["label"].map(self.index).fillna(-1).to_numpy(dtype=np.int64)
@@ -369,6 +387,16 @@ class _Accumulator:
         self.failed += int(frame["error"].notna().sum())
         self.prompt_tokens += int(frame["prompt_tokens"].sum())
         self.counts += np.bincount(pred[pred >= 0], minlength=len(self.label_names))
+        empty = pd.Series(dtype=float)  # frames written before these columns were kept lack them
+        costs = frame.get("cost", empty).dropna()
+        if len(costs):
+            self.table_cost = (self.table_cost or 0.0) + float(costs.sum())
+        for method, count in frame.get("p_s_method", empty).dropna().value_counts().items():
+            self.methods[str(method)] = self.methods.get(str(method), 0) + int(count)
+        observed = frame.get("observed_mass", empty).dropna()
+        if len(observed):
+            low = float(observed.min())
+            self.min_observed = low if self.min_observed is None else min(self.min_observed, low)
         self.seconds = seconds
         if gold is not None:
             self.pred.append(pred.astype(np.int32))
@@ -378,7 +406,9 @@ class _Accumulator:
         s = AnnotationSummary(items=self.items, cached=self.items - self.scored, labelled=self.scored,
                               failed=self.failed, seconds=self.seconds, prompt_tokens=self.prompt_tokens,
                               label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)},
-                              truncated=self.truncated)
+                              truncated=self.truncated, completion_tokens=self.completion_tokens,
+                              requests=self.requests, cost=self.cost, table_cost=self.table_cost,
+                              p_s_methods=dict(self.methods), min_observed=self.min_observed, stopped=self.stopped)
         if self.truncated:
             log.warning("%d item(s) were cut to fit the model's context", self.truncated)
         if self.gold:

@@ -4,10 +4,15 @@ a .gguf file's, a tokenizer_config.json's, or a Jinja string, in the sandboxed e
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import SilverlabelError
+
+SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server's tokenize/detokenize round trip
+# what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
+SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
 
 
 def load_chat_template(source: str) -> tuple[Callable[..., str], str]:

