@@ -8,6 +8,8 @@ labels by the prompt's instruction, and an answer outside them is the item's fai
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import Field
 
 from ..errors import SilverlabelError
@@ -18,6 +20,7 @@ from .openai_wire import snippet
 from .p_s_methods import Reply
 from .transport import ItemFailed
 
+log = logging.getLogger(__name__)
 
 def import_anthropic():
     try:
@@ -36,6 +39,7 @@ class AnthropicMessages(ChatAPI):
         self.sdk = import_anthropic()
         self.model = model
         self.client = self.sdk.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+        self.temperature_allowed = True
 
     def send(self, messages, *, max_tokens, temperature, n=1, seed=None, top_logprobs=None, choices=None,
              schema=None) -> Reply:
@@ -43,10 +47,22 @@ class AnthropicMessages(ChatAPI):
             raise ItemFailed("the Messages API has no n, logprobs or constrained answers")
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
         turns = [m for m in messages if m["role"] != "system"]
-        fields = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature, "messages": turns}
+        fields = {"model": self.model, "max_tokens": max_tokens, "messages": turns}
         if system:
             fields["system"] = system
-        raw = sdk_call(lambda: self.client.messages.create(**fields), self.sdk).model_dump()
+        if temperature != 1.0 and self.temperature_allowed:
+            # the SDK (2.x) dropped the argument, as Anthropic's newer models refuse it; older models and
+            # compatible servers (vLLM) still take it in the body, and 1.0 is the API's default anyway
+            fields["extra_body"] = {"temperature": temperature}
+        try:
+            raw = sdk_call(lambda: self.client.messages.create(**fields), self.sdk).model_dump()
+        except ItemFailed as exc:
+            if exc.status != 400 or "temperature" not in str(exc) or "extra_body" not in fields:
+                raise
+            log.warning("%s refuses temperature; its answers are sampled at the API's default", self.model)
+            self.temperature_allowed = False
+            fields.pop("extra_body")
+            raw = sdk_call(lambda: self.client.messages.create(**fields), self.sdk).model_dump()
         u = raw.get("usage") or {}
         cached = int(u.get("cache_read_input_tokens") or 0)
         # input_tokens excludes what the cache served or wrote; both are input the provider counts

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from ..errors import SilverlabelError
 from .base import P_S_METHODS, Scored, Teacher, TeacherOptions, Usage, redact_uri
-from .p_s_methods import P_S_METHOD_CLASSES, AnswerFormat, PSMethod, Reply
+from .p_s_methods import P_S_METHOD_CLASSES, AnswerFormat, PSMethod, Reply, Unusable
 from .prompts import Prompt
 from .transport import ItemFailed, Transport
 from .trie import label_trie
@@ -189,7 +189,7 @@ class HostedTeacher(Teacher):
         if self.method is None or self.prompt is None or self.prompt.key() != prompt.key():
             self.prepare(prompt)
         extra = {"top_logprobs": f"k{self.top_logprobs}", "sample": f"k{self.samples}:a{self.sample_smoothing:g}:"
-                 f"s{self.seed}", }.get(self.method.name, "")
+                 f"s{self.seed}"}.get(self.method.name, "")
         return f"{self.method.name}:{self.answer.kind}:{self.layout}" + (f":{extra}" if extra else "")
 
     def prepare(self, prompt: Prompt) -> None:
@@ -211,8 +211,18 @@ class HostedTeacher(Teacher):
                     continue
                 try:
                     if name == "token_ids":
-                        self._prepare_token_ids()
+                        try:
+                            self._prepare_token_ids()
+                        except ItemFailed as exc:  # a missing tokenizer route refuses the method, nothing more
+                            raise ItemFailed(str(exc)) from None
                     method.probe(self, messages)
+                except Unusable as exc:
+                    # the API serves the method but the probe item's answer was unusable: a method asked for by
+                    # name (or the last resort) is kept, its unusable answers become counted failures
+                    if self.p_s_method == "auto" and name != wanted[-1]:
+                        refused.append(f"{name} ({exc})")
+                        continue
+                    log.warning("%s: the probe item's answer was unusable (%s)", self.model_id, exc)
                 except ItemFailed as exc:
                     if exc.unreachable or exc.status in (401, 403, 404):
                         raise
@@ -256,9 +266,9 @@ class HostedTeacher(Teacher):
             try:
                 reply = self.transport.call(lambda: self.api.send(
                     messages, max_tokens=32, temperature=0.0, choices=_FAKE if kind == "choice" else None,
-                    schema=answer.schema(_FAKE)), what=self.model_id, retries=0)
+                    schema=answer.schema(_FAKE)), what=self.model_id)
             except ItemFailed as exc:
-                if exc.unreachable or exc.status in (401, 403, 404):
+                if exc.unreachable or exc.status in (401, 403, 404) or self.constrain == kind:
                     raise
                 log.debug("%s: no %s constraint (%s)", self.model_id, kind, exc)
                 continue

@@ -78,6 +78,11 @@ class AnswerFormat:
                 "required": ["label"], "additionalProperties": False}
 
 
+class Unusable(ItemFailed):
+    """The API answered, but the answer cannot be used (not a label, no probabilities): the item's failure, not
+    the API refusing the method."""
+
+
 def answer_tokens(names: Sequence[str]) -> int:
     """max_tokens for a label answer (JSON-wrapped at most): one token per byte at worst, plus the wrapper."""
     return max(len(n.encode("utf-8")) for n in names) + 16
@@ -121,7 +126,7 @@ def _constrained(teacher, messages: list[dict], **fields) -> tuple[Reply, int]:
     reply = teacher.send(messages, max_tokens=answer_tokens(names), temperature=0.0, answer=teacher.answer, **fields)
     k = teacher.answer.label_of(reply.texts[0], names) if reply.texts else None
     if k is None:
-        raise ItemFailed(f"the answer {reply.texts[0] if reply.texts else None!r} is not one of the labels",
+        raise Unusable(f"the answer {reply.texts[0] if reply.texts else None!r} is not one of the labels",
                          usage=reply.usage)
     return reply, k
 
@@ -149,7 +154,7 @@ class TopLogprobs(PSMethod):
     def score(self, teacher, messages):
         reply, k = _constrained(teacher, messages, top_logprobs=teacher.top_logprobs)
         if not reply.steps or not reply.steps[0]:
-            raise ItemFailed("the reply carries no log-probabilities (does the API allow logprobs for this model?)",
+            raise Unusable("the reply carries no log-probabilities (does the API allow logprobs for this model?)",
                              usage=reply.usage)
         probs, observed = top_logprob_distribution(reply.texts[0], reply.steps[0], teacher.label_names, k)
         return Scored([], reply.usage.prompt_tokens, choice=k, probs=probs, p_s_method=self.name,
@@ -173,7 +178,7 @@ def top_logprob_distribution(text: str, steps: Sequence[Step], names: Sequence[s
     spelled = "".join(pieces)
     start = text.rfind(names[chosen])
     if start < 0 or not spelled.startswith(text.rstrip()) and not text.startswith(spelled):
-        raise ItemFailed("the reply's log-probabilities do not spell its answer")
+        raise Unusable("the reply's log-probabilities do not spell its answer")
     rest = text[start + len(names[chosen]):]
     answers = [text[:start] + n + rest for n in names]
     probs = [0.0] * len(names)
@@ -230,7 +235,7 @@ class Sample(PSMethod):
 
     def probe(self, teacher, messages):
         reply = teacher.send(messages, max_tokens=answer_tokens(teacher.label_names), temperature=1.0,
-                             answer=teacher.answer, n=min(2, teacher.samples))
+                             answer=teacher.answer, n=min(2, teacher.samples) if teacher.api.can_n else 1)
         if not reply.texts:
             raise ItemFailed("the reply has no answers")
 
@@ -254,7 +259,7 @@ class Sample(PSMethod):
                 counts[j] += 1
         valid = int(counts.sum())
         if valid == 0:
-            raise ItemFailed(f"none of the {len(texts)} sampled answers is one of the labels (e.g. "
+            raise Unusable(f"none of the {len(texts)} sampled answers is one of the labels (e.g. "
                              f"{texts[0] if texts else None!r})", usage=usage)
         a = teacher.sample_smoothing
         p = (counts + a) / (valid + a * len(names))
@@ -280,7 +285,10 @@ class Verbalized(PSMethod):
     def score(self, teacher, messages):
         names = teacher.label_names
         ask = VERBALIZED_INSTRUCTION.format(labels=", ".join(json.dumps(n) for n in names))
-        messages = [{**messages[0], "content": messages[0]["content"] + "\n" + ask}, *messages[1:]]
+        if messages[0]["role"] == "system":
+            messages = [{**messages[0], "content": messages[0]["content"] + "\n" + ask}, *messages[1:]]
+        else:
+            messages = [{"role": "system", "content": ask}, *messages]
         schema = {"type": "object", "properties": {n: {"type": "number", "minimum": 0, "maximum": 1} for n in names},
                   "required": list(names), "additionalProperties": False}
         reply = teacher.send(messages, max_tokens=self.output_tokens(teacher), temperature=0.0,
@@ -291,10 +299,10 @@ class Verbalized(PSMethod):
             value = json.loads(text[text.index("{"):text.rindex("}") + 1])
             p = np.array([float(value[n]) for n in names])
         except (ValueError, KeyError, TypeError):
-            raise ItemFailed(f"the answer {text[:120]!r} is not a probability for every label", usage=reply.usage) \
+            raise Unusable(f"the answer {text[:120]!r} is not a probability for every label", usage=reply.usage) \
                 from None
         if not np.all(np.isfinite(p)) or (p < 0).any() or p.sum() <= 0:
-            raise ItemFailed(f"the stated probabilities {text[:120]!r} are not a distribution", usage=reply.usage)
+            raise Unusable(f"the stated probabilities {text[:120]!r} are not a distribution", usage=reply.usage)
         p = p / p.sum()
         return Scored([], reply.usage.prompt_tokens, choice=int(np.argmax(p)), probs=p.tolist(),
                       p_s_method=self.name, observed=1.0, usage=reply.usage)
