@@ -21,6 +21,15 @@ the machine's speed over the run does not favour either way. One JSON line per k
 
     python bench/serve.py [--dataset imdb] [--items 200] [--concurrency 8] [--p-s sequence,guided]
                           [--url http://127.0.0.1:8000]
+
+``--api chat`` runs the hosted-API teacher instead (``chat:``, the ``openai`` SDK on ``/v1/chat/completions``),
+once per ``--methods`` P_S method, against the paper's guided decoding sent the same way (a chat completion
+with vLLM's choice constraint, the prompt as one user message, as the teacher sends it with
+``messages="single"``); besides speed and agreement it reports requests per item and the mean |dP| of each
+method's P_S to the exact one (the openai teacher's, run before the clock starts: its sequence P_S, and its
+``guided`` P_S, the distribution guided decoding samples from, which the estimating methods target).
+
+    python bench/serve.py --api chat [--methods token_ids,token_ids@guided,top_logprobs,sample,verbalized,label]
 """
 
 from __future__ import annotations
@@ -58,6 +67,10 @@ def main() -> None:
     ap.add_argument("--server", choices=("vllm", "llama-server"), default="vllm",
                     help="which server the bench starts when --url is not given (llama-server: "
                          "scripts/setup_llama_server.sh; one slot, as the tests run it)")
+    ap.add_argument("--api", choices=("completions", "chat"), default="completions",
+                    help="completions: the openai teacher (default); chat: the chat teacher, per --methods")
+    ap.add_argument("--methods", default="token_ids@guided,top_logprobs",
+                    help="--api chat: P_S methods, comma-separated; METHOD@guided runs it with p_s = \"guided\"")
     ap.add_argument("--block-size", type=int, default=None,
                     help="vLLM's KV block size when the bench starts the server (default: tests/vllm_server.py's "
                          "BLOCK_SIZE, 32; vLLM's own CPU default is 128)")
@@ -72,6 +85,10 @@ def main() -> None:
 
     extra = ("--block-size", str(args.block_size)) if args.block_size else ()
     kinds = args.p_s.split(",")
+    if args.api == "chat":
+        with _server(args.url, extra, args.server) as url:
+            _chat(args, url, prompt, items, texts)
+        return
     with _server(args.url, extra, args.server) as url:
         http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
         teachers = {k: get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency, p_s=k)
@@ -94,11 +111,7 @@ def main() -> None:
             return r.json()["choices"][0]["text"].strip()
 
         def run_guided() -> tuple[list[str], float]:
-            _reset(http, url)
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                labels = list(pool.map(guided, contexts))
-            return labels, time.perf_counter() - t0
+            return _timed(http, url, guided, contexts, args.concurrency)
 
         load_before = _loadavg()
         guided_labels, guided_s = run_guided()
@@ -131,6 +144,79 @@ def main() -> None:
             "loadavg_before": load_before, "loadavg_after": load_after,
         }
         sys.stdout.write(json.dumps(result) + "\n")
+
+
+def _chat(args, url: str, prompt, items, texts) -> None:
+    """--api chat: the chat teacher per P_S method against guided decoding through the same endpoint."""
+    import httpx
+    import numpy as np
+
+    from silverlabel.teachers import get_teacher
+
+    names = list(prompt.label_names)
+    http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=args.concurrency + 2))
+    exact = {}
+    for kind in ("sequence", "guided"):  # the references, outside the clock
+        t = get_teacher(f"openai:{url}/v1#{args.model}", concurrency=args.concurrency, p_s=kind)
+        exact[kind] = t.annotate(items, texts, prompt, batch_size=args.concurrency * 4)
+        t.close()
+
+    def guided(text: str) -> str:
+        r = http.post(f"{url}/v1/chat/completions", json={
+            "model": args.model, "messages": prompt.messages(text, "single"), "temperature": 0,
+            "max_completion_tokens": max(len(n.encode()) for n in names) + 16,
+            "structured_outputs": {"choice": names}})
+        r.raise_for_status()
+        return r.json()["choices"][0]["message"]["content"].strip()
+
+    def run_guided() -> tuple[list[str], float]:
+        return _timed(http, url, guided, texts, args.concurrency)
+
+    load_before = _loadavg()
+    guided_labels, guided_s = run_guided()
+    runs = {}
+    for spec in args.methods.split(","):
+        method, _, kind = spec.partition("@")  # token_ids@guided: token_ids with p_s = "guided"
+        teacher = get_teacher(f"chat:{url}/v1#{args.model}", p_s_method=method, messages="single",
+                              concurrency=1 if method == "sample" else args.concurrency, p_s=kind or "sequence")
+        teacher.prepare(prompt)  # probing is outside the clock, as the openai teacher's is
+        _reset(http, url)
+        t0 = time.perf_counter()
+        ann = teacher.annotate(items, texts, prompt, batch_size=args.concurrency * 4)
+        runs[spec] = (ann, time.perf_counter() - t0, teacher.answer.kind)
+        teacher.close()
+    again, guided_s2 = run_guided()
+    load_after = _loadavg()
+    n = len(texts)
+    guided_mean = (guided_s + guided_s2) / 2
+    for method, (ann, engine_s, constraint) in runs.items():
+        p = ann.probs()
+        ok = ~np.isnan(p).any(axis=1)
+        dp = {k: round(float(np.abs(p[ok] - a.probs()[ok]).mean()), 5) for k, a in exact.items()}
+        labels = ann.frame["label"].tolist()
+        result = {
+            "bench": "serve", "api": "chat", "server": args.server if not args.url else "given",
+            "dataset": args.dataset, "items": n, "concurrency": args.concurrency, "p_s_method": method,
+            "constraint": constraint, "guided_items_per_s": round(n / guided_mean, 3),
+            "guided_items_per_s_runs": [round(n / guided_s, 3), round(n / guided_s2, 3)],
+            "engine_items_per_s": round(n / engine_s, 3), "engine_vs_guided": round(guided_mean / engine_s, 3),
+            "requests_per_item": round(ann.summary.requests / n, 3),
+            "mean_abs_dp_to_exact_sequence": dp["sequence"], "mean_abs_dp_to_exact_guided": dp["guided"],
+            "min_observed_mass": ann.summary.min_observed,
+            "agreement": round(sum(a == b for a, b in zip(labels, guided_labels)) / n, 4),
+            "guided_runs_agree": again == guided_labels, "engine_failed": ann.summary.failed,
+            "loadavg_before": load_before, "loadavg_after": load_after,
+        }
+        sys.stdout.write(json.dumps(result) + "\n")
+
+
+def _timed(http, url: str, guided, inputs, concurrency: int) -> tuple[list[str], float]:
+    """Guided decoding over ``inputs``, ``concurrency`` at a time, from an empty prefix cache: labels, seconds."""
+    _reset(http, url)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        labels = list(pool.map(guided, inputs))
+    return labels, time.perf_counter() - t0
 
 
 def _reset(http, url: str) -> None:

