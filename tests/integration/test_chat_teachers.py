@@ -441,13 +441,14 @@ def test_llama_servers_chat_endpoint_top_logprobs(llama_cpp_server, items):
         content = e["reply"]["choices"][0]["logprobs"]["content"]
         text = e["reply"]["choices"][0]["message"]["content"]
         assert ann.frame["label"][k] == json.loads(text)["label"]
-        start = text.rfind(ann.frame["label"][k])
+        spelled = "".join(x["token"] for x in content)  # llama-server wraps JSON in a ```json fence it strips
+        start = spelled.rfind(ann.frame["label"][k])
         done = ""
         for entry in content:  # the position whose token holds the label's first character
             if len(done) + len(entry["token"]) > start:
                 break
             done += entry["token"]
-        lead = text[len(done):start]  # what of that token comes before the label (a quote, a space)
+        lead = spelled[len(done):start]  # what of that token comes before the label (a quote, a space)
         mass = np.zeros(len(names))
         for t in entry["top_logprobs"]:
             for j, n in enumerate(names):

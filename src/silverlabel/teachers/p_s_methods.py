@@ -156,7 +156,10 @@ class TopLogprobs(PSMethod):
         if not reply.steps or not reply.steps[0]:
             raise Unusable("the reply carries no log-probabilities (does the API allow logprobs for this model?)",
                              usage=reply.usage)
-        probs, observed = top_logprob_distribution(reply.texts[0], reply.steps[0], teacher.label_names, k)
+        try:
+            probs, observed = top_logprob_distribution(reply.texts[0], reply.steps[0], teacher.label_names, k)
+        except Unusable as exc:
+            raise Unusable(str(exc), usage=reply.usage) from None
         return Scored([], reply.usage.prompt_tokens, choice=k, probs=probs, p_s_method=self.name,
                       observed=observed, usage=reply.usage)
 
@@ -174,10 +177,15 @@ def top_logprob_distribution(text: str, steps: Sequence[Step], names: Sequence[s
     its mass is at most the smallest listed probability, and the most it could take after renormalising is what
     ``1 - observed`` bounds (n·b / (Z + n·b) at each such position, compounded). Hand-written: no library reads
     P_S off an API's top-k lists."""
-    pieces = [s.text for s in steps]
-    spelled = "".join(pieces)
+    spelled = "".join(s.text for s in steps)
+    if text.strip() and text.strip() in spelled:
+        # the tokens may hold more than the answer the server returned (llama-server generates a ```json fence
+        # around a JSON answer and strips it): read the answer where it sits among the tokens
+        text = spelled
+    elif not text.startswith(spelled):
+        raise Unusable("the reply's log-probabilities do not spell its answer")
     start = text.rfind(names[chosen])
-    if start < 0 or not spelled.startswith(text.rstrip()) and not text.startswith(spelled):
+    if start < 0:
         raise Unusable("the reply's log-probabilities do not spell its answer")
     rest = text[start + len(names[chosen]):]
     answers = [text[:start] + n + rest for n in names]
