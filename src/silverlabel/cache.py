@@ -73,7 +73,11 @@ class AnnotationStore:
             have = {row[1] for row in self._db.execute("PRAGMA table_info(annotations)")}
             for name, kind in ADDED_COLUMNS.items():
                 if name not in have:
-                    self._db.execute(f"ALTER TABLE annotations ADD COLUMN {name} {kind}")
+                    try:
+                        self._db.execute(f"ALTER TABLE annotations ADD COLUMN {name} {kind}")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
         except sqlite3.DatabaseError as exc:
             raise SilverlabelError(f"{self.path}: not a usable annotation store ({exc}); move it away or pick "
                                    "another --cache path") from None
@@ -117,6 +121,20 @@ class AnnotationStore:
             self._db.executemany(
                 f"INSERT OR REPLACE INTO annotations ({', '.join(names)}) VALUES ({','.join('?' * len(names))})",
                 rows)
+
+    def count_texts(self, model: str, prompt_prefix: str, hashes: Iterable[str]) -> int:
+        """How many of these texts have a record (not a failure) under any prompt key starting with
+        ``prompt_prefix``: what a dry run can tell before it knows the rest of the key."""
+        hashes = list(dict.fromkeys(hashes))
+        found: set[str] = set()
+        pattern = prompt_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT DISTINCT text_hash FROM annotations WHERE model=? AND prompt LIKE ? ESCAPE '\\' AND "
+                f"error IS NULL AND text_hash IN ({','.join('?' * len(chunk))})", (model, pattern, *chunk))
+            found.update(h for (h,) in rows)
+        return len(found)
 
     def count(self, model: str | None = None, prompt: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM annotations WHERE error IS NULL", []

@@ -253,7 +253,7 @@ def test_hosted_estimates_keep_their_contract(backend, run, toxic, request):
     guided decoding picks). Measured: 11 of 12 items answered with a label."""
     s, prompt = toxic
     ann, _, _ = run(backend)
-    # the exact reference on the same messages: the chat teacher's token_ids (exact: see test_chat_teachers.py)
+    # the exact reference on the same messages: the chat teacher's token_ids (exact: see test_vllm_chat_teachers.py)
     chat = get_teacher(f"chat:{request.getfixturevalue('vllm')}/v1#smol", p_s_method="token_ids", concurrency=4)
     exact = chat.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt)
     chat.close()

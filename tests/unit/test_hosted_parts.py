@@ -1,6 +1,6 @@
 """The hosted teachers' parts that need no server: P_S from top-k lists against hand arithmetic, the rate window
 and retries on a fake clock, prices, the budget's arithmetic, option and key errors, and the store's migration.
-The same parts against a real model: tests/integration/test_chat_teachers.py."""
+The same parts against a real model: tests/integration/test_vllm_chat_teachers.py."""
 
 import math
 import sqlite3
@@ -21,18 +21,21 @@ L = math.log
 def test_top_logprobs_two_labels_renormalised_at_the_deciding_position():
     steps = [Step("pos", L(0.6), {"pos": L(0.6), "neg": L(0.3), "Pos": L(0.05)}), Step("itive", L(0.99), {})]
     p, observed = top_logprob_distribution("positive", steps, ["positive", "negative"], 0)
-    assert p == pytest.approx([0.6 / 0.9, 0.3 / 0.9]) and observed == 1.0
+    # 0.05 is unlisted; it could hold more spellings of the labels: at most 0.05 / (0.9 + 0.05) of the mass
+    assert p == pytest.approx([0.6 / 0.9, 0.3 / 0.9]) and observed == pytest.approx(0.9 / 0.95)
+    complete = [Step("pos", L(0.6), {"pos": L(0.6), "neg": L(0.4)})]
+    assert top_logprob_distribution("pos", complete, ["pos", "neg"], 0) == (pytest.approx([0.6, 0.4]), 1.0)
 
 
 def test_a_label_missing_from_the_top_k_gets_0_and_its_most_possible_mass_is_recorded():
-    # "maybe" is not listed: its probability is at most the smallest listed one (0.1); after renormalising over
-    # the labels, the share it could take is 0.1 / (0.5 + 0.2 + 0.1)
+    # "maybe" is not listed: its tokens lie in the unlisted 0.2 (1 - 0.5 - 0.2 - 0.1), each at most 0.1; after
+    # renormalising over the labels' listed 0.7, the unlisted mass can take at most 0.2 / (0.7 + 0.2)
     steps = [Step("yes", L(0.5), {"yes": L(0.5), "no": L(0.2), "x": L(0.1)})]
     p, observed = top_logprob_distribution("yes", steps, ["yes", "no", "maybe"], 0)
     assert p == pytest.approx([0.5 / 0.7, 0.2 / 0.7, 0.0])
-    assert observed == pytest.approx(1 - 0.1 / 0.8)
-    # the bound holds for any mass m in [0, 0.1] the unlisted label really had: TV = m / (0.7 + m) <= 1 - observed
-    for m in (0.0, 0.05, 0.1):
+    assert observed == pytest.approx(0.7 / 0.9)
+    # the bound holds for any mass m the unlisted label really had: TV = m / (0.7 + m) <= 1 - observed
+    for m in (0.0, 0.1, 0.2):
         true = [0.5 / (0.7 + m), 0.2 / (0.7 + m), m / (0.7 + m)]
         assert 0.5 * sum(abs(a - b) for a, b in zip(p, true)) <= 1 - observed + 1e-12
 
@@ -43,7 +46,7 @@ def test_json_wrapped_answer_decides_inside_the_string():
              Step("no", L(0.7), {"no": L(0.7), "yes": L(0.2)}), Step('"}', 0.0)]
     p, observed = top_logprob_distribution(text, steps, ["yes", "no", "maybe"], 1)
     assert p == pytest.approx([0.2 / 0.9, 0.7 / 0.9, 0.0])
-    assert observed == pytest.approx(1 - 0.2 / 1.1)
+    assert observed == pytest.approx(0.9 / 1.0)
     assert AnswerFormat("json").label_of(text, ["yes", "no", "maybe"]) == 1
 
 
@@ -54,7 +57,15 @@ def test_multi_token_labels_part_at_their_own_positions():
              Step(" speech", L(0.3), {" speech": L(0.3), "ful": L(0.1)})]
     p, observed = top_logprob_distribution("hate speech", steps, ["hate speech", "hateful", "neither"], 0)
     go = 0.5 / 0.75
-    assert p == pytest.approx([go * 0.75, go * 0.25, 0.25 / 0.75]) and observed == 1.0
+    assert p == pytest.approx([go * 0.75, go * 0.25, 0.25 / 0.75])
+    assert observed == pytest.approx(0.75 / 1.0 * 0.4 / 1.0)  # z / (z + unlisted) at both parting positions
+
+
+def test_no_listed_label_mass_is_the_items_failure_not_a_division_by_zero():
+    from silverlabel.teachers.p_s_methods import Unusable
+
+    with pytest.raises(Unusable, match="no probability for any label"):
+        top_logprob_distribution("a", [Step("a", -9999.0, {"b": -9999.0})], ["a", "b"], 0)
 
 
 def test_an_answer_outside_the_labels_names_none():
@@ -134,6 +145,9 @@ def test_the_budget_prices_each_next_item_as_the_dearest_so_far():
     assert acc.affordable(16, 0.3) == 4  # (0.3 - 0.08) / 0.05 = 4.4
     assert acc.affordable(2, 0.3) == 2
     assert acc.affordable(16, 0.1) == 0
+    free = _Accumulator(["a", "b"])
+    free.spend([Record("h", None, None, None, 0, 0.1, "failed", cost=0.0)])
+    assert free.affordable(16, 1.0) == 1  # a free (failed) item teaches no price: still one at a time
 
 
 def test_option_and_key_errors_name_what_to_set(monkeypatch):

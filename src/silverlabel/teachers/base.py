@@ -92,7 +92,6 @@ class AnnotationSummary:
     table_cost: float | None = None  # money all the pass's items cost, cached ones when they were labelled
     p_s_methods: dict[str, int] | None = None  # how each labelled item's P_S was made -> items
     min_observed: float | None = None  # the smallest share of an item's P_S mass the server's numbers covered
-    stopped: str | None = None  # why the pass stopped before its end (max_cost), else None
     accuracy: float | None = None
     macro_f1: float | None = None
     confusion: list[list[int]] | None = None  # gold (rows) x teacher label (columns), in label order
@@ -262,11 +261,11 @@ class Teacher(ABC):
                 while start < len(todo):
                     n = acc.affordable(min(batch_size, len(todo) - start), self.max_cost)
                     if n == 0:
-                        acc.stopped = (f"max_cost {self.max_cost:g} reached: {acc.cost:.4f} spent on "
-                                       f"{acc.scored + start} item(s) this run, the next would cost up to "
-                                       f"{acc.max_item_cost:.4f}")
-                        raise BudgetReached(f"{self.model_id}: {acc.stopped}; the labelled items are cached, a "
-                                            "rerun with a higher max_cost continues from them")
+                        raise BudgetReached(
+                            f"{self.model_id}: max_cost {self.max_cost:g} reached: {acc.cost or 0:.4f} spent on "
+                            f"{acc.scored + start} item(s) this run, the next would cost up to "
+                            f"{acc.max_item_cost or 0:.4f}; the labelled items are cached, a rerun with a higher "
+                            "max_cost continues from them")
                     part = todo[start:start + n]
                     start += n
                     t0 = time.perf_counter()
@@ -353,7 +352,6 @@ class _Accumulator:
         self.max_item_cost: float | None = None  # the dearest item so far: what the next one may cost
         self.methods: dict[str, int] = {}
         self.min_observed: float | None = None
-        self.stopped: str | None = None
         self.counts = np.zeros(len(label_names), dtype=np.int64)
         self.pred: list[np.ndarray] = []
         self.gold: list[np.ndarray] = []
@@ -369,15 +367,13 @@ class _Accumulator:
 
     def affordable(self, n: int, max_cost: float | None) -> int:
         """How many of the next ``n`` items fit in what is left of ``max_cost``, each priced as the dearest item
-        so far (the first is scored alone to learn a price): the budget is never passed by more than the amount
-        an item costs above the dearest seen before it."""
+        so far (items go one at a time until one has cost something): the budget is passed only by what the
+        items of the last batch cost above the dearest seen before them."""
         if max_cost is None:
             return n
         spent = self.cost or 0.0
-        if self.max_item_cost is None:
+        if not self.max_item_cost:
             return 1 if spent < max_cost else 0
-        if self.max_item_cost <= 0:
-            return n
         return max(0, min(n, int((max_cost - spent) / self.max_item_cost)))
 
     def add(self, frame: pd.DataFrame, *, scored: int, gold: np.ndarray | None, seconds: float) -> None:
@@ -408,7 +404,7 @@ class _Accumulator:
                               label_counts={n: int(c) for n, c in zip(self.label_names, self.counts)},
                               truncated=self.truncated, completion_tokens=self.completion_tokens,
                               requests=self.requests, cost=self.cost, table_cost=self.table_cost,
-                              p_s_methods=dict(self.methods), min_observed=self.min_observed, stopped=self.stopped)
+                              p_s_methods=dict(self.methods), min_observed=self.min_observed)
         if self.truncated:
             log.warning("%d item(s) were cut to fit the model's context", self.truncated)
         if self.gold:

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ..errors import SilverlabelError
-from .base import P_S_METHODS, Scored, Teacher, TeacherOptions, Usage, redact_uri
+from ..cache import text_hash
+from .base import P_S_METHODS, Scored, Teacher, TeacherOptions, Usage, redact_uri, store_key
 from .p_s_methods import P_S_METHOD_CLASSES, AnswerFormat, PSMethod, Reply, Unusable
 from .prompts import Prompt
 from .transport import ItemFailed, Transport
@@ -81,6 +82,13 @@ class ChatAPI(ABC):
 
     def walk(self, messages: list[dict], prefix: str, tokens: list[int], steps: int):
         raise ItemFailed("this API cannot read the log-probabilities of given tokens")
+
+
+def _fatal(exc: ItemFailed) -> bool:
+    """A probe failure that says nothing about the method: no server, a refused key, an unknown model, or a
+    server still rate limiting or failing after the retries (falling back to a weaker method then would re-pay
+    every item under another cache key)."""
+    return exc.unreachable or exc.status in (401, 403, 404, 429) or (exc.status or 0) >= 500
 
 
 def is_local(url: str | None) -> bool:
@@ -183,14 +191,25 @@ class HostedTeacher(Teacher):
         return (fresh * p_in + usage.cached_tokens * p_cached + usage.completion_tokens * p_out) / 1e6
 
     # ------------------------------------------------------------------ preparing: probe what the API allows
+    def cached_count(self, texts, prompt: Prompt, store) -> int:
+        """Texts with a record under any P_S method and constraint: the dry run sends no labelling request, so
+        it cannot probe which of them the run would use."""
+        if self.method is not None and self.prompt is not None and self.prompt.key() == prompt.key():
+            return super().cached_count(texts, prompt, store)
+        return store.count_texts(self.model_id, store_key(prompt, chat=True), [text_hash(t) for t in texts])
+
     def scoring_key(self, prompt: Prompt) -> str:
         """The P_S method, how the answer is held to the labels, and the method's settings change the labels and
         P_S: known after probing, so this prepares the prompt (a few requests) when it is not yet."""
-        if self.method is None or self.prompt is None or self.prompt.key() != prompt.key():
-            self.prepare(prompt)
+        if self.p_s_method != "auto" and self.constrain != "auto":
+            method, kind = self.p_s_method, self.constrain  # both named: the probe can only confirm them or fail
+        else:
+            if self.method is None or self.prompt is None or self.prompt.key() != prompt.key():
+                self.prepare(prompt)
+            method, kind = self.method.name, self.answer.kind
         extra = {"top_logprobs": f"k{self.top_logprobs}", "sample": f"k{self.samples}:a{self.sample_smoothing:g}:"
-                 f"s{self.seed}"}.get(self.method.name, "")
-        return f"{self.method.name}:{self.answer.kind}:{self.layout}" + (f":{extra}" if extra else "")
+                 f"s{self.seed}"}.get(method, "")
+        return f"{method}:{kind}:{self.layout}" + (f":{extra}" if extra else "")
 
     def prepare(self, prompt: Prompt) -> None:
         """Find how to hold the answer to the labels and which P_S method this API serves, on one probe item
@@ -224,7 +243,7 @@ class HostedTeacher(Teacher):
                         continue
                     log.warning("%s: the probe item's answer was unusable (%s)", self.model_id, exc)
                 except ItemFailed as exc:
-                    if exc.unreachable or exc.status in (401, 403, 404):
+                    if _fatal(exc):
                         raise
                     refused.append(f"{name} ({exc})")
                     continue
@@ -252,6 +271,8 @@ class HostedTeacher(Teacher):
                     f"name in the teacher URI ({exc})")
         if exc.unreachable:
             return f"{self.model_id}: the API cannot be reached ({exc}); is the server running and the URL right?"
+        if exc.status == 429 or (exc.status or 0) >= 500:
+            return f"{self.model_id}: the API kept failing while silverlabel probed it ({exc}); rerun later"
         return f"{self.model_id}: {exc}"
 
     def _probe_answer(self, messages: list[dict]) -> AnswerFormat:
@@ -268,7 +289,7 @@ class HostedTeacher(Teacher):
                     messages, max_tokens=32, temperature=0.0, choices=_FAKE if kind == "choice" else None,
                     schema=answer.schema(_FAKE)), what=self.model_id)
             except ItemFailed as exc:
-                if exc.unreachable or exc.status in (401, 403, 404) or self.constrain == kind:
+                if _fatal(exc) or self.constrain == kind:
                     raise
                 log.debug("%s: no %s constraint (%s)", self.model_id, kind, exc)
                 continue
@@ -285,15 +306,19 @@ class HostedTeacher(Teacher):
     def _prepare_token_ids(self) -> None:
         """The labels' token ids and prefix texts from the server's tokenizer, ended by its end-of-turn token."""
         api = self.api
-        term = api.terminator()
+
+        def call(fn, *args):
+            return self.transport.call(lambda: fn(*args), what=self.model_id)
+
+        term = call(api.terminator)
         if term is None:
             raise ItemFailed("the server's end-of-turn token is unknown")
-        ids = [api.tokenize(n) + [term[1]] for n in self.label_names]
+        ids = [call(api.tokenize, n) + [term[1]] for n in self.label_names]
         self.prefix_text = {(): ""}
         for name, toks in zip(self.label_names, ids):
             for j in range(1, len(toks)):
                 key = tuple(toks[:j])
-                text = name if j == len(toks) - 1 else api.detokenize(list(key))
+                text = name if j == len(toks) - 1 else call(api.detokenize, list(key))
                 if not name.startswith(text):
                     raise ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
                 self.prefix_text.setdefault(key, text)
@@ -316,13 +341,18 @@ class HostedTeacher(Teacher):
                 usage.cost = self.cost(usage)
             return Scored([], usage.prompt_tokens if usage else 0, error=self.transport.redact(str(exc)),
                           usage=usage)
+        except Exception as exc:  # a reply the SDK or our readers choke on is this item's failure, not the run's
+            log.debug("%s: unreadable reply", self.model_id, exc_info=True)
+            return Scored([], 0, error=self.transport.redact(f"unreadable reply ({type(exc).__name__}: {exc})"))
         scored.usage.cost = self.cost(scored.usage)
         return scored
 
     def estimate_spend(self, texts: Sequence[str], prompt: Prompt) -> dict:
         """What labelling ``texts`` would cost, before any labelling call: prompt tokens counted with the model's
-        tokenizer where one is known (tiktoken for OpenAI's models), else from the server's usage on one probe
-        item scaled by characters; output tokens at their most per the P_S method."""
+        tokenizer where one is known (tiktoken for OpenAI's models), else from the server's usage on one
+        one-token request scaled by characters; output tokens at their most per the P_S method. ``auto`` is
+        priced as one request per item (what top_logprobs, verbalized and label send; token_ids on vLLM may send
+        one more per label off the greedy path)."""
         method = P_S_METHOD_CLASSES["label" if self.p_s_method == "auto" else self.p_s_method]()
         self.label_names = list(prompt.label_names)
         per_item = method.requests_per_item(self) if method.name != "token_ids" else 2

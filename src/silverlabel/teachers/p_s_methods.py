@@ -78,6 +78,15 @@ class AnswerFormat:
                 "required": ["label"], "additionalProperties": False}
 
 
+def _with_usage(exc: ItemFailed, spent: Usage) -> ItemFailed:
+    """The failure with what the item's earlier requests cost added, so a failed item's money is not lost."""
+    total = Usage()
+    total.add(spent)
+    if exc.usage is not None:
+        total.add(exc.usage)
+    return type(exc)(str(exc), exc.status, unreachable=exc.unreachable, usage=total)
+
+
 class Unusable(ItemFailed):
     """The API answered, but the answer cannot be used (not a label, no probabilities): the item's failure, not
     the API refusing the method."""
@@ -173,10 +182,11 @@ def top_logprob_distribution(text: str, steps: Sequence[Step], names: Sequence[s
     "hate speech") renormalised over each other. Walk the generated tokens; at each position, the listed tokens
     that start only labels parting from the answer there give those labels their mass (shared equally by labels
     a token starts alike), and the generated token with every listed token that keeps the answer's own labels
-    possible gives the rest, which the following positions split further. A label with no listed token gets 0:
-    its mass is at most the smallest listed probability, and the most it could take after renormalising is what
-    ``1 - observed`` bounds (n·b / (Z + n·b) at each such position, compounded). Hand-written: no library reads
-    P_S off an API's top-k lists."""
+    possible gives the rest, which the following positions split further. A label with no listed token gets 0.
+    What the list leaves out (1 minus the listed probabilities, u) may hold more of the labels' tokens; after
+    renormalising over the labels' mass z it can move P_S by at most u / (z + u) in total variation, so
+    ``observed`` is the product of z / (z + u) over the positions where labels part. Hand-written: no library
+    reads P_S off an API's top-k lists."""
     spelled = "".join(s.text for s in steps)
     if text.strip() and text.strip() in spelled:
         # the tokens may hold more than the answer the server returned (llama-server generates a ```json fence
@@ -200,6 +210,7 @@ def top_logprob_distribution(text: str, steps: Sequence[Step], names: Sequence[s
         if parting:
             top = {t: math.exp(v) for t, v in step.top.items() if t and math.isfinite(v)}
             top[step.text] = math.exp(step.logprob)
+            unlisted = max(0.0, 1.0 - sum(top.values()))  # what the list leaves out, labels' tokens among it
             m_go, shares = 0.0, {j: 0.0 for j in parting}
             for token, p in top.items():
                 starts = {j for j in alive if answers[j][len(done):].startswith(token)}
@@ -209,12 +220,11 @@ def top_logprob_distribution(text: str, steps: Sequence[Step], names: Sequence[s
                     for j in starts:
                         shares[j] += p / len(starts)
             z = m_go + sum(shares.values())
-            unseen = [j for j in parting if shares[j] == 0.0]
+            if not z > 0:
+                raise Unusable("the reply lists no probability for any label at the position where they part")
             for j in parting:
                 probs[j] = path * shares[j] / z
-            if unseen:
-                bound = len(unseen) * min(top.values())
-                observed *= 1.0 - bound / (z + bound)
+            observed *= z / (z + unlisted)
             path *= m_go / z
         alive = going
         done = after
@@ -256,8 +266,11 @@ class Sample(PSMethod):
             texts, usage = reply.texts, reply.usage
         else:
             for i in range(k):
-                reply = teacher.send(messages, max_tokens=answer_tokens(names), temperature=1.0,
-                                     answer=teacher.answer, seed=None if teacher.seed is None else teacher.seed + i)
+                try:
+                    reply = teacher.send(messages, max_tokens=answer_tokens(names), temperature=1.0,
+                                         answer=teacher.answer, seed=None if teacher.seed is None else teacher.seed + i)
+                except ItemFailed as exc:
+                    raise _with_usage(exc, usage) from None
                 texts += reply.texts
                 usage.add(reply.usage)
         counts = np.zeros(len(names))
@@ -340,8 +353,12 @@ class TokenIds(PSMethod):
         usage, prompt_tokens = Usage(), None
         while starts:
             for node in starts:
-                row, used = teacher.api.walk(messages, teacher.prefix_text[node], teacher.trie_tokens,
-                                             walk_steps(needed, [node]))
+                try:
+                    row, used = teacher.transport.call(
+                        lambda n=node: teacher.api.walk(messages, teacher.prefix_text[n], teacher.trie_tokens,
+                                                        walk_steps(needed, [n])), what=teacher.model_id)
+                except ItemFailed as exc:
+                    raise _with_usage(exc, usage) from None
                 usage.add(used)
                 prompt_tokens = used.prompt_tokens if prompt_tokens is None else prompt_tokens
                 read_walk(trie, node, row, done, got)

@@ -130,8 +130,8 @@ class Transport:
                 log.warning("%s: %s; retry %d of %d in %.2f s", what, self.redact(str(exc)), n + 1, retries, wait)
                 time.sleep(wait)
             except ItemFailed as exc:
-                raise ItemFailed(self.redact(str(exc)), exc.status, unreachable=exc.unreachable,
-                                 usage=exc.usage) from None
+                raise type(exc)(self.redact(str(exc)), exc.status, unreachable=exc.unreachable,
+                                usage=exc.usage) from None
         raise AssertionError("unreachable")
 
     def map(self, fn: Callable[[R], T], items: Sequence[R], *, workers: int | None = None) -> list[T]:
