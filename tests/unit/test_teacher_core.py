@@ -11,7 +11,9 @@ from silverlabel.cache import AnnotationStore, Record, text_hash
 from silverlabel.config import StudyConfig, TrainConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, parse_teacher_uri, sample_demonstrations
-from silverlabel.teachers.base import check_distinguishable, entropy
+from scipy.stats import entropy  # the reference the teacher's own entropy must match
+
+from silverlabel.teachers.base import _entropy, check_distinguishable
 from silverlabel.teachers.trie import distribution, guided_choice, guided_steps, label_trie, unread_nodes, walk_steps
 from silverlabel.teachers.prompts import split_at_text
 
@@ -78,8 +80,10 @@ def test_distribution_normalises_sequence_probabilities():
     lp = [[math.log(0.5), math.log(0.5)], [math.log(0.25), 0.0]]
     p = distribution(lp)
     assert np.allclose(p, [0.5, 0.5])
-    assert entropy(p) == pytest.approx(math.log(2))
-    assert entropy(np.array([1.0, 0.0])) == 0.0
+    assert _entropy(p) == pytest.approx(math.log(2))
+    assert _entropy(np.array([1.0, 0.0])) == 0.0
+    for q in ([0.7, 0.2, 0.1], [2.0, 1.0, 1.0], [0.5, 0.0, 0.5]):  # unnormalised input is normalised, as scipy does
+        assert _entropy(np.array(q)) == pytest.approx(entropy(q), abs=1e-12)
 
 
 def test_guided_choice_is_greedy_over_the_label_trie_not_the_sequence_argmax():

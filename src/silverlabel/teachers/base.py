@@ -26,7 +26,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, ValidationError
-from scipy.stats import entropy  # nats; zero-probability labels contribute nothing
+from scipy.special import entr  # -p log p, 0 at p = 0: the ufunc, ~100x cheaper per item than scipy.stats.entropy
 
 from ..cache import AnnotationStore, Record, text_hash
 from ..errors import SilverlabelError
@@ -149,6 +149,11 @@ class BudgetReached(SilverlabelError):
 # the recorded unobserved mass); the report and annotate's summary warn about the estimates
 P_S_METHODS = {"sequence": False, "guided": False, "token_ids": False, "top_logprobs": False, "sample": True,
                "verbalized": True, "label": True}
+
+
+def _entropy(p: np.ndarray) -> float:
+    """Entropy in nats of p normalised to sum 1; zero-probability labels contribute nothing."""
+    return float(entr(p / p.sum()).sum())
 
 
 class Teacher(ABC):
@@ -299,7 +304,7 @@ class Teacher(ABC):
             return Record(h, None, None, None, scored.prompt_tokens, seconds, scored.error, **paid)
         if scored.probs is not None:  # a backend that made P_S itself (no token ids to make it from)
             p = np.asarray(scored.probs, dtype=np.float64)
-            return Record(h, label_names[scored.choice], [float(x) for x in p], float(entropy(p)),
+            return Record(h, label_names[scored.choice], [float(x) for x in p], _entropy(p),
                           scored.prompt_tokens, seconds, p_s_method=scored.p_s_method,
                           observed=float(scored.observed), **paid)
         steps = scored.token_logprobs
@@ -307,7 +312,7 @@ class Teacher(ABC):
             steps = guided_steps(self.label_tokens, steps)
         p = distribution(steps)
         choice = scored.choice if scored.choice is not None else guided_choice(self.label_tokens, steps)
-        return Record(h, label_names[choice], [float(x) for x in p], float(entropy(p)), scored.prompt_tokens,
+        return Record(h, label_names[choice], [float(x) for x in p], _entropy(p), scored.prompt_tokens,
                       seconds, p_s_method=scored.p_s_method or self.p_s, observed=1.0, **paid)
 
     def _frame(self, items, texts, hashes, records, label_names, prompt) -> pd.DataFrame:
