@@ -118,7 +118,10 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Preset:
-    """One of the paper's datasets: how to load the real source, and the shipped stand-in otherwise."""
+    """One of the paper's datasets: how to load the real source, and the shipped stand-in otherwise.
+
+    ``real_loader`` returns a frame with columns ``text`` and ``label`` (and ``item`` ids, else row numbers); a
+    preset registered by a user has no shipped stand-in, so offline it is an error, not a fall-back."""
 
     name: str
     paper_dataset: str
@@ -259,6 +262,10 @@ def load_preset(name: str, *, offline: bool | None = None) -> Dataset:
                               paper_dataset=preset.paper_dataset, note=frame.attrs.get("note", ""))
             return _from_frame(frame, name=name, label_names=list(preset.label_names), task=preset.task,
                                provenance=prov, where=preset.real_source)
+    if name not in _sources():  # a preset registered by the user ships no stand-in to fall back on
+        why = "offline" if offline or preset.real_loader is None else "its real source failed (see the warning above)"
+        raise SilverlabelError(f"dataset preset '{name}': {why} and no shipped stand-in; load it from a file "
+                               "instead (silverlabel annotate FILE --text-column ... --label-column ...)")
     meta = _sources()[name]
     path = resources.files("silverlabel.presets").joinpath(meta["file"])
     blob = path.read_bytes()
@@ -434,7 +441,8 @@ def _from_frame(frame: pd.DataFrame, *, name: str, label_names: list[str] | None
         )
     if len(set(found)) < 2:
         raise SilverlabelError(f"{where}: every row has the label '{found[0]}'; a classifier needs 2 or more classes")
-    items = frame["item"].astype(str)
+    # a registered preset's loader may leave ids out: row numbers then, as for a file without --id-column
+    items = frame["item"].astype(str) if "item" in frame else pd.Series([str(i) for i in range(len(frame))])
     dup = items.duplicated()
     if dup.any():
         row = int(np.flatnonzero(dup.to_numpy())[0])

@@ -368,11 +368,11 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
     X = None
     parameters = names
     target = None
+    if target_class is not None and target_class not in names:  # checked for prevalence too: a typo is no no-op
+        raise SilverlabelError(f"--target-class '{target_class}' is not one of the labels: {', '.join(names)}")
     if estimand != "prevalence":
         if target_class is None:
             raise SilverlabelError(f"--estimand {estimand} needs --target-class (one of {', '.join(names)})")
-        if target_class not in names:
-            raise SilverlabelError(f"--target-class '{target_class}' is not one of the labels: {', '.join(names)}")
         target = names.index(target_class)
         X = design_matrix(covariates, covariate_names, items, where=where["data"])
         parameters = ["intercept", *covariate_names]

@@ -52,6 +52,16 @@ def test_results_json_has_every_field(demo):
     info = results["datasets"]["imdb"]
     assert info["real_data"] is False and "stand-in" in info["provenance"] and info["paper_dataset"] == "imdb"
     assert results["config"]["name"] == "quick"  # the demo is configs/quick.toml with overrides
+    # what makes a run machine-dependent, read here from the machine itself
+    import llama_cpp
+    import torch
+
+    m = results["machine"]
+    assert m["llama_cpp_system_info"] == llama_cpp.llama_print_system_info().decode().strip(" |")
+    assert m["torch_threads"] == torch.get_num_threads() and m["cpu_count"] == os.cpu_count()
+    assert m["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    flags = open("/proc/cpuinfo").read()
+    assert ("avx2" in m["cpu_features"]) == (" avx2" in flags) and ("avx512f" in m["cpu_features"]) == (" avx512f" in flags)
 
 
 def test_gold_students_beat_a_random_student(demo):

@@ -30,3 +30,20 @@ def test_gzipped_parquet_loads_like_the_plain_file(tmp_path):
     broken.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(SilverlabelError, match=r"broken\.parquet\.gz: cannot be read as parquet"):
         load_dataset(str(broken), text_column="tweet", label_column="stance")
+
+
+def test_ci_runs_exactly_the_readmes_second_command_and_the_first_installs_no_test_servers():
+    """README: "`.ci/run` runs exactly this"; the first command installs only what the demo needs."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    blocks = re.findall(r"```bash\n(.*?)\n```", (root / "README.md").read_text(), flags=re.S)
+    first, second = blocks[0].strip(), blocks[1].strip()
+    ci = [line for line in (root / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert len(ci) == 1
+    # -q and --durations change what pip and pytest print, not what they install or run
+    assert re.sub(r" -q\b| --durations=\d+", "", ci[0]) == second
+    assert first.endswith("silverlabel demo") and second.endswith('python -m pytest -m "not slow or ci"')
+    for test_only in ("setup_vllm", "setup_llama_server", "test]", "pytest"):
+        assert test_only not in first and test_only in second

@@ -111,6 +111,9 @@ def _label_studio_rows(tasks: list[dict], path: Path) -> list[tuple[str, Any]]:
         if not done:
             continue
         choices = [c for r in done[-1].get("result") or [] for c in (r.get("value") or {}).get("choices") or []]
+        if not choices:  # submitted, not skipped, yet no label: a silent skip here would lose the person's work
+            raise SilverlabelError(f"{path}: item '{item}' (task {task.get('id', '?')}) was submitted without a "
+                                   "choice; choose its label in Label Studio (or skip the task) and export again")
         if len(choices) > 1:
             raise SilverlabelError(f"{path}: item '{item}' has {len(choices)} choices ({', '.join(choices)}); "
                                    "one label per item")
@@ -163,6 +166,9 @@ def select_items(annotations: Path, *, policy: str, budget: float | str, seed: i
     :func:`silverlabel.inference.estimate`. With ``target_width`` the message adds how many gold labels that
     half-width needs (from ``labels`` as a pilot when given)."""
     records, names = read_annotations(annotations)
+    if resolve_budget(budget, len(records)) == 0:
+        raise SilverlabelError(f"--budget {budget} selects no items of {len(records)}; give a share above 0 or a "
+                               "count of at least 1")
     if design is not None:
         return _design_sample(records, names, annotations, budget=budget, design=design, floor=floor, seed=seed,
                               labels=labels, target_width=target_width, level=level)
@@ -253,7 +259,9 @@ def write_selection(selected: Selected, out: Path, *, fmt: str | None = None) ->
     """Write the chosen items as CSV, JSONL or Label Studio tasks (plus its labelling config); returns paths."""
     out = Path(out)
     fmt = fmt or FORMATS.get(out.suffix.lower())
-    if fmt not in ("csv", "jsonl", "labelstudio"):
+    if fmt is not None and fmt not in ("csv", "jsonl", "labelstudio"):
+        raise SilverlabelError(f"--format {fmt} is unknown; choose csv, jsonl or labelstudio")
+    if fmt is None:
         raise SilverlabelError(f"--out {out}: give --format csv, jsonl or labelstudio (or a .csv, .jsonl or .json "
                                "file name)")
     out.parent.mkdir(parents=True, exist_ok=True)

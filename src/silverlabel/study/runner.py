@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,6 +65,44 @@ def versions() -> dict:
             out[name.replace("_", "-")] = __import__(name).__version__
         except (ImportError, AttributeError):
             pass
+    return out
+
+
+MACHINE_FLAGS = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "fma", "f16c", "amx_tile", "neon",
+                 "asimd")  # the CPU features llama.cpp's and torch's kernels branch on
+
+
+def machine() -> dict:
+    """What makes a run's numbers machine-dependent: the CPU and its features, torch's threads and BLAS, and the
+    kernels llama.cpp picked. The same config and seed give the same labels and predictions on one machine; on
+    another, llama.cpp's quantised kernels can move a teacher's close calls (docs/testing.md), and these fields
+    say why two results.json differ."""
+    import torch
+
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:  # Linux only; elsewhere the fields stay as platform gives them
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    blas = dict(re.findall(r"\b(BLAS_INFO|LAPACK_INFO)=(\w+)", torch.__config__.show()))
+    out = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+           "cpu_features": [f for f in MACHINE_FLAGS if f in flags],
+           "torch_threads": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "torch_blas": blas.get("BLAS_INFO"), "torch_lapack": blas.get("LAPACK_INFO"),
+           "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import llama_cpp
+
+        out["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode().strip(" |")
+    except ImportError:
+        pass
     return out
 
 
@@ -229,6 +269,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                              "covers data loading, planning, writing runs, metrics with bootstrap intervals "
                              "and the report")}
     results["versions"] = versions()
+    results["machine"] = machine()
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     if report:
         write_study_report(out)
