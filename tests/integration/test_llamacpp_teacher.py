@@ -40,8 +40,10 @@ def test_batched_engine_matches_scoring_each_prompt_from_scratch(toxic, teacher)
         naive = teacher.score_naive(text)
         assert [len(x) for x in naive] == [len(x) for x in scored.token_logprobs]
         p_batch, p_naive = distribution(scored.token_logprobs), distribution(naive)
-        # llama.cpp's kernels differ with batch shape, so allow float noise, not a different answer
-        assert np.abs(p_batch - p_naive).max() < 0.08
+        # llama.cpp's kernels differ with batch shape, so allow float noise, not a different answer. Measured on
+        # the first 24 items at batch_items 4 and 16: max |dP_S| 0.016, mean 0.004; the bound is 2.5x that max
+        # (other CPUs' kernels batch differently); a prefix or item token out of place moves P_S by 0.1 or more
+        assert np.abs(p_batch - p_naive).max() < 0.04
         assert scored.prompt_tokens > len(teacher.prefix_tokens)
 
 

@@ -52,7 +52,11 @@ EXACT = tuple(b for b in BACKENDS if b not in ESTIMATES)
 # vllm-server (float32 weights, like hf): max |dp| 0.0099, labels 12/12; vllm-server against hf: max |dp| 1.5e-6;
 # vllm (the offline engine, same weights): max |dp| 0.0099, labels 12/12 (all from vLLM's guided choice); against
 # hf: max |dp| 1.5e-6; llama-server (the same Q4_1 file, other batch shapes): max |dp| 0.0205, labels 12/12.
-# The bounds leave room for other CPUs' kernels; the label must not change on any item.
+# The bounds leave room for other CPUs' kernels, which move a Q4 model's P_S more than anything above: the shipped
+# Qwen2.5-0.5B Q4 teacher's P_S on the same 16 items, same batch, differs by up to 0.084 between this AVX2 EPYC and
+# the machine that made bench/data/coverage-teacher.parquet, 0.035 on CI's (tests/integration/test_coverage_data.py).
+# 0.05 is 2.4x the largest difference measured here; a wrong prompt, label token or terminator moves P_S by 0.1-0.5
+# (the openai teacher's missing terminator alone: 0.015). The label must not change on any item.
 MAX_ABS_DIFF = 0.05
 MAX_TOTAL_VARIATION = 0.05
 MIN_LABEL_AGREEMENT = 1.0
@@ -173,13 +177,25 @@ def test_record_contract(backend, run, toxic):
     assert ann.summary.confusion is not None and np.array(ann.summary.confusion).sum() == N_ITEMS
 
 
-@pytest.mark.parametrize("backend", [b for b in EXACT if b != "llamacpp"])
+def test_the_table_teacher_replays_its_file_exactly(run, tmp_path):
+    """The table backend computes nothing: its records are the file's rows, read back here with pandas."""
+    source, _, _ = run("llamacpp")
+    got, _, _ = run("table")
+    path = tmp_path / "file.parquet"
+    source.frame.to_parquet(path, index=False)
+    want = pd.read_parquet(path)
+    cols = [c for c in want.columns if c.startswith("p:")]
+    assert np.array_equal(got.frame[cols].to_numpy(), want[cols].to_numpy())
+    assert got.frame["label"].tolist() == want["label"].tolist() and got.frame["item"].tolist() == want["item"].tolist()
+
+
+@pytest.mark.parametrize("backend", [b for b in EXACT if b not in ("llamacpp", "table")])
 def test_backends_agree_with_the_llamacpp_teacher(backend, run, record_property):
     ref, _, ref_tokens = run("llamacpp")
     got, _, tokens = run(backend)
     # the same prompt, token for token: same label tokens (less the terminator where a server cannot score
     # it) and the same number of prompt tokens per item
-    assert tokens == ref_tokens or tokens == [t[:-1] for t in ref_tokens] or backend == "table"
+    assert tokens == ref_tokens or tokens == [t[:-1] for t in ref_tokens]
     assert got.frame["prompt_tokens"].tolist() == ref.frame["prompt_tokens"].tolist()
     p, q = got.probs(), ref.probs()
     max_abs = float(np.abs(p - q).max())
