@@ -58,16 +58,26 @@ def test_token_ids_scoring_equals_echo_on_real_vllm(both, record_property):
     assert a_ids.summary.failed == 0 and a_echo.summary.failed == 0
 
 
-def test_the_label_from_the_scores_is_the_servers_guided_choice(both, toxic):
-    """token_ids computes the guided-decoding label from its scores; the echo teacher asked vLLM's guided choice
-    (structured_outputs) for every item. They must agree on these items."""
+def test_the_label_from_the_scores_is_the_servers_guided_choice(vllm, both, toxic):
+    """token_ids computes the guided-decoding label from its scores, and the echo teacher takes vLLM's guided choice
+    (structured_outputs). The reference is a guided-choice request this test sends to vLLM itself, with httpx, on
+    each item's prompt: the server's own grammar answer, which neither teacher's label was read from here."""
+    import httpx
+
     _, s_ids, a_ids = both["token_ids"]
     t_echo, s_echo, a_echo = both["echo"]
-    names = list(toxic[0].train.label_names)
+    s, _ = toxic
+    names = list(s.train.label_names)
+    reference = []
+    for text in s.train.texts[:N_ITEMS]:
+        reply = httpx.post(f"{vllm}/v1/completions", timeout=120, json={
+            "model": "smol", "prompt": t_echo._context(text), "max_tokens": 8, "temperature": 0,
+            "structured_outputs": {"choice": names}}).json()
+        reference.append(reply["choices"][0]["text"].strip())
+    assert set(reference) <= set(names)
     assert t_echo.guided_field == "structured_outputs" and all(x.choice is not None for x in s_echo)
-    server = [names[x.choice] for x in s_echo]
-    assert a_echo.frame["label"].tolist() == server
-    assert a_ids.frame["label"].tolist() == server
+    assert a_echo.frame["label"].tolist() == reference
+    assert a_ids.frame["label"].tolist() == reference
     assert all(x.choice is None for x in s_ids)
 
 
@@ -92,6 +102,5 @@ def test_guided_p_s_takes_one_request_per_item_and_is_the_echo_scores_renormalis
     want = [guided_reference(t_echo.label_tokens, x.token_logprobs) for x in s_echo]
     assert np.allclose(ann.probs(), np.array(want), atol=1e-3), (ann.probs(), want)
     assert not np.allclose(ann.probs(), a_echo.probs(), atol=1e-2)  # a different quantity from the sequence one
-    names = list(s.train.label_names)
-    assert ann.frame["label"].tolist() == [names[x.choice] for x in s_echo]  # the server's guided choice
+    assert ann.frame["label"].tolist() == a_echo.frame["label"].tolist()  # = vLLM's guided choice (test above)
     assert ann.summary.failed == 0

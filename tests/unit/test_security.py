@@ -1,6 +1,8 @@
 """Security: nothing in the package deserialises with pickle or runs strings as code; API keys come from the
 environment only and never reach logs, caches, the configs saved beside runs, or reports (a canary key through
-the openai backend against a local server); file names built from user-given names stay inside the output
+the openai backend against tests/fault_server.py, a toy OpenAI-compatible server on 127.0.0.1 that refuses
+requests without the key; the same canary against llama-cpp-python's real server is in
+tests/integration/test_openai_teacher.py::test_the_api_key_never_leaks); file names built from user-given names stay inside the output
 folder; the HTML report escapes what datasets bring.
 
 Dataset texts do not appear in the reports (report.html / report.md show label names, dataset names, sources and
@@ -269,6 +271,7 @@ epochs = 1
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_the_canary_key_never_leaks_into_a_study_folder(tmp_path):
     """A study with the openai teacher: config.json, every run.json, results.json, report.html/md, teacher
     tables, figures and the store must not hold the key; nor may a password in the server URL reach them. (The
