@@ -8,6 +8,7 @@ import pytest
 
 from silverlabel.teachers import get_teacher
 from tests.helpers import guided_reference
+from tests.spy import record_scores
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
 
@@ -21,9 +22,10 @@ def both(vllm, toxic):
     out = {}
     for scoring in ("token_ids", "echo"):
         teacher = get_teacher(f"openai:{vllm}/v1#smol", scoring=scoring, concurrency=4)
-        teacher.prepare(prompt)
-        scored = teacher.score(s.train.texts[:N_ITEMS])
+        scored = record_scores(teacher)  # the raw answers the annotation was made from: one scoring, not two
         ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt)
+        del teacher.score
+        assert len(scored) == N_ITEMS
         out[scoring] = (teacher, scored, ann)
         teacher.close()
     return out

@@ -136,3 +136,20 @@ def test_a_registered_preset_loads_its_real_source_and_refuses_offline_without_a
                            real_loader=broken, real_source="my loader"))
     with pytest.raises(SilverlabelError, match="its real source failed"):
         load_dataset("mine", offline=False)
+
+
+def test_estimate_through_the_cli_leaves_demonstrations_out(files, capsys, monkeypatch):
+    """README: demonstrations leave the estimate (their teacher label saw their gold label), through the CLI too."""
+    tmp, _ = files
+    ann = pd.read_parquet(tmp / "ann.parquet")
+    gold = pd.read_csv(tmp / "gold.csv")
+    ann["demo"] = ann["item"].isin(gold["item"].astype(str).head(3))  # three of the gold items were demonstrations
+    ann.to_parquet(tmp / "ann-demo.parquet", index=False)
+    monkeypatch.setattr(sys, "argv", ["silverlabel", "estimate", "--annotations", str(tmp / "ann-demo.parquet"),
+                                      "--gold", str(tmp / "gold.csv"), "--json"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    out = json.loads(capsys.readouterr().out)
+    labelled = int(ann["label"].notna().sum())
+    assert exit_.value.code == 0
+    assert out["excluded_demos"] == 3 and out["n_items"] == labelled - 3 and out["n_gold"] == len(gold) - 3

@@ -273,3 +273,29 @@ def test_a_class_with_few_gold_labels_is_warned_about(caplog):
     with caplog.at_level("WARNING", logger="silverlabel.inference"):
         estimate(ann, NAMES, g)
     assert "few gold labels" not in caplog.text
+
+
+def test_effective_n_is_the_gold_a_ppi_interval_is_worth_and_demonstrations_are_left_out():
+    """README: "worth n gold = n x (classical width / PPI width)^2", computed here from ppi_py's own intervals;
+    and items marked as prompt demonstrations leave the population and the gold sample (counted)."""
+    ann, gold, _ = biased_teacher(N=1200, seed=9)
+    ann["demo"] = False
+    ann.loc[[0, 1, 2], "demo"] = True  # their teacher label saw their gold label
+    idx = np.random.default_rng(3).choice(np.arange(3, 1200), 160, replace=False)
+    labels = np.array(["neg", "pos"])
+    gold_series = pd.Series(labels[gold[np.concatenate([[0, 1], idx])]],
+                            index=[f"i{i}" for i in np.concatenate([[0, 1], idx])])
+    est = estimate(ann, ["neg", "pos"], gold_series, level=0.9)
+    assert est.excluded_demos == 3 and est.n_items == 1197 and est.n_gold == 160  # the 2 demo gold items dropped
+    keep = ~ann["demo"].to_numpy()
+    f = ann["p:pos"].to_numpy()[keep]
+    pos = {it: k for k, it in enumerate(ann["item"][keep])}
+    y = (gold[idx] == 1).astype(float)
+    f_gold = f[[pos[f"i{i}"] for i in idx]]
+    lo_p, hi_p = ppi_py.ppi_mean_ci(y, f_gold, f, alpha=0.1)
+    lo_c, hi_c = ppi_py.classical_mean_ci(y, alpha=0.1)
+    want = 160 * ((hi_c - lo_c) / (hi_p[0] - lo_p[0])) ** 2
+    assert est.effective_n("ppi_teacher", "pos") == pytest.approx(want, rel=1e-6)
+    row = est.table().query("parameter == 'pos' and method == 'ppi_teacher'").iloc[0]
+    assert row["effective_n"] == pytest.approx(want, rel=1e-6) and want > 160  # an informative teacher helps
+    assert est.table().query("method == 'classical'")["effective_n"].isna().all()

@@ -263,3 +263,59 @@ def test_run_labels_in_predictions_are_unique_across_datasets(tmp_path):
     assert runs[0] != runs[1] and all(len(r) == 1 for r in runs)
     both = pd.concat(frames)
     assert not both.duplicated(["run", "item"]).any()
+
+
+def _ids(cfg: StudyConfig) -> dict[str, str]:
+    """source name -> the hash part of its run ids (the slug before it is only for people)."""
+    from silverlabel.study.grid import prepare_all
+
+    cells = grid_cells(cfg, prepare_all(cfg, offline=True))
+    return {c.source.name: c.run_id.rsplit("-", 1)[1] for c in cells if c.seed == 1}
+
+
+def test_run_ids_are_keyed_by_the_teachers_uri_and_prompt_not_its_name():
+    """README: renaming a teacher keeps its finished runs; pointing the name at another model does not."""
+    base = _ids(config(label_sources=["gold", "teacher"]))
+    renamed = _ids(config(label_sources=["gold", "teacher"],
+                          teachers=[{"name": "other-name", "uri": "llamacpp:qwen2.5-0.5b"}]))
+    moved = _ids(config(label_sources=["gold", "teacher"], teachers=[{"name": "q", "uri": "llamacpp:smollm2-135m"}]))
+    prompted = _ids(config(label_sources=["gold", "teacher"],
+                           teachers=[{"name": "q", "uri": "llamacpp:qwen2.5-0.5b", "k_shot": 2}]))
+    assert base["teacher:q"] == renamed["teacher:other-name"]
+    assert base["teacher:q"] != moved["teacher:q"] and base["teacher:q"] != prompted["teacher:q"]
+    assert base["gold"] == renamed["gold"] == moved["gold"]  # gold runs do not depend on any teacher
+
+
+def test_failed_teacher_items_are_dropped_and_counted_and_validation_follows_the_label_source():
+    """README: items the teacher fails on are dropped from that source's training set and counted
+    (accounting.dropped_failed); a teacher-label cell selects its checkpoint on the teacher's validation labels
+    (what a user without gold would have), a gold cell on gold."""
+    import pandas as pd
+
+    from silverlabel.study.grid import prepare_all
+    from silverlabel.study.labels import training_data
+
+    cfg = config(label_sources=["gold", "teacher"])
+    prep = prepare_all(cfg, offline=True)["imdb"]
+    train, val = prep.splits.train, prep.splits.validation
+    names = list(train.label_names)
+    rng = np.random.default_rng(0)
+    teacher_train = rng.integers(0, len(names), len(train.texts))
+    failed = np.zeros(len(train.texts), dtype=bool)
+    failed[[3, 10, 11, 40]] = True
+    teacher_val = (val.labels + 1) % len(names)  # every validation label wrong, so following gold would show
+    frame = pd.DataFrame({
+        "item": list(train.items) + list(val.items),
+        "split": ["train"] * len(train.texts) + ["validation"] * len(val.texts),
+        "label": [None if f else names[t] for t, f in zip(teacher_train, failed)] + [names[t] for t in teacher_val]})
+    sources = {s.name: s for s in label_sources(cfg)}
+    spec = cfg.teachers[0]
+    size = len(train.texts)
+    data = training_data(prep, sources["teacher:q"], size, {spec.demo_seeds[0]: frame}, spec)
+    pick = prep.training_positions(size)
+    kept = [i for i in pick if not failed[i]]
+    assert data.accounting == {"dropped_failed": 4}
+    assert data.texts == [train.texts[i] for i in kept] and list(data.targets) == list(teacher_train[kept])
+    assert list(data.val_labels) == list(teacher_val) and data.val_texts == list(val.texts)
+    gold = training_data(prep, sources["gold"], size, {spec.demo_seeds[0]: frame}, spec)
+    assert list(gold.val_labels) == list(val.labels) and len(gold.texts) == size and gold.accounting == {}
