@@ -46,6 +46,11 @@ BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # teachers send it; anthropic runs on vLLM's /v1/messages with the demonstrations as turns.
 ESTIMATES = ("anthropic",)
 EXACT = tuple(b for b in BACKENDS if b not in ESTIMATES)
+ON_VLLM_SERVER = {"vllm-server", "chat", "anthropic"}  # run last (tests/conftest.py): the server busy-polls
+
+
+def _params(backends) -> list:
+    return [pytest.param(b, marks=pytest.mark.uses_vllm) if b in ON_VLLM_SERVER else b for b in backends]
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
 # openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;
@@ -155,7 +160,7 @@ def run(runs, toxic, request, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("backend", EXACT)
+@pytest.mark.parametrize("backend", _params(EXACT))
 def test_record_contract(backend, run, toxic):
     s, _ = toxic
     ann, scored, label_tokens = run(backend)
@@ -189,7 +194,7 @@ def test_the_table_teacher_replays_its_file_exactly(run, tmp_path):
     assert got.frame["label"].tolist() == want["label"].tolist() and got.frame["item"].tolist() == want["item"].tolist()
 
 
-@pytest.mark.parametrize("backend", [b for b in EXACT if b not in ("llamacpp", "table")])
+@pytest.mark.parametrize("backend", _params(b for b in EXACT if b not in ("llamacpp", "table")))
 def test_backends_agree_with_the_llamacpp_teacher(backend, run, record_property):
     ref, _, ref_tokens = run("llamacpp")
     got, _, tokens = run(backend)
@@ -238,7 +243,7 @@ def grammar_reference(toxic):
     return out
 
 
-@pytest.mark.parametrize("backend", EXACT)
+@pytest.mark.parametrize("backend", _params(EXACT))
 def test_labels_are_what_llama_cpp_generates_under_a_label_grammar(backend, run, grammar_reference):
     """Greedy decoding over the label trie makes llama.cpp's greedy choices under the grammar wherever llama.cpp
     spells the label in its own tokens (the grammar also allows smaller pieces, which no backend scores)."""
@@ -249,7 +254,7 @@ def test_labels_are_what_llama_cpp_generates_under_a_label_grammar(backend, run,
         assert ann.frame["label"][k] == label, (backend, k, ann.frame["label"][k], label)
 
 
-@pytest.mark.parametrize("backend", ["vllm", "vllm-server", "chat"])
+@pytest.mark.parametrize("backend", _params(["vllm", "vllm-server", "chat"]))
 def test_vllm_and_hf_agree_on_the_same_float32_weights(backend, run, record_property):
     """The same dequantised weights in float32, computed by vLLM's kernels and by transformers'."""
     hf, _, hf_tokens = run("hf")
@@ -261,7 +266,7 @@ def test_vllm_and_hf_agree_on_the_same_float32_weights(backend, run, record_prop
     assert got.frame["label"].tolist() == hf.frame["label"].tolist()
 
 
-@pytest.mark.parametrize("backend", ESTIMATES)
+@pytest.mark.parametrize("backend", _params(ESTIMATES))
 def test_hosted_estimates_keep_their_contract(backend, run, toxic, request):
     """A hosted API with no log-probabilities (the Messages API) labels by its answer alone: every item is a
     one-hot record marked ``label`` or a counted failure naming the answer, and every label it gives is the exact
