@@ -431,11 +431,12 @@ def select(
 ) -> None:
     """Export the items a policy sends for gold, with the teacher's label and distribution as a pre-annotation.
     --policy learned runs in two rounds: its validation set first, the rest once those are labelled."""
-    from .mitigations.workflow import select_items, write_selection
+    from .mitigations.workflow import select_items, selection_format, write_selection
 
+    selection_format(out, fmt)  # a bad --format is refused before the policy runs
     chosen = select_items(annotations, policy=policy, budget=budget, seed=seed, ensemble=ensemble or [],
-                          labels=labels or [], options=parse_options(option or [], example="validation=0.3"), design=design, floor=floor,
-                          target_width=target_width)
+                          labels=labels or [], options=parse_options(option or [], example="validation=0.3"),
+                          design=design, floor=floor, target_width=target_width)
     paths = write_selection(chosen, out, fmt=fmt)
     console.print(chosen.message)
     console.print(f"wrote {', '.join(map(str, paths))}")

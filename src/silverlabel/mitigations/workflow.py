@@ -255,15 +255,21 @@ def _power_message(records, names, annotations, labels, oracle, target_width, le
                                     for p in est.power))
 
 
-def write_selection(selected: Selected, out: Path, *, fmt: str | None = None) -> list[Path]:
-    """Write the chosen items as CSV, JSONL or Label Studio tasks (plus its labelling config); returns paths."""
-    out = Path(out)
-    fmt = fmt or FORMATS.get(out.suffix.lower())
+def selection_format(out: Path, fmt: str | None) -> str:
+    """The export format ``write_selection`` will use; checked before a selection is computed, not after."""
+    fmt = fmt or FORMATS.get(Path(out).suffix.lower())
     if fmt is not None and fmt not in ("csv", "jsonl", "labelstudio"):
         raise SilverlabelError(f"--format {fmt} is unknown; choose csv, jsonl or labelstudio")
     if fmt is None:
         raise SilverlabelError(f"--out {out}: give --format csv, jsonl or labelstudio (or a .csv, .jsonl or .json "
                                "file name)")
+    return fmt
+
+
+def write_selection(selected: Selected, out: Path, *, fmt: str | None = None) -> list[Path]:
+    """Write the chosen items as CSV, JSONL or Label Studio tasks (plus its labelling config); returns paths."""
+    out = Path(out)
+    fmt = selection_format(out, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame = selected.frame
     if fmt == "csv":
