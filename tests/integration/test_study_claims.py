@@ -85,6 +85,10 @@ def test_results_json_and_tables_have_the_fields_the_readme_lists(studies):
     results = json.loads((out / "results.json").read_text())
     fields = _readme_row("results.json")
     assert {"n_train", "n_test", "seeds", "krippendorff_alpha", "ci", "teacher_accuracy"} <= set(fields)
+    top_level = {"machine"}  # the README names it after the rows' fields; it describes the whole run
+    assert top_level <= set(fields) and top_level <= set(results)
+    assert {"cpu_features", "torch_threads", "torch_blas", "llama_cpp_system_info"} <= set(results["machine"])
+    fields = [f for f in fields if f not in top_level]
     for row in results["results"]:
         assert set(fields) <= set(row), sorted(set(fields) - set(row))
         # "accuracy and macro-F1 mean/std and per seed"
