@@ -198,6 +198,42 @@ def test_the_label_is_the_servers_own_guided_choice(server, toxic, teacher, anno
     assert followed >= N_ITEMS - 1, followed
 
 
+def test_p_s_is_the_sequence_probability_the_test_reads_from_the_server(server, toxic, teacher, annotated):
+    """The reference, computed here: each label tokenised by llama.cpp's own vocabulary, and for each of its
+    tokens one `max_tokens=1` request this test writes (the token forced by logit_bias, its log-probability read
+    from the reply) after the prompt and the label's earlier tokens; the label's log-probability is their sum and
+    P_S their softmax over the labels. Same server, same requests, but llama-cpp-python reuses its KV cache from
+    the request before, so the tokens it evaluates come in other batch shapes of the quantised kernels: measured
+    max |dP_S| 0.0058 over the 6 items (2.4e-5 on the first); the bound, 0.015, is 2.5x that, tighter than the
+    cross-kernel check against the in-process teacher below (0.05), and a wrong prefix or label token moves P_S
+    by 0.1 or more."""
+    s, _ = toxic
+    ann, _, _ = annotated
+    names = list(s.train.label_names)
+    vocab = llama_cpp.Llama(model_path=str(gguf_path("smollm2-135m")), vocab_only=True, verbose=False)
+    try:
+        ids = {n: vocab.tokenize(n.encode(), add_bos=False) for n in names}
+        text_of = {n: [vocab.detokenize(ids[n][:j]).decode() for j in range(len(ids[n]))] for n in names}
+    finally:
+        vocab.close()
+    assert [ids[n] for n in names] == teacher.label_tokens  # the label tokens the teacher scores are llama.cpp's
+    diffs = []
+    for k, text in enumerate(s.train.texts[:N_ITEMS]):
+        logp = []
+        for n in names:
+            total = 0.0
+            for j, token in enumerate(ids[n]):
+                reply = _post(server, {"model": "smol", "prompt": teacher._context(text) + text_of[n][j],
+                                       "max_tokens": 1, "temperature": 0, "logprobs": 1,
+                                       "logit_bias": {str(token): 100}})
+                total += reply["choices"][0]["logprobs"]["token_logprobs"][0]
+            logp.append(total)
+        want = np.exp(np.array(logp) - max(logp))
+        want /= want.sum()
+        diffs.append(float(np.abs(ann.probs()[k] - want).max()))
+    assert max(diffs) < 0.015, diffs
+
+
 def test_agrees_with_the_in_process_llamacpp_teacher(toxic, teacher, annotated):
     s, prompt = toxic
     ann, scored, _ = annotated

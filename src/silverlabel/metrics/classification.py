@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-from sklearn.utils.multiclass import unique_labels
 
 from silverlabel.errors import SilverlabelError
 
@@ -40,6 +38,15 @@ def _pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
     if len(yt) == 0:
         raise SilverlabelError("y_true/y_pred: no items; pass at least one (gold, prediction) pair")
     return yt, yp
+
+
+def _sklearn():
+    """scikit-learn's metrics and label helpers, imported on first use: the import takes ~1-2 s on 2 cores (scipy
+    comes with it), which every `silverlabel` command, --help included, would otherwise pay at start-up."""
+    from sklearn import metrics
+    from sklearn.utils import multiclass
+
+    return metrics, multiclass
 
 
 def _sklearn_call(fn, *args, **kwargs):
@@ -70,7 +77,7 @@ def _prfs(
     if not index.is_unique:
         raise SilverlabelError("labels: contains duplicates; pass each label once")
     p, r, f, s = _sklearn_call(
-        precision_recall_fscore_support,
+        _sklearn()[0].precision_recall_fscore_support,
         y_true,
         y_pred,
         labels=list(labels),
@@ -111,7 +118,7 @@ def _per_run_prfs(
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Share of items whose prediction equals the gold label."""
     yt, yp = _pair(y_true, y_pred)
-    return float(_sklearn_call(accuracy_score, yt, yp))
+    return float(_sklearn_call(_sklearn()[0].accuracy_score, yt, yp))
 
 
 def macro_f1(y_true: Any, y_pred: Any, *, labels: Sequence[Hashable] | None = None) -> float:
@@ -122,7 +129,7 @@ def macro_f1(y_true: Any, y_pred: Any, *, labels: Sequence[Hashable] | None = No
     """
     yt, yp = _pair(y_true, y_pred)
     if labels is None:
-        labels = _sklearn_call(unique_labels, yt, yp)
+        labels = _sklearn_call(_sklearn()[1].unique_labels, yt, yp)
     if len(labels) == 0:
         raise SilverlabelError("labels: empty label set; pass the study's labels or leave labels=None")
     _, _, f, s, n_pred = _prfs(yt, yp, labels)
