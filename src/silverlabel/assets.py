@@ -102,8 +102,13 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a
     return digest.hexdigest()
 
 
+def _pip_hint(requirements: str = "requirements-assets.txt") -> str:
+    """How to install the packages that carry a model, from the requirements file that pins them."""
+    return _PIP_HINT.replace("requirements-assets.txt", requirements)
+
+
 def _locate(dist: str, inner: str, asset: str, requirements: str = "requirements-assets.txt") -> Path:
-    hint = _PIP_HINT.replace("requirements-assets.txt", requirements)
+    hint = _pip_hint(requirements)
     try:
         path = Path(str(importlib.metadata.distribution(dist).locate_file(inner)))
     except importlib.metadata.PackageNotFoundError:
@@ -157,7 +162,7 @@ def gguf_path(name: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise SilverlabelError(
             f"teacher '{name}': the joined parts fail their checksum (expected {asset.sha256[:12]}...); "
-            f"reinstall them ({_PIP_HINT.replace('requirements-assets.txt', asset.requirements)})"
+            f"reinstall them ({_pip_hint(asset.requirements)})"
         )
     os.replace(tmp, target)
     return target

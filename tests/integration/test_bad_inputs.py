@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.helpers import require
+from tests.helpers import cli_in_process, require
 
 TEACHER = ["--teacher", "llamacpp:smollm2-135m"]
 SMALL = ["--n-train", "20", "--n-test", "10"]
@@ -29,32 +29,6 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full = {**os.environ, "COLUMNS": "80", **(env or {})}  # a narrow terminal: wrapped lines would show
     return subprocess.run([sys.executable, "-m", "silverlabel.cli", *args], capture_output=True, text=True,
                           timeout=300, env=full)
-
-
-def _cli_in_process(monkeypatch, *args: str) -> subprocess.CompletedProcess:
-    """The same command through the console script's entry point (``silverlabel.cli.main``) in this process: what
-    a subprocess would print, without paying the ~2 s of imports a fresh interpreter costs per case (the catalogue
-    has 60). Three cases also run in a real process below, and every ``--debug`` case does."""
-    import contextlib
-    import io
-
-    from silverlabel import cli
-
-    monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setattr(sys, "argv", ["silverlabel", *args])
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            cli.main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except Exception:  # a bug, not a user error: what the real process would print as a traceback
-            import traceback
-
-            err.write(traceback.format_exc())
-            code = 1
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 # ------------------------------------------------------------------------------------------------ setups
@@ -343,7 +317,7 @@ def test_bad_input_gives_one_clean_line(name, setup, args, expect, tmp_path, mon
         require("httpx", "pip install 'silverlabel[openai]'")
     if setup is not None:
         setup(tmp_path)
-    r = _cli_in_process(monkeypatch, *_fill(args, tmp_path))
+    r = cli_in_process(monkeypatch, *_fill(args, tmp_path))  # 3 cases also run in a real process below
     _one_clean_line(r, _fill([expect], tmp_path)[0])
     _assert_nothing_half_written(tmp_path / "out")
 

@@ -4,14 +4,13 @@ in-process through the CLI's real entry point (`silverlabel.cli.main`), which is
 the subprocess round trips are in tests/integration/test_estimate_cli.py and test_bad_inputs.py."""
 
 import json
-import sys
 
 import pandas as pd
 import pytest
 
-from silverlabel import cli
 from silverlabel.data import PRESETS, Preset, load_dataset, register_preset
 from silverlabel.errors import SilverlabelError
+from tests.helpers import cli_in_process
 from tests.synthetic_teacher import synthetic_teacher
 
 
@@ -28,14 +27,10 @@ def files(tmp_path_factory):
     return tmp, names
 
 
-def _run(capsys, monkeypatch, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["silverlabel", *map(str, args)])
-    monkeypatch.setenv("COLUMNS", "400")
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("WARNING ", "INFO "))]
-    return exit_.value.code, lines[-1] if lines else ""
+def _run(monkeypatch, *args) -> tuple[int, str]:
+    r = cli_in_process(monkeypatch, *args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("WARNING ", "INFO "))]
+    return r.returncode, lines[-1] if lines else ""
 
 
 ESTIMATE = ("estimate", "--annotations", "{tmp}/ann.parquet", "--gold", "{tmp}/gold.csv")
@@ -67,9 +62,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("name, args, expect", CASES, ids=[c[0] for c in CASES])
-def test_bad_flag_is_one_line_with_exit_2(files, capsys, monkeypatch, name, args, expect):
+def test_bad_flag_is_one_line_with_exit_2(files, monkeypatch, name, args, expect):
     tmp, _ = files
-    code, line = _run(capsys, monkeypatch, *(a.replace("{tmp}", str(tmp)) for a in args))
+    code, line = _run(monkeypatch, *(a.replace("{tmp}", str(tmp)) for a in args))
     assert code == 2 and line.startswith("error: ") and expect in line, (code, line)
     assert not (tmp / "out").exists()  # nothing written
 
@@ -89,7 +84,7 @@ LABEL_STUDIO = {
 
 
 @pytest.mark.parametrize("case", LABEL_STUDIO)
-def test_a_malformed_label_studio_export_is_refused_by_merge(files, capsys, monkeypatch, case):
+def test_a_malformed_label_studio_export_is_refused_by_merge(files, monkeypatch, case):
     tmp, names = files
     item = str(pd.read_parquet(tmp / "ann.parquet")["item"].iloc[0])
     body, expect = LABEL_STUDIO[case]
@@ -97,14 +92,14 @@ def test_a_malformed_label_studio_export_is_refused_by_merge(files, capsys, monk
     text = text.replace("{item}", item).replace("{a}", names[0]).replace("{b}", names[1])
     path = tmp / f"ls-{case}.json"
     path.write_text(text)
-    code, line = _run(capsys, monkeypatch, "merge", "--annotations", tmp / "ann.parquet", "--labels", path,
+    code, line = _run(monkeypatch, "merge", "--annotations", tmp / "ann.parquet", "--labels", path,
                       "--out", tmp / "out" / "m.parquet")
     assert code == 2 and str(path) in line and expect.replace("{item}", item) in line, (code, line)
     assert not (tmp / "out").exists()
     # the cancelled (skipped) task is not an error: it is simply not labelled yet
     path.write_text(json.dumps([{"id": 3, "data": {"item": item}, "annotations": [{"was_cancelled": True,
                                                                                     "result": []}]}]))
-    code, _ = _run(capsys, monkeypatch, "merge", "--annotations", tmp / "ann.parquet", "--labels", path,
+    code, _ = _run(monkeypatch, "merge", "--annotations", tmp / "ann.parquet", "--labels", path,
                    "--out", tmp / "skipped.parquet")
     assert code == 0 and (pd.read_parquet(tmp / "skipped.parquet")["label_source"] != "human").all()
 
@@ -138,18 +133,16 @@ def test_a_registered_preset_loads_its_real_source_and_refuses_offline_without_a
         load_dataset("mine", offline=False)
 
 
-def test_estimate_through_the_cli_leaves_demonstrations_out(files, capsys, monkeypatch):
+def test_estimate_through_the_cli_leaves_demonstrations_out(files, monkeypatch):
     """README: demonstrations leave the estimate (their teacher label saw their gold label), through the CLI too."""
     tmp, _ = files
     ann = pd.read_parquet(tmp / "ann.parquet")
     gold = pd.read_csv(tmp / "gold.csv")
     ann["demo"] = ann["item"].isin(gold["item"].astype(str).head(3))  # three of the gold items were demonstrations
     ann.to_parquet(tmp / "ann-demo.parquet", index=False)
-    monkeypatch.setattr(sys, "argv", ["silverlabel", "estimate", "--annotations", str(tmp / "ann-demo.parquet"),
-                                      "--gold", str(tmp / "gold.csv"), "--json"])
-    with pytest.raises(SystemExit) as exit_:
-        cli.main()
-    out = json.loads(capsys.readouterr().out)
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", tmp / "ann-demo.parquet", "--gold", tmp / "gold.csv",
+                       "--json")
+    out = json.loads(r.stdout)
     labelled = int(ann["label"].notna().sum())
-    assert exit_.value.code == 0
+    assert r.returncode == 0, r.stderr
     assert out["excluded_demos"] == 3 and out["n_items"] == labelled - 3 and out["n_gold"] == len(gold) - 3

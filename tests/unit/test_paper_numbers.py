@@ -2,12 +2,10 @@
 checked here cell by cell against the team's independent transcription of the paper,
 ../shared/paper/reference-results.md (the repository's sibling folder, as CI checks it out)."""
 
-import os
 from pathlib import Path
 
-import pytest
-
 from silverlabel.paper import TABLE1, TABLE1_COLUMNS, TABLE2
+from tests.helpers import missing
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "paper" / "reference-results.md"
 PRESET = {"IMDB": "imdb", "E-commerce": "ecommerce", "Manifestos": "manifestos", "Toxic": "toxic"}
@@ -15,9 +13,7 @@ PRESET = {"IMDB": "imdb", "E-commerce": "ecommerce", "Manifestos": "manifestos",
 
 def reference_table(title: str) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
     if not REFERENCE.exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{REFERENCE} is missing: CI checks ../shared out beside the repository")
-        pytest.skip(f"{REFERENCE} is not beside this checkout")
+        missing(f"{REFERENCE} is missing: CI checks ../shared out beside the repository")
     text = REFERENCE.read_text()
     block = text[text.index(f"## {title}"):].split("\n\n")[0]
     out: dict[str, list] = {}
