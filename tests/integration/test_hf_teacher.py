@@ -28,7 +28,7 @@ def test_batched_cached_prefix_matches_scoring_each_prompt_from_scratch(teacher,
     s, _ = toxic
     # items of different lengths in one batch, so the left padding after the prefix matters
     texts = sorted(s.train.texts[:40], key=len)[::15][:3]  # three from scratch cost ~100 s on two busy cores
-    assert len({len(teacher._item_tokens(t)) for t in texts}) == 3
+    assert len({len(teacher.token_prompt.item_tokens(t)) for t in texts}) == 3
     batched = teacher.score(texts)
     for text, scored in zip(texts, batched):
         naive = teacher.score_naive(text)
@@ -36,7 +36,7 @@ def test_batched_cached_prefix_matches_scoring_each_prompt_from_scratch(teacher,
         # float32 on CPU: only summation order differs (measured max 1.3e-5 nats)
         assert np.abs(np.concatenate(naive) - np.concatenate(scored.token_logprobs)).max() < 1e-3
         assert np.isclose(distribution(scored.token_logprobs).sum(), 1)
-        assert scored.prompt_tokens == len(teacher.prefix_tokens) + len(teacher._item_tokens(text))
+        assert scored.prompt_tokens == len(teacher.prefix_tokens) + len(teacher.token_prompt.item_tokens(text))
 
 
 def test_a_long_item_is_cut_to_fit_and_keeps_the_prompts_ending(teacher, toxic):
@@ -44,10 +44,11 @@ def test_a_long_item_is_cut_to_fit_and_keeps_the_prompts_ending(teacher, toxic):
     limit, teacher._limit = teacher._limit, 400
     try:
         [short, cut] = teacher.score([toxic[0].train.texts[0], long_text])
-        assert len(teacher._tokens(long_text, special=False)) > 400
+        assert len(teacher.token_prompt.vocab.tokens(long_text, special=False)) > 400
         assert cut.prompt_tokens + max(len(t) for t in teacher.label_tokens) <= 400
         assert short.prompt_tokens < cut.prompt_tokens
-        assert teacher._item_tokens(long_text)[-len(teacher._suffix_tokens):] == teacher._suffix_tokens
+        ending = teacher.token_prompt.suffix_tokens
+        assert teacher.token_prompt.item_tokens(long_text)[-len(ending):] == ending
     finally:
         teacher._limit = limit
 

@@ -121,7 +121,8 @@ def test_an_item_longer_than_the_context_is_cut_not_fatal(toxic):
         assert cut.error is None and cut.prompt_tokens + sum(len(x) for x in t.label_tokens) <= 1024
         assert np.isclose(distribution(cut.token_logprobs).sum(), 1)
         # the prompt's ending survives the cut: its last tokens are the chat suffix
-        assert t._item_tokens("x")[-len(t._suffix_tokens):] == t._suffix_tokens
+        ending = t.token_prompt.suffix_tokens
+        assert t.token_prompt.item_tokens("x")[-len(ending):] == ending
         assert short.prompt_tokens < cut.prompt_tokens
     finally:
         t.close()

@@ -235,7 +235,7 @@ def grammar_reference(toxic):
         out = []
         for text in s.train.texts[:N_ITEMS]:
             tokens = llm.tokenize((prefix + item_part.replace("{text}", text)).encode(), add_bos=False, special=True)
-            assert tokens == teacher.prefix_tokens + teacher._item_tokens(text)  # the same prompt, token for token
+            assert tokens == teacher.prefix_tokens + teacher.token_prompt.item_tokens(text)  # the same prompt, token for token
             label, ids = generate_label(llm, tokens, names)
             out.append((label, ids == canonical[label]))
     finally:

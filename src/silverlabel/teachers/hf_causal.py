@@ -32,11 +32,11 @@ from pydantic import Field
 from ..devices import attention_kernels, pad_width
 from ..errors import SilverlabelError
 from .base import Scored, Teacher, TeacherOptions, register_teacher
-from .prompts import Prompt, split_at_text
+from .prompts import Prompt
+from .token_prompt import TokenPrompt, render
 
 log = logging.getLogger(__name__)
 
-_SENTINEL = "\x00TEXT\x00"
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -126,6 +126,39 @@ class HFOptions(TeacherOptions):
     max_length: int | None = Field(None, ge=16)
 
 
+class _HFVocab:
+    """A transformers tokenizer as the token-level prompt's :class:`~.token_prompt.Vocabulary`."""
+
+    def __init__(self, tok, model: str):
+        self.tok, self.model = tok, model
+        self._special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+
+    def tokens(self, text: str, *, special: bool) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
+
+    def prefix_tokens(self, prefix: str) -> list[int]:
+        tok, bos = self.tok, self.tok.bos_token_id
+        adds_bos = bos is not None and tok("", add_special_tokens=True)["input_ids"][:1] == [bos]
+        return ([bos] if adds_bos and not prefix.startswith(tok.bos_token) else []) + self.tokens(prefix, special=True)
+
+    def is_special(self, token: int) -> bool:
+        return token in self._special
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+    def apply_chat(self, messages: list[dict], generation: bool) -> str:
+        if not self.tok.chat_template:
+            raise SilverlabelError(f"teacher 'hf:{self.model}' has no chat template; use the raw prompt "
+                                   "(--raw-prompt)")
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    def eos(self) -> int:
+        if self.tok.eos_token_id is None:
+            raise SilverlabelError(f"teacher 'hf:{self.model}' has no end-of-sequence token to end a label with")
+        return self.tok.eos_token_id
+
+
 @register_teacher(options=HFOptions)
 class HFCausalTeacher(Teacher):
     """``hf:MODEL`` — transformers ``AutoModelForCausalLM``; see the module docstring for MODEL."""
@@ -147,6 +180,7 @@ class HFCausalTeacher(Teacher):
         self._id: str | None = None
         self._model = None
         self._tok = None
+        self.token_prompt: TokenPrompt | None = None
 
     # ------------------------------------------------------------------ model
     def _device_dtype(self):
@@ -223,40 +257,13 @@ class HFCausalTeacher(Teacher):
         return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
     # ------------------------------------------------------------------ prompt
-    def _tokens(self, text: str, *, special: bool) -> list[int]:
-        return list(self._tok(text, add_special_tokens=False, split_special_tokens=not special)["input_ids"])
-
-    def _is_special(self, token: int) -> bool:
-        return token in set(self._tok.all_special_ids) or token in {
-            i for i, t in self._tok.added_tokens_decoder.items() if t.special}
-
-    def _apply_chat(self, messages: list[dict], generation: bool) -> str:
-        if not self._tok.chat_template:
-            raise SilverlabelError(f"teacher 'hf:{self.model}' has no chat template; use the raw prompt "
-                                   "(--raw-prompt)")
-        return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+    def _vocab(self) -> _HFVocab:
+        self._load()
+        return _HFVocab(self._tok, self.model)
 
     def render(self, prompt: Prompt) -> tuple[str, str]:
         """The prompt as the model sees it (inside its chat template unless raw), split at the item's text."""
-        self._load()
-        body = prompt.render(_SENTINEL)
-        if not self.chat:
-            return split_at_text(body, _SENTINEL)
-        return split_at_text(self._apply_chat([{"role": "user", "content": body}], True), _SENTINEL)
-
-    def _terminator(self) -> int:
-        """What the chat template writes after an assistant turn, else end-of-sequence (as the llamacpp teacher)."""
-        if self.chat:
-            done = self._apply_chat([{"role": "user", "content": "x"},
-                                     {"role": "assistant", "content": _SENTINEL}], False)
-            after = done.partition(_SENTINEL)[2]
-            toks = self._tokens(after, special=True) if after else []
-            if toks and self._is_special(toks[0]):
-                return toks[0]
-        eos = self._tok.eos_token_id
-        if eos is None:
-            raise SilverlabelError(f"teacher 'hf:{self.model}' has no end-of-sequence token to end a label with")
-        return eos
+        return render(self._vocab(), prompt, chat=self.chat)
 
     def prepare(self, prompt: Prompt) -> None:
         torch, transformers = _import_torch_transformers()
@@ -270,46 +277,18 @@ class HFCausalTeacher(Teacher):
         self.prompt = prompt
 
     def _prepare_tokens(self, prompt: Prompt) -> None:
-        """The prompt's shared prefix, the item's lead and suffix, the terminator and the label tokens: the
-        token-level prompt, which the vllm backend shares (it reads the same tokenizer)."""
-        prefix, item_part = self.render(prompt)
-        self._item_lead, _, item_suffix = item_part.partition("{text}")
-        tok = self._tok
-        bos = tok.bos_token_id
-        adds_bos = bos is not None and tok("", add_special_tokens=True)["input_ids"][:1] == [bos]
-        self.prefix_tokens = ([bos] if adds_bos and not prefix.startswith(tok.bos_token) else []) + \
-            self._tokens(prefix, special=True)
-        # as in the llamacpp teacher: the suffix's plain text is tokenised with the item (BPE merges across the
-        # boundary), only its special-token tail is parsed for special tokens, never the user's text
-        suffix_tokens = self._tokens(item_suffix, special=True)
-        first = next((i for i, t in enumerate(suffix_tokens) if self._is_special(t)), len(suffix_tokens))
-        self._suffix_head = tok.decode(suffix_tokens[:first])
-        if not item_suffix.startswith(self._suffix_head):
-            self._suffix_head, first = "", 0
-        self._suffix_tokens = suffix_tokens[first:]
-        lead = "" if self.chat else " "
-        self.terminator = self._terminator()
-        self.label_tokens = [self._tokens(lead + n, special=False) + [self.terminator] for n in prompt.label_names]
-        if any(len(t) < 2 for t in self.label_tokens):
-            raise SilverlabelError(f"a label tokenises to nothing: {list(prompt.label_names)}")
-        self._pad = tok.pad_token_id if tok.pad_token_id is not None else self.terminator
-
-    def _item_tokens(self, text: str) -> list[int]:
-        return self._fit_item(text)[0]
+        """The token-level prompt, which the vllm backend shares (it reads the same tokenizer)."""
+        self.token_prompt = TokenPrompt.build(self._vocab(), prompt, chat=self.chat)
+        self.prefix_tokens = self.token_prompt.prefix_tokens
+        self.terminator = self.token_prompt.terminator
+        self.label_tokens = self.token_prompt.label_tokens
+        pad = self._tok.pad_token_id
+        self._pad = pad if pad is not None else self.terminator
 
     def _fit_item(self, text: str) -> tuple[list[int], bool]:
-        """The item's tokens (its text, then the prompt's ending), and whether the text was cut to fit the
-        model's context with the longest label after it."""
-        toks = self._tokens(self._item_lead + text + self._suffix_head, special=False) + self._suffix_tokens
-        budget = self._limit - len(self.prefix_tokens) - max(len(t) for t in self.label_tokens)
-        if len(toks) <= budget:
-            return toks, False
-        # keep the prompt's ending; cut the text (counted in the summary as truncated)
-        tail = self._tokens(self._suffix_head, special=False) + self._suffix_tokens
-        body = self._tokens(self._item_lead + text, special=False)
-        if budget - len(tail) < 1:
-            raise SilverlabelError(f"the prompt leaves no room for an item within {self._limit} tokens")
-        return body[: budget - len(tail)] + tail, True
+        """The item's tokens, cut to fit the model's context with the longest label after it."""
+        room = self._limit - len(self.prefix_tokens) - max(len(t) for t in self.label_tokens)
+        return self.token_prompt.fit(text, room)
 
     # ------------------------------------------------------------------ scoring
     def score(self, texts: Sequence[str]) -> list[Scored]:
@@ -376,7 +355,7 @@ class HFCausalTeacher(Teacher):
     def score_naive(self, text: str) -> list[list[float]]:
         """Reference scorer: the whole prompt + each label in one unpadded sequence, no cache. Slow; for tests."""
         torch, _ = _import_torch_transformers()
-        toks = self.prefix_tokens + self._item_tokens(text)
+        toks = self.prefix_tokens + self.token_prompt.item_tokens(text)
         out = []
         with torch.inference_mode():
             for lt in self.label_tokens:

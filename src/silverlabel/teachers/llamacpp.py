@@ -19,11 +19,10 @@ from pydantic import Field
 
 from ..errors import SilverlabelError
 from .base import Scored, Teacher, TeacherOptions, register_teacher
-from .prompts import Prompt, split_at_text
+from .prompts import Prompt
+from .token_prompt import TokenPrompt, render
 
 log = logging.getLogger(__name__)
-
-_SENTINEL = "\x00TEXT\x00"
 
 
 def _import_llama_cpp():
@@ -59,6 +58,42 @@ def softmax_log(logits: np.ndarray) -> np.ndarray:
     return logits - m - np.log(np.exp(logits - m).sum())
 
 
+class _LlamaVocab:
+    """llama.cpp's vocabulary as the token-level prompt's :class:`~.token_prompt.Vocabulary`."""
+
+    def __init__(self, llm, name: str):
+        self.llm, self.name = llm, name
+
+    def tokens(self, text: str, *, special: bool, bos: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+
+    def prefix_tokens(self, prefix: str) -> list[int]:
+        bos = self.llm.token_bos()
+        bos_text = self.llm._model.token_get_text(bos) if bos >= 0 else None
+        return self.tokens(prefix, special=True, bos=not (bos_text and prefix.startswith(bos_text)))
+
+    def is_special(self, token: int) -> bool:
+        return bool(self.llm._model.token_get_attr(token) & 24)  # LLAMA_TOKEN_ATTR_CONTROL | USER_DEFINED
+
+    def decode(self, ids: list[int]) -> str:
+        return self.llm.detokenize(ids).decode("utf-8", errors="replace")
+
+    def apply_chat(self, messages: list[dict], generation: bool) -> str:
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise SilverlabelError(f"{self.name} carries no chat template; use the raw prompt (--raw-prompt)")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        vocab, llm = self.llm._model, self.llm
+        specials = {"bos_token": vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
+                    "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""}
+        return env.from_string(template).render(messages=messages, add_generation_prompt=generation, **specials)
+
+    def eos(self) -> int:
+        return self.llm.token_eos()
+
+
 class LlamaCppOptions(TeacherOptions):
     """``[teachers.options]`` of a ``llamacpp:`` teacher."""
 
@@ -86,7 +121,7 @@ class LlamaCppTeacher(Teacher):
         self.n_gpu_layers = n_gpu_layers
         self._llm = None
         self._prefix_len = 0
-        self._item_suffix = ""
+        self.token_prompt: TokenPrompt | None = None
 
     @property
     def model_id(self) -> str:
@@ -121,75 +156,24 @@ class LlamaCppTeacher(Teacher):
             self.max_seqs = int(params.n_seq_max)
         return self._llm
 
-    def _chat_template(self):
-        llm = self._load()
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise SilverlabelError(f"{self.path.name} carries no chat template; use the raw prompt (--raw-prompt)")
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        vocab = llm._model
-        specials = {"bos_token": vocab.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else "",
-                    "eos_token": vocab.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""}
-        compiled = env.from_string(template)
-        return lambda messages, gen: compiled.render(messages=messages, add_generation_prompt=gen, **specials)
+    def _vocab(self) -> _LlamaVocab:
+        return _LlamaVocab(self._load(), self.path.name)
 
     def render(self, prompt: Prompt) -> tuple[str, str]:
         """The prompt as the model sees it (inside its chat template unless raw), split at the item's text."""
-        body = prompt.render(_SENTINEL)
-        if not self.chat:
-            return split_at_text(body, _SENTINEL)
-        rendered = self._chat_template()([{"role": "user", "content": body}], True)
-        return split_at_text(rendered, _SENTINEL)
-
-    def _terminator(self) -> int:
-        """The token that ends the answer: what the chat template writes after an assistant turn (GGUF metadata
-        mislabels end-of-turn for some models, e.g. SmolLM2), or end-of-sequence for the raw prompt."""
-        llm = self._llm
-        if self.chat:
-            done = self._chat_template()([{"role": "user", "content": "x"},
-                                          {"role": "assistant", "content": _SENTINEL}], False)
-            after = done.partition(_SENTINEL)[2]
-            toks = self._tokens(after, special=True) if after else []
-            if toks and self._llm._model.token_get_attr(toks[0]) & 24:  # LLAMA_TOKEN_ATTR_CONTROL | USER_DEFINED
-                return toks[0]
-        return llm.token_eos()
-
-    def _tokens(self, text: str, *, special: bool, bos: bool = False) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special)
+        return render(self._vocab(), prompt, chat=self.chat)
 
     def prepare(self, prompt: Prompt) -> None:
         llama_cpp = _import_llama_cpp()
-        llm = self._load()
-        prefix, item_part = self.render(prompt)
-        self._item_lead, _, self._item_suffix = item_part.partition("{text}")
-        bos_text = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else None
-        add_bos = not (bos_text and prefix.startswith(bos_text))
-        prefix_tokens = self._tokens(prefix, special=True, bos=add_bos)
-        # The plain text of the suffix (up to its first special token) is tokenised together with the item, as
-        # in the full prompt, so BPE merges across the boundary (".\n") come out the same; only the rest is
-        # parsed for special tokens, never the user's text.
-        suffix_tokens = self._tokens(self._item_suffix, special=True)
-        first_special = next((i for i, t in enumerate(suffix_tokens) if llm._model.token_get_attr(t) & 24),
-                             len(suffix_tokens))
-        self._suffix_head = llm.detokenize(suffix_tokens[:first_special]).decode("utf-8", errors="replace")
-        if not self._item_suffix.startswith(self._suffix_head):
-            self._suffix_head, first_special = "", 0
-        self._suffix_tokens = suffix_tokens[first_special:]
-        lead = " " if not self.chat else ""
-        self.terminator = self._terminator()
-        self.label_tokens = [self._tokens(lead + name, special=False) + [self.terminator]
-                             for name in prompt.label_names]
+        self.token_prompt = TokenPrompt.build(self._vocab(), prompt, chat=self.chat)
+        self.terminator = self.token_prompt.terminator
+        self.label_tokens = self.token_prompt.label_tokens
+        self.prefix_tokens = self.token_prompt.prefix_tokens
         mem = llama_cpp.llama_get_memory(self._ctx)
         llama_cpp.llama_memory_clear(mem, True)
-        self._decode([(tok, pos, (0,), False) for pos, tok in enumerate(prefix_tokens)])
-        self._prefix_len = len(prefix_tokens)
+        self._decode([(tok, pos, (0,), False) for pos, tok in enumerate(self.prefix_tokens)])
+        self._prefix_len = len(self.prefix_tokens)
         self.prompt = prompt
-        self.prefix_tokens = prefix_tokens
-
-    def _item_tokens(self, text: str) -> list[int]:
-        return self._tokens(self._item_lead + text + self._suffix_head, special=False) + self._suffix_tokens
 
     # ------------------------------------------------------------------ decoding
     def _decode(self, entries: list[tuple[int, int, tuple[int, ...], bool]]) -> list[int]:
@@ -244,18 +228,16 @@ class LlamaCppTeacher(Teacher):
         mem = llama_cpp.llama_get_memory(self._ctx)
         n_labels = len(self.label_tokens)
         P = self._prefix_len
-        item_tokens = [self._item_tokens(t) for t in texts]
         budget = min(self.n_ctx - P, self.n_batch)  # one item must fit the cache and one decode call
+        label_len = sum(len(lt) for lt in self.label_tokens)  # every label's branch shares the item's cells
         cut: set[int] = set()
         entries: list[tuple[int, int, tuple[int, ...], bool]] = []
         wanted: list[tuple[int, int, int]] = []  # (item, label, token index) for each logits row, in order
-        for i, toks in enumerate(item_tokens):
-            label_len = sum(len(lt) for lt in self.label_tokens)
-            if len(toks) + label_len > budget:  # keep the prompt's ending; cut the text (logged)
-                tail = self._tokens(self._suffix_head, special=False) + self._suffix_tokens
-                body = self._tokens(self._item_lead + texts[i], special=False)
-                toks = body[: max(1, budget - label_len - len(tail))] + tail
-                item_tokens[i] = toks
+        item_tokens = []
+        for i, text in enumerate(texts):
+            toks, was_cut = self.token_prompt.fit(text, budget - label_len)
+            item_tokens.append(toks)
+            if was_cut:
                 cut.add(i)
                 log.info("item %d cut to %d tokens to fit n_ctx=%d", i, len(toks), self.n_ctx)
             seqs = tuple(1 + i * n_labels + k for k in range(n_labels))
@@ -307,7 +289,7 @@ class LlamaCppTeacher(Teacher):
         by tests and benchmarks to check the batched engine."""
         llama_cpp = _import_llama_cpp()
         mem = llama_cpp.llama_get_memory(self._ctx)
-        toks = self.prefix_tokens + self._item_tokens(text)
+        toks = self.prefix_tokens + self.token_prompt.item_tokens(text)
         out = []
         for lt in self.label_tokens:
             llama_cpp.llama_memory_seq_rm(mem, 255, -1, -1)
