@@ -114,7 +114,7 @@ def test_guided_p_s_forces_only_the_branching_steps_and_renormalises_them(server
     guided = _teacher(server, prompt, p_s="guided")
     try:
         assert guided.mode == teacher.mode == "next_token" and guided.label_tokens == teacher.label_tokens
-        assert len(guided._edges) == len({ids[0] for ids in teacher.label_tokens}) == 3 < len(teacher._edges)
+        assert len(guided.way.edges) == len({ids[0] for ids in teacher.label_tokens}) == 3 < len(teacher.way.edges)
         ann = guided.annotate(s.train.items[:3], s.train.texts[:3], prompt)
     finally:
         guided.close()

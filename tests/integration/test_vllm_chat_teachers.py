@@ -18,7 +18,6 @@ Every P_S method is compared with a reference this file reads from the server it
 
 import json
 import math
-import time
 
 import httpx
 import numpy as np

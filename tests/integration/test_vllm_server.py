@@ -92,8 +92,8 @@ def test_guided_p_s_takes_one_request_per_item_and_is_the_echo_scores_renormalis
     teacher = get_teacher(f"openai:{vllm}/v1#smol", p_s="guided", concurrency=4)
     teacher.prepare(prompt)
     calls = []
-    complete = teacher._complete
-    teacher._complete = lambda *a, **kw: calls.append(kw.get("max_tokens")) or complete(*a, **kw)
+    complete = teacher.complete
+    teacher.complete = lambda *a, **kw: calls.append(kw.get("max_tokens")) or complete(*a, **kw)
     try:
         ann = teacher.annotate(s.train.items[:N_ITEMS], s.train.texts[:N_ITEMS], prompt)
     finally:

@@ -6,6 +6,10 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
 ``echo``, then ``next_token`` (llama-cpp-python's server, found by its ``/extras`` tokenizer, goes to
 ``next_token`` directly):
 
+Each way is its own object in ``completion_scorings.py``; this module holds the server session they share
+(HTTP through the transport, the tokenizer endpoints, the chat template, the terminator, context cutting) and
+the guided choice.
+
 ``echo``
     ``/v1/completions`` on prompt + label (+ terminator) with ``echo=True, logprobs=1, max_tokens=1``: the echoed
     prompt log-probabilities end with the label's tokens. One request per label. vLLM serves this (it rejects
@@ -27,8 +31,8 @@ the prompt. The OpenAI API has no "score this continuation" call, so one of two 
     listed token at every step. The first request generates along the labels' token trie (``allowed_token_ids``
     limits each step to the labels' tokens, after vLLM has taken the raw log-probabilities), reading every node
     on the guided-decoding path; a second one, a list of prompts (which vLLM batches), starts such a walk at every
-    node not read yet whose parent was, reading the rest (rarely, a third). Both are generations, so vLLM's prefix cache serves the shared prompt, where echo
-    pays a full prefill per label (vLLM computes prompt log-probabilities outside its prefix cache). The same
+    node not read yet whose parent was, reading the rest (rarely, a third). Both are generations, so vLLM's
+    prefix cache serves the shared prompt, where echo pays a full prefill per label (vLLM computes prompt log-probabilities outside its prefix cache). The same
     numbers as echo (checked on a real vLLM within 1e-3); chosen first by ``auto`` where the probe finds both
     fields honoured. Each extra prompt still recomputes the item's last, partly filled KV block (vLLM caches
     whole blocks only: 128 tokens by default on CPU), so a smaller ``--block-size`` makes it cheaper.
@@ -59,7 +63,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -77,44 +80,28 @@ from .base import (
 from .chat_template import SENTINEL as _SENTINEL
 from .chat_template import SPECIAL_TOKEN as _SPECIAL_TOKEN
 from .chat_template import load_chat_template
+from .completion_scorings import SCORINGS, CompletionScoring
 from .openai_wire import (
     GUIDED_FIELDS,
-    TOKEN_KEY,
     ItemFailed,
-    finite_logprob,
     first_choice,
     guided_value,
     import_httpx,
-    logprobs_of,
     most_tokens,
     parse_model,
     retry_after,
     snippet,
     token_ids_of,
-    usage_of,
 )
 from .prompts import Prompt
 from .transport import Transient, Transport
-from .trie import label_trie, read_walk, unread_nodes, walk_steps, walked_logprobs
 
 log = logging.getLogger(__name__)
 
 _PROBE_TEXT = "This is an example."
-_FORCE_BIAS = 100  # the top of OpenAI's logit_bias range: the forced token wins at temperature 0
 _SCORINGS = ("auto", "token_ids", "echo", "next_token")
 _REPORTED = ("root", "max_model_len")  # what of /v1/models identifies the weights behind a served name
 _CUT_MARGIN = 8  # tokens kept free when cutting a text: the cut text may tokenise a little differently in context
-_MAX_TOKEN_IDS = 128  # vLLM's MAX_LOGPROB_TOKEN_IDS
-
-
-def _refuse_prefix_labels(names: list[str], label_ids: list[list[int]]) -> None:
-    """Without a scored terminator, a label whose tokens begin another label's cannot be told apart from it."""
-    for a, ids_a in zip(names, label_ids):
-        for b, ids_b in zip(names, label_ids):
-            if a != b and ids_b[:len(ids_a)] == ids_a:
-                raise SilverlabelError(
-                    f"label '{a}' is a prefix of '{b}' for this model, and this server cannot score the end of an "
-                    "answer to tell them apart; rename one of them")
 
 
 class OpenAIOptions(TeacherOptions):
@@ -171,14 +158,7 @@ class OpenAITeacher(Teacher):
         self._tokenizer: str | None = None
         self._auto_tokens: list[int] = []
         self._rendered = ""
-        self._answers: list[str] = []  # echo: label (+ terminator) texts
-        self._prefix_text: dict[tuple[int, ...], str] = {}  # next_token: text of each label-token prefix
-        self._edges: list[tuple[tuple[int, ...], int]] = []  # next_token: (prefix, next token) to request
-        self._piece: dict[int, str] = {}  # next_token: text of each forced token, to check it came back
-        self._choices: list[str] = []
-        self._trie: dict[tuple[int, ...], list[int]] = {}  # token_ids: trie prefix -> its child tokens
-        self._needed: set[tuple[int, ...]] = set()  # token_ids: the nodes this teacher's P_S reads
-        self._trie_tokens: list[int] = []  # token_ids: every token of every label
+        self.way: CompletionScoring | None = None  # the scoring way, once prepared
         self._info: dict | None = None  # the server's /v1/models entry for the served model
         self._text_budget: int | None = None  # most tokens an item's text may have (from max_model_len)
 
@@ -234,7 +214,7 @@ class OpenAITeacher(Teacher):
                                         limits=httpx.Limits(max_connections=self.concurrency + 2))
         return self._client
 
-    def _redact(self, text: str) -> str:
+    def redact(self, text: str) -> str:
         self._http()  # the key is known once the client is made
         return self.transport.redact(text)
 
@@ -267,7 +247,7 @@ class OpenAITeacher(Teacher):
 
         return self.transport.call(attempt, what=url, retries=retries)
 
-    def _complete(self, prompt_text: str | list[str], *, retries: int | None = None, **fields) -> dict:
+    def complete(self, prompt_text: str | list[str], *, retries: int | None = None, **fields) -> dict:
         body = {"model": self.served_model, "prompt": prompt_text, "temperature": 0, **fields}
         if self.chat:
             # the rendered chat template already holds BOS; vLLM would add another (other servers ignore this)
@@ -292,7 +272,7 @@ class OpenAITeacher(Teacher):
                     raise SilverlabelError(
                         f"{self.base_url}: HTTP {exc.status}, the server refused the API key; set the environment "
                         f"variable {self.api_key_env} to the key it expects") from None
-                log.debug("no %s tokenize endpoint: %s", kind, self._redact(str(exc)))
+                log.debug("no %s tokenize endpoint: %s", kind, self.redact(str(exc)))
         self._tokenizer = None
         raise SilverlabelError(
             f"{self.base_url}: the server offers no tokenize endpoint (/tokenize of vLLM or llama-server, "
@@ -307,12 +287,12 @@ class OpenAITeacher(Teacher):
             "model": self.served_model, "prompt": text, "content": text, "add_special_tokens": False,
             "add_special": False, "parse_special": True}, retries=0))
 
-    def _tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str) -> list[int]:
         ids = self._tokenize_raw(text)
         n = len(self._auto_tokens)
         return ids[n:] if n and ids[:n] == self._auto_tokens else ids
 
-    def _detokenize(self, ids: list[int]) -> str:
+    def detokenize(self, ids: list[int]) -> str:
         if self._tokenizer == "extras":
             reply = self._post(self.root_url + "/extras/detokenize", {"model": self.served_model, "tokens": ids},
                                retries=0)
@@ -335,7 +315,7 @@ class OpenAITeacher(Teacher):
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
         except ItemFailed as exc:
-            log.debug("no /apply-template: %s", self._redact(str(exc)))
+            log.debug("no /apply-template: %s", self.redact(str(exc)))
         try:  # vLLM: tokenize the messages through its template, then back to text
             reply = self._post(self.root_url + "/tokenize", {
                 "model": self.served_model, "messages": messages, "add_generation_prompt": generation, **extra},
@@ -346,7 +326,7 @@ class OpenAITeacher(Teacher):
             if isinstance(reply.get("prompt"), str):
                 return reply["prompt"]
         except ItemFailed as exc:
-            log.debug("no /tokenize with messages: %s", self._redact(str(exc)))
+            log.debug("no /tokenize with messages: %s", self.redact(str(exc)))
         raise SilverlabelError(
             f"{self.base_url}: the server does not expose its chat template (llama-server's /apply-template or "
             "vLLM's /tokenize with messages); pass chat_template= (a .gguf file, a shipped model name, a "
@@ -380,7 +360,7 @@ class OpenAITeacher(Teacher):
             text = self._eos_text
         if not text:
             return None
-        ids = self._tokenize(text)
+        ids = self.tokenize(text)
         if len(ids) != 1:
             log.info("the terminator %r is not one token for this model; labels are scored without it", text)
             return None
@@ -406,215 +386,32 @@ class OpenAITeacher(Teacher):
             mode = self.scoring
             if mode == "auto":
                 mode = "next_token" if self._tokenizer == "extras" else "token_ids"
-            if mode == "token_ids":
+            fallbacks = list(SCORINGS)  # token_ids, then echo, then next_token, which every server allows
+            for name in fallbacks[fallbacks.index(mode):]:
+                way = SCORINGS[name](self, self.needed_nodes)
                 try:
-                    self._prepare_token_ids(names, lead, term, context)
+                    way.prepare(names, lead, term, context)
+                    break
                 except ItemFailed as exc:
-                    if self.scoring == "token_ids":
+                    if self.scoring == name or name == fallbacks[-1]:
                         raise
-                    log.info("%s: logprob_token_ids unusable (%s); trying echo", self.model_id,
-                             self._redact(str(exc)))
-                    mode = "echo"
-            if mode == "echo":
-                try:
-                    self._prepare_echo(names, lead, term, context)
-                except ItemFailed as exc:
-                    if self.scoring == "echo":
-                        raise
-                    log.info("%s: echo scoring unusable (%s); scoring token by token", self.model_id,
-                             self._redact(str(exc)))
-                    mode = "next_token"
-            if mode == "next_token":
-                self._prepare_next_token(names, lead, term, context)
-            self.mode = mode
+                    log.info("%s: %s scoring unusable (%s); trying the next way", self.model_id, name,
+                             self.redact(str(exc)))
+            self.way, self.mode = way, way.name
+            self.terminator, self.label_tokens = way.terminator, way.label_tokens
             self._text_budget = self._budget()
             # token_ids reads the labels' tokens from the very generation step a guided choice would take, so the
             # greedy choice over them is computed from those numbers (base.guided_choice) without one more
             # request per item; "server" asks the server anyway (its grammar also allows other tokenisations)
-            local = self.guided == "local" or (self.guided == "auto" and mode == "token_ids")
+            local = self.guided == "local" or (self.guided == "auto" and self.mode == "token_ids")
             self.guided_field = None if local else self._probe_guided(context)
         except ItemFailed as exc:
-            raise SilverlabelError(f"teacher {self.model_id}: {self._redact(str(exc))}") from None
+            raise SilverlabelError(f"teacher {self.model_id}: {self.redact(str(exc))}") from None
         log.info("%s: scoring by %s, terminator %s, guided choice %s, %d request(s) at a time", self.model_id,
                  self.mode, repr(self.terminator) if self.terminator else "none",
                  self.guided_field or "computed locally", self._workers())
         self._choices = [lead + n for n in names]
         self.prompt = prompt
-
-    def _prepare_echo(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
-        self.terminator = term[0] if term else None
-        self._answers = [lead + n + (term[0] if term else "") for n in names]
-        self.label_tokens = [self._tokenize(a) for a in self._answers]
-        # the echoed row at the first label token must be the distribution a generation there sees: the same
-        # best log-probability, and the same value for the label's token
-        values, piece, echo_top, _ = self._echo_label(context, 0)
-        gen_top, forced = self._top_at(context, self.label_tokens[0][0])
-        pairs = []
-        if gen_top and echo_top:
-            pairs.append(("the best token", max(echo_top.values()), max(gen_top.values())))
-        if piece in gen_top:
-            pairs.append((repr(piece), values[0], gen_top[piece]))
-        elif forced is not None:
-            pairs.append((repr(piece), values[0], forced))
-        if not pairs:
-            log.warning("%s: the server lists no top log-probabilities, so echo alignment is unchecked",
-                        self.base_url)
-        for what, echoed, generated in pairs:
-            if abs(float(echoed) - float(generated)) > 0.05:
-                raise ItemFailed(f"the echo is misaligned: its log-probabilities are shifted ({what}: "
-                                  f"{float(echoed):.3f} echoed, {float(generated):.3f} when generated)")
-        for k in range(1, len(names)):
-            self._echo_label(context, k)  # every label must come back whole
-
-    def _top_at(self, context: str, token: int) -> tuple[dict, float | None]:
-        """The top log-probabilities of a generation right after ``context``. When the model's best token ends
-        generation, servers report nothing, so ``token`` is then forced and its log-probability returned too."""
-        lp = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5)))
-        forced = None
-        if not lp["token_logprobs"]:
-            lp = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5,
-                                                        logit_bias={str(token): _FORCE_BIAS})))
-            forced = finite_logprob(lp["token_logprobs"][0], "the forced token") if lp["token_logprobs"] else None
-        tops = lp.get("top_logprobs")
-        top = tops[0] if isinstance(tops, list) and tops and isinstance(tops[0], dict) else {}
-        numeric = {t: float(v) for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return numeric, forced
-
-    def _prepare_next_token(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
-        self._piece = {}
-        label_ids = self._label_prefixes(names, lead)
-        # the forced token must come back with the model's log-probability, not the biased one. Distinct tokens
-        # at one position cannot add up to more than probability 1 (each reads ~1 after the bias); and none may
-        # beat the best token of an unforced generation there, when one is reported
-        forced = {t: self._forced(context, t) for t in sorted({ids[0] for ids in label_ids})}
-        total = sum(math.exp(v) for v in forced.values())
-        gen = logprobs_of(first_choice(self._complete(context, max_tokens=1, logprobs=5)))
-        tops = gen.get("top_logprobs")
-        top = tops[0] if gen["token_logprobs"] and isinstance(tops, list) and isinstance(tops[0], dict) else {}
-        best = max((float(v) for v in top.values() if isinstance(v, (int, float)) and not isinstance(v, bool)),
-                   default=None)
-        if (len(forced) > 1 and total > 1.05) or (best is not None and max(forced.values()) > best + 0.05):
-            raise ItemFailed(f"the server reports log-probabilities after logit_bias (forced tokens: "
-                              f"{', '.join(f'{v:.3f}' for v in forced.values())}); use scoring='echo'")
-        self.terminator = None
-        if term is not None:
-            try:
-                self._forced(context + lead + names[0], term[1])
-                self.terminator = term[0]
-                label_ids = [ids + [term[1]] for ids in label_ids]
-            except ItemFailed as exc:
-                log.info("%s: the terminator %r cannot be scored (%s); labels are scored without it",
-                         self.model_id, term[0], self._redact(str(exc)))
-        if self.terminator is None:
-            _refuse_prefix_labels(names, label_ids)
-        needed = self.needed_nodes(label_trie(label_ids))  # p_s="guided": only the steps that branch
-        self._edges = sorted({(tuple(ids[:j]), ids[j]) for ids in label_ids for j in range(len(ids))
-                              if tuple(ids[:j]) in needed}, key=lambda e: (len(e[0]), e))
-        self._piece = {t: self._detokenize([t]) for t in {t for _, t in self._edges}}
-        self.label_tokens = label_ids
-
-    def _label_prefixes(self, names: list[str], lead: str) -> list[list[int]]:
-        """Each label's token ids, with the text of every proper prefix in ``self._prefix_text`` (checked to
-        round-trip through the server's tokenizer, since prefixes are sent as text)."""
-        label_ids = [self._tokenize(lead + n) for n in names]
-        self._prefix_text = {(): ""}
-        for name, ids in zip(names, label_ids):
-            if not ids:
-                raise SilverlabelError(f"label '{name}' tokenises to nothing")
-            for j in range(1, len(ids) + 1):
-                key = tuple(ids[:j])
-                if key not in self._prefix_text:
-                    text = lead + name if j == len(ids) else self._detokenize(list(key))
-                    if not (lead + name).startswith(text):
-                        raise ItemFailed(f"the server's tokenizer does not round-trip label '{name}'")
-                    self._prefix_text[key] = text
-        return label_ids
-
-    def _prepare_token_ids(self, names: list[str], lead: str, term: tuple[str, int] | None, context: str) -> None:
-        label_ids = self._label_prefixes(names, lead)
-        self.terminator = term[0] if term else None
-        if term:
-            label_ids = [ids + [term[1]] for ids in label_ids]
-        else:
-            _refuse_prefix_labels(names, label_ids)
-        self._trie = label_trie(label_ids)
-        self._needed = self.needed_nodes(self._trie)
-        self.label_tokens = label_ids
-        # the server must honour the field (a server that ignores it answers with its own top tokens, so the
-        # requested ids are missing) and report the model's log-probabilities: distinct tokens at one position add
-        # up to at most 1, and the best requested one is no better than an unforced generation's best token
-        self._trie_tokens = sorted({t for ids in label_ids for t in ids})
-        first = self._trie[()]
-        got = self._read_token_ids([context], first)[0][0][0][1]
-        total = sum(math.exp(v) for v in got.values())
-        gen_top, _ = self._top_at(context, first[0])
-        if total > 1.05 or (gen_top and max(got.values()) > max(gen_top.values()) + 0.05):
-            raise ItemFailed(f"logprob_token_ids reports something other than the model's log-probabilities "
-                              f"(sum of probabilities {total:.3f})")
-        # limiting generation to the labels' tokens must leave the reported log-probabilities as they are
-        walked = self._read_token_ids([context], self._trie_tokens, allowed=True)[0][0][0][1]
-        if any(abs(walked[t] - got[t]) > 1e-3 for t in first):
-            raise ItemFailed("allowed_token_ids changes the reported log-probabilities on this server")
-
-    def _read_token_ids(self, prompts: list[str], tokens: list[int], *, steps: int = 1,
-                        allowed: bool = False) -> tuple[list[list[tuple[int, dict[int, float]]]], dict]:
-        """For each prompt, the generated tokens and, at each of them, the model's log-probability of each of
-        ``tokens`` as the next token: one request with a list of prompts (vLLM batches them; its prefix cache
-        serves their common start). With ``allowed``, generation may only pick among ``tokens`` (vLLM applies
-        ``allowed_token_ids`` after it takes the raw log-probabilities, so they are unchanged: the probe checks)."""
-        if len(tokens) > _MAX_TOKEN_IDS:
-            raise ItemFailed(f"{len(tokens)} label tokens at one step; vLLM reads at most {_MAX_TOKEN_IDS}")
-        fields = {"max_tokens": steps, "logprobs": len(tokens), "logprob_token_ids": tokens,
-                  "return_tokens_as_token_ids": True, "ignore_eos": True}
-        if allowed:
-            fields["allowed_token_ids"] = tokens
-        reply = self._complete(prompts if len(prompts) > 1 else prompts[0], **fields)
-        choices = reply.get("choices")
-        if not isinstance(choices, list) or len(choices) != len(prompts):
-            raise ItemFailed(f"the reply has {len(choices) if isinstance(choices, list) else 'no'} choices for "
-                              f"{len(prompts)} prompts")
-        out: list = [None] * len(prompts)
-        for pos, choice in enumerate(choices):
-            index = choice.get("index", pos) if isinstance(choice, dict) else pos
-            if not isinstance(index, int) or not 0 <= index < len(prompts) or out[index] is not None:
-                raise ItemFailed("the reply's choices do not match its prompts one to one")
-            lp = logprobs_of(choice)
-            tops = lp.get("top_logprobs")
-            if not lp["tokens"] or not isinstance(tops, list) or len(tops) != len(lp["tokens"]):
-                raise ItemFailed("the reply carries no log-probabilities of the requested tokens")
-            row = []
-            for key, top in zip(lp["tokens"], tops):
-                m = TOKEN_KEY.match(key) if isinstance(key, str) else None
-                top = top if isinstance(top, dict) else {}
-                found = {int(g.group(1)): v for k, v in top.items() if isinstance(k, str) and (g := TOKEN_KEY.match(k))}
-                if m is None or any(t not in found for t in tokens):
-                    raise ItemFailed(f"the reply lacks log-probabilities of the requested tokens (got "
-                                      f"{snippet(json.dumps(top), 120)}); does the server support "
-                                      "logprob_token_ids?")
-                row.append((int(m.group(1)), {t: finite_logprob(found[t], "a label token") for t in tokens}))
-            out[index] = row
-        return out, reply
-
-    def _score_token_ids(self, context: str) -> Scored:
-        """Walks down the labels' token trie: each request generates from one or more nodes with every step
-        limited to the labels' tokens, reading the children of each node it passes. The first starts at the
-        root (so it follows the guided-decoding path); each later one, a list of prompts, starts at every node
-        not read yet whose parent was, so a label's chain of tokens is read in one walk (two requests for
-        most label sets, each served by the prefix cache)."""
-        needed = self._needed
-        got: dict[tuple[tuple[int, ...], int], float] = {}
-        done: set[tuple[int, ...]] = set()
-        starts: list[tuple[int, ...]] = [()]
-        prompt_tokens = 0
-        while starts:
-            rows, reply = self._read_token_ids([context + self._prefix_text[p] for p in starts], self._trie_tokens,
-                                               steps=walk_steps(needed, starts), allowed=True)
-            if not done:
-                prompt_tokens = usage_of(reply, "prompt_tokens")
-            for node, row in zip(starts, rows):
-                read_walk(self._trie, node, row, done, got)
-            starts = unread_nodes(self._trie, done, needed)
-        return Scored(token_logprobs=walked_logprobs(self.label_tokens, got), prompt_tokens=prompt_tokens)
 
     def _budget(self) -> int | None:
         """Tokens left for an item's text in the server's context (``max_model_len``), after the prompt, the
@@ -622,7 +419,7 @@ class OpenAITeacher(Teacher):
         limit = self._model_info().get("max_model_len")
         if not isinstance(limit, int) or isinstance(limit, bool):
             return None
-        overhead = len(self._tokenize(self._context("")))
+        overhead = len(self.tokenize(self._context("")))
         budget = limit - overhead - max(len(ids) for ids in self.label_tokens) - 1 - _CUT_MARGIN
         if budget < 1:
             raise SilverlabelError(f"{self.base_url}: the prompt ({overhead} tokens) leaves no room for an item "
@@ -635,11 +432,11 @@ class OpenAITeacher(Teacher):
         budget = self._text_budget
         if budget is None or len(text.encode("utf-8")) <= budget:
             return text, False
-        ids = self._tokenize(text)
+        ids = self.tokenize(text)
         if len(ids) <= budget:
             return text, False
         log.info("%s: an item of %d tokens was cut to %d to fit max_model_len", self.model_id, len(ids), budget)
-        return self._detokenize(ids[:budget]), True
+        return self.detokenize(ids[:budget]), True
 
     def _probe_guided(self, context: str) -> str | None:
         """Whether the server constrains a generation to a list of choices; nonsense choices make an ignored
@@ -647,11 +444,11 @@ class OpenAITeacher(Teacher):
         fake = ["zebra-quill-7", "mango-orbit-3"]
         for field in GUIDED_FIELDS:
             try:  # room for one token per byte: a constrained model may spell a choice in small pieces
-                reply = self._complete(context, max_tokens=most_tokens(fake), retries=0,
+                reply = self.complete(context, max_tokens=most_tokens(fake), retries=0,
                                        **{field: guided_value(field, fake)})
                 text = first_choice(reply).get("text")
             except ItemFailed as exc:
-                log.debug("no %s: %s", field, self._redact(str(exc)))
+                log.debug("no %s: %s", field, self.redact(str(exc)))
                 continue
             if isinstance(text, str) and text.strip() in fake:
                 return field
@@ -674,74 +471,18 @@ class OpenAITeacher(Teacher):
         try:
             text, cut = self._fit(text)
             context = self._context(text)
-            scored = {"echo": self._score_echo, "next_token": self._score_next_token,
-                      "token_ids": self._score_token_ids}[self.mode](context)
+            scored = self.way.score(context)
             if self.guided_field is not None:
                 scored.choice = self._guided(context)
             scored.truncated = cut
             return scored
         except ItemFailed as exc:
-            return Scored(token_logprobs=[], prompt_tokens=0, error=self._redact(str(exc)))
-
-    def _echo_label(self, context: str, k: int) -> tuple[list[float], str, dict, int]:
-        """Label k's token log-probabilities from an echoed prompt + answer, its first token's text and top
-        log-probabilities, and the prompt's length in tokens. The label's tokens are the last prompt entries;
-        usage.completion_tokens says how many generated entries follow them (none when the server stopped at an
-        end-of-generation token)."""
-        answer, ids = self._answers[k], self.label_tokens[k]
-        reply = self._complete(context + answer, echo=True, logprobs=1, max_tokens=1)
-        lp = logprobs_of(first_choice(reply))
-        end = len(lp["tokens"]) - min(usage_of(reply, "completion_tokens"), len(lp["tokens"]))
-        start = end - len(ids)
-        if start < 1:
-            raise ItemFailed("the echoed prompt is shorter than the label (does the server echo the prompt?)")
-        pieces = [t if isinstance(t, str) else "" for t in lp["tokens"][start:end]]
-        # servers may write special tokens (the terminator) as empty text
-        if "".join(pieces) not in (answer, answer.removesuffix(self.terminator or "")):
-            raise ItemFailed(f"the echo is misaligned: its last prompt tokens are {''.join(pieces)!r}, not the "
-                              f"label {answer!r}")
-        values = [finite_logprob(v, "an echoed label token") for v in lp["token_logprobs"][start:end]]
-        tops = lp.get("top_logprobs")
-        top = tops[start] if isinstance(tops, list) and len(tops) > start and isinstance(tops[start], dict) else {}
-        top = {t: v for t, v in top.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return values, pieces[0], top, usage_of(reply, "prompt_tokens") - len(ids)
-
-    def _score_echo(self, context: str) -> Scored:
-        per_label, prompt_tokens = [], 0
-        for k in range(len(self._answers)):
-            values, _, _, prompt_tokens = self._echo_label(context, k)
-            per_label.append(values)
-        return Scored(token_logprobs=per_label, prompt_tokens=prompt_tokens)
-
-    def _forced(self, prompt_text: str, token: int) -> float:
-        """The model's log-probability of ``token`` right after ``prompt_text``: generate one token with that
-        token forced by logit_bias."""
-        return self._forced_reply(prompt_text, token)[0]
-
-    def _forced_reply(self, prompt_text: str, token: int) -> tuple[float, dict]:
-        reply = self._complete(prompt_text, max_tokens=1, logprobs=1, logit_bias={str(token): _FORCE_BIAS})
-        lp = logprobs_of(first_choice(reply))
-        if not lp["token_logprobs"]:
-            raise ItemFailed("the server reported no log-probability for the forced token")
-        got, want = lp["tokens"][0], self._piece.get(token)
-        if want and isinstance(got, str) and got.strip() and got.strip() != want.strip():
-            raise ItemFailed(f"the server generated {got!r}, not the forced token {want!r} (is logit_bias "
-                              "supported?)")
-        return finite_logprob(lp["token_logprobs"][0], "the forced token"), reply
-
-    def _score_next_token(self, context: str) -> Scored:
-        got: dict[tuple[tuple[int, ...], int], float] = {}
-        prompt_tokens = 0
-        for prefix, token in self._edges:
-            got[(prefix, token)], reply = self._forced_reply(context + self._prefix_text[prefix], token)
-            if not prompt_tokens:
-                prompt_tokens = usage_of(reply, "prompt_tokens") - len(prefix)
-        return Scored(token_logprobs=walked_logprobs(self.label_tokens, got), prompt_tokens=prompt_tokens)
+            return Scored(token_logprobs=[], prompt_tokens=0, error=self.redact(str(exc)))
 
     def _guided(self, context: str) -> int:
         """The server's own guided choice over the labels; anything else is the item's error, never a label."""
         value = guided_value(self.guided_field, self._choices)
-        text = first_choice(self._complete(context, max_tokens=most_tokens(self._choices),
+        text = first_choice(self.complete(context, max_tokens=most_tokens(self._choices),
                                             **{self.guided_field: value})).get("text")
         if isinstance(text, str):
             for candidates in (self._choices, [c.strip() for c in self._choices]):
