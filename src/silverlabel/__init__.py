@@ -25,6 +25,7 @@ _API = {
     "p_unchanged": "metrics", "pairwise_churn": "metrics",
     "run_study": "study", "demo_config": "study", "write_study_report": "reporting",
     "apply_policy": "mitigations", "GoldOracle": "mitigations",
+    "predict": "corpus", "PredictSummary": "corpus",
 }
 
 __all__ = ["__version__", *_API]

@@ -35,6 +35,7 @@ class ModelAsset:
     description: str
     weights_file: str = ""  # for directories: the file whose sha256 is pinned
     requirements: str = "requirements-assets.txt"  # the repository's file that pins its packages
+    hub_id: str = ""  # the Hugging Face repository the weights come from (a model card's base_model)
 
 
 GGUF_ASSETS: dict[str, ModelAsset] = {
@@ -72,6 +73,7 @@ STUDENT_ASSETS: dict[str, ModelAsset] = {
         sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
         weights_file="model.safetensors",
         description="all-MiniLM-L6-v2 (BERT, 6 layers, 22.7 M parameters; the offline student)",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
     ),
 }
 

@@ -25,6 +25,7 @@ from .terminal import (
     print_evaluation,
     print_groups,
     print_plan,
+    print_predict_summary,
     print_spend_estimate,
     print_study,
 )
@@ -457,6 +458,34 @@ def merge(
     path = write_training_labels(merged.frame, out)
     console.print(merged.summary())
     console.print(f"wrote {path}")
+
+
+@app.command()
+def predict(
+    models: list[Path] = typer.Argument(..., help="Model folders (written by train --save-model), or a study "
+                                        "folder (every seed of one cell), followed by DATA.", show_default=False),
+    data: Path = typer.Argument(..., help="The texts: CSV/TSV/JSONL/Parquet, gzipped too.", show_default=False),
+    out: Path = typer.Option(..., "--out", help="Predictions: .csv, .jsonl or .parquet; a rerun after a kill "
+                             "continues after the last complete chunk."),
+    text_column: Optional[str] = typer.Option(None, help="Column of texts (default: text, sentence, tweet, "
+                                              "review or content)."),
+    id_column: Optional[str] = typer.Option(None, help="Column of item ids (default: row numbers from 0)."),
+    cell: Optional[str] = typer.Option(None, help="With a study folder: the cell whose seeds to use, as "
+                                       "dataset|label_source|student|nSIZE."),
+    batch_size: int = typer.Option(64, min=1, help="Texts per forward pass."),
+    chunk_rows: int = typer.Option(4096, min=1, help="Texts per chunk: read, predicted and written together (a "
+                                   "kill loses at most one chunk)."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when there is one)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out (or an unfinished run of other "
+                                   "models or data)."),
+) -> None:
+    """Label a corpus with saved students: per text the label of the mean probability over the seeds, the mean
+    p:<label>, each seed's label, the seeds' agreement and whether they disagree (unstable)."""
+    from .corpus import predict as run_predict
+
+    summary = run_predict(models, data, out, text_column=text_column, id_column=id_column, cell=cell,
+                          batch_size=batch_size, chunk_rows=chunk_rows, device=device, overwrite=overwrite)
+    print_predict_summary(summary)
 
 
 @app.command()

@@ -373,8 +373,9 @@ def load_dataset(
             raise SilverlabelError(
                 f"{where}: no column '{col}' (given by {flag}); columns are: {', '.join(map(str, frame.columns))}"
             )
-    text_column = text_column or _guess(frame, ("text", "sentence", "tweet", "review", "content"), "text", where)
-    label_column = label_column or _guess(frame, ("label", "labels", "class", "category", "target"), "label", where)
+    text_column = text_column or guess_column(frame, TEXT_COLUMNS, "text", where)
+    label_column = label_column or guess_column(frame, ("label", "labels", "class", "category", "target"), "label",
+                                                where)
     items = frame[id_column].astype(str) if id_column else pd.Series(np.arange(len(frame)).astype(str))
     renamed = pd.DataFrame({"item": items.to_numpy(), "text": frame[text_column].to_numpy(),
                             "label": frame[label_column].to_numpy()})
@@ -383,7 +384,10 @@ def load_dataset(
                        label_names=label_names, task=task or DEFAULT_TASK, provenance=prov, where=where)
 
 
-def _guess(frame: pd.DataFrame, candidates: tuple[str, ...], role: str, where: str) -> str:
+TEXT_COLUMNS = ("text", "sentence", "tweet", "review", "content")  # tried in order when no text column is named
+
+
+def guess_column(frame: pd.DataFrame, candidates: tuple[str, ...], role: str, where: str) -> str:
     lower = {str(c).lower(): c for c in frame.columns}
     for cand in candidates:
         if cand in lower:

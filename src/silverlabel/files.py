@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -178,11 +178,8 @@ def _schema(frame: pd.DataFrame):
 _READERS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def read_table(path: str | Path, *, encoding: str = "utf-8", strings: bool = True) -> pd.DataFrame:
-    """Read a CSV/TSV/JSONL/JSON/Parquet table, optionally compressed; unreadable files are one-line errors. CSV
-    cells are missing only when empty (so labels such as "None" or "NA" stay labels) and, with ``strings``, kept
-    as strings (a column of codes such as "007" keeps its zeros); without, pandas infers numbers."""
-    path = Path(path)
+def _table_kind(path: Path) -> tuple[str, str | None]:
+    """The reader for a file name (csv, tsv, jsonl, json, parquet) and its compression ("infer" or None)."""
     suffixes = [s.lower() for s in path.suffixes]
     compression = None
     if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
@@ -194,7 +191,76 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", strings: bool = Tru
             f"{path}: unknown file type '{''.join(path.suffixes) or '(none)'}'; use .csv, .tsv, .jsonl, .json or "
             ".parquet (optionally .gz), or 'hf:NAME' for a Hugging Face dataset"
         )
+    return kind, compression
+
+
+@contextmanager
+def _reading(path: Path, kind: str, encoding: str = "utf-8"):
+    """Read errors as one-line messages that name the file."""
     try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise SilverlabelError(
+            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 (or pass encoding= to "
+            "load_dataset)"
+        ) from None
+    except pd.errors.ParserError as exc:
+        raise SilverlabelError(f"{path}: malformed {kind.upper()} ({str(exc).strip()}); fix that row") from None
+    except pd.errors.EmptyDataError:
+        raise SilverlabelError(f"{path}: the file is empty; it needs a header and at least one row") from None
+    except ValueError as exc:
+        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
+    except OSError as exc:  # pyarrow raises ArrowInvalid (an OSError/ValueError subclass) for non-Parquet bytes
+        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
+
+
+def iter_table(path: str | Path, *, chunk_rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """A CSV/TSV/JSONL/Parquet table (optionally compressed) in chunks of at most ``chunk_rows`` rows, so a file
+    of any length is read in flat memory (a .json array, or a compressed Parquet file, which needs random access,
+    is read whole and then chunked). CSV cells are strings, missing only when empty, as in :func:`read_table`."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    kind, compression = _table_kind(path)
+    with _reading(path, kind):
+        if kind in ("csv", "tsv"):
+            reader = pd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
+                                 na_values=[""], compression=compression, chunksize=chunk_rows, usecols=columns)
+            with reader:
+                yield from reader
+        elif kind == "jsonl":
+            with pd.read_json(path, lines=True, dtype=False, compression=compression, chunksize=chunk_rows) as rd:
+                for frame in rd:
+                    yield frame[columns] if columns else frame
+        elif kind == "parquet" and not compression:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns):
+                yield batch.to_pandas()
+        else:
+            frame = read_table(path)
+            frame = frame[columns] if columns else frame
+            for start in range(0, len(frame), chunk_rows):
+                yield frame.iloc[start:start + chunk_rows]
+
+
+def table_columns(path: str | Path) -> list[str]:
+    """A table's column names, from its header (its first record for JSONL, its schema for Parquet)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    kind, compression = _table_kind(path)
+    if kind == "parquet" and not compression:
+        with _reading(path, kind):
+            return list(pq.ParquetFile(path).schema_arrow.names)
+    return list(next(iter_table(path, chunk_rows=1), pd.DataFrame()).columns)
+
+
+def read_table(path: str | Path, *, encoding: str = "utf-8", strings: bool = True) -> pd.DataFrame:
+    """Read a CSV/TSV/JSONL/JSON/Parquet table, optionally compressed; unreadable files are one-line errors. CSV
+    cells are missing only when empty (so labels such as "None" or "NA" stay labels) and, with ``strings``, kept
+    as strings (a column of codes such as "007" keeps its zeros); without, pandas infers numbers."""
+    path = Path(path)
+    kind, compression = _table_kind(path)
+    with _reading(path, kind, encoding):
         if kind in ("csv", "tsv"):
             return pd.read_csv(path, sep="," if kind == "csv" else "\t", encoding=encoding,
                                dtype=str if strings else None, keep_default_na=False, na_values=[""],
@@ -209,16 +275,3 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", strings: bool = Tru
             with pa.input_stream(str(path), compression="detect") as stream:
                 return pd.read_parquet(io.BytesIO(stream.read()))
         return pd.read_parquet(path)
-    except UnicodeDecodeError as exc:
-        raise SilverlabelError(
-            f"{path}: not readable as {encoding} (byte {exc.start}); re-save it as UTF-8 (or pass encoding= to "
-            "load_dataset)"
-        ) from None
-    except pd.errors.ParserError as exc:
-        raise SilverlabelError(f"{path}: malformed {kind.upper()} ({str(exc).strip()}); fix that row") from None
-    except pd.errors.EmptyDataError:
-        raise SilverlabelError(f"{path}: the file is empty; it needs a header and at least one row") from None
-    except ValueError as exc:
-        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None
-    except OSError as exc:  # pyarrow raises ArrowInvalid (an OSError/ValueError subclass) for non-Parquet bytes
-        raise SilverlabelError(f"{path}: cannot be read as {kind} ({str(exc).splitlines()[0]})") from None

@@ -28,9 +28,9 @@ def _terminal() -> bool:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], None]]:
+def progress_bar(description: str, *, total: int, unit: str = "") -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; shows a rich bar unless quiet (CLI --quiet, SILVERLABEL_QUIET=1), or log lines when
-    the output is not a terminal."""
+    the output is not a terminal. With ``unit`` ("texts"), the rate is shown too (texts/s)."""
     if _QUIET["value"] or total <= 0:
         yield lambda n=1: None
         return
@@ -43,7 +43,8 @@ def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], No
             now = time.perf_counter()
             if now - state["said"] >= EVERY_S and state["done"] < total:
                 state["said"] = now
-                log.info("%s: %d/%d after %.0f s", description, state["done"], total, now - started)
+                rate = f", {state['done'] / (now - started):.1f} {unit}/s" if unit else ""
+                log.info("%s: %d/%d after %.0f s%s", description, state["done"], total, now - started, rate)
 
         yield advance
         log.info("done: %s (%d/%d in %.1f s)", description, state["done"], total, time.perf_counter() - started)
@@ -57,7 +58,17 @@ def progress_bar(description: str, *, total: int) -> Iterator[Callable[[int], No
         TimeRemainingColumn,
     )
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    if unit:
+        columns.append(TextColumn(f"{{task.fields[rate]}} {unit}/s"))
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(description, total=total, rate="…")
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+            speed = progress.tasks[task].speed  # rich's own moving average over recent advances
+            if unit and speed:
+                progress.update(task, rate=f"{speed:.1f}")
+
+        yield advance

@@ -165,3 +165,15 @@ def print_groups(groups, by: list[str], *, title: str) -> None:
                       pct(ev["accuracy_std"]), pct(ev["macro_f1_mean"]), pct(ev["macro_f1_std"]),
                       pct(ev["krippendorff_alpha"]), pct(ev["p_unchanged"]), pct(ev["pairwise_churn"]))
     console.print(table)
+
+
+def print_predict_summary(s) -> None:
+    """One line: texts, what was skipped and why, the unstable share, label counts, where it went."""
+    skipped = (f", {sum(s.skipped.values())} skipped (" + ", ".join(f"{r}: {n}" for r, n in s.skipped.items())
+               + ")") if s.skipped else ""
+    labels = ", ".join(f"{k} {v}" for k, v in sorted(s.label_counts.items(), key=lambda kv: -kv[1]))
+    resumed = f"; resumed after {s.resumed_chunks} chunk(s)" if s.resumed_chunks else ""
+    rate = f", {s.texts_per_s:.0f} texts/s predicting" if s.texts_per_s else ""
+    console.print(f"predict: {s.texts} texts, {s.predicted} predicted{skipped}; unstable (seeds disagree) "
+                  f"{100 * s.unstable_share:.1f} % ({s.unstable}); labels: {labels or 'none'} -> {s.out} "
+                  f"({s.seconds:.1f} s{rate}{resumed})", markup=False, highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ evaluation runs in inference mode with large sorted batches, and every run build
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -166,29 +167,39 @@ def _checked_targets(texts: Sequence[str], train_targets, *, num_labels: int, co
     return targets
 
 
-def _load(config: TrainConfig, *, num_labels: int, seed: int):
-    """A fresh tokenizer and classifier whose new head is drawn from ``seed`` (the caller's generator untouched)."""
-    import torch
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers without its weight-loading bar and its "newly initialized head" notice (expected here, not
+    news: one per seed would bury the progress that matters)."""
     import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model_ref = resolve_model(config.model)
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # "newly initialized head" is expected, not news
+    transformers.logging.set_verbosity_error()
     bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # a weights-loading bar per seed is noise
+    transformers.utils.logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_ref)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = AutoModelForSequenceClassification.from_pretrained(model_ref, num_labels=num_labels)
-    except OSError as exc:
-        raise SilverlabelError(f"student '{config.model}' could not be loaded ({str(exc).splitlines()[0]}); "
-                               "use a hub name, a local model folder, or 'minilm' offline") from None
+        yield
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.utils.logging.enable_progress_bar()
+
+
+def _load(config: TrainConfig, *, num_labels: int, seed: int):
+    """A fresh tokenizer and classifier whose new head is drawn from ``seed`` (the caller's generator untouched)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_ref = resolve_model(config.model)
+    try:
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(model_ref)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = AutoModelForSequenceClassification.from_pretrained(model_ref, num_labels=num_labels)
+    except OSError as exc:
+        raise SilverlabelError(f"student '{config.model}' could not be loaded ({str(exc).splitlines()[0]}); "
+                               "use a hub name, a local model folder, or 'minilm' offline") from None
     return tokenizer, model
 
 

@@ -103,6 +103,8 @@ class TrainingData:
     val_texts: list[str]
     val_labels: np.ndarray
     accounting: dict = field(default_factory=dict)
+    items: list[str] = field(default_factory=list)  # the item ids of texts and val_texts, for a saved model's
+    val_items: list[str] = field(default_factory=list)  # record (estimate --predictions checks gold overlap)
 
 
 def _teacher_targets(frame: pd.DataFrame, label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,16 +119,19 @@ def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[
     train, val = prep.splits.train, prep.splits.validation
     pick = prep.training_positions(size)
     texts = [train.texts[i] for i in pick]
+    items = [str(train.items[i]) for i in pick]
     if source.kind == "gold":
-        return TrainingData(texts, train.labels[pick], val.texts, val.labels)
+        return TrainingData(texts, train.labels[pick], val.texts, val.labels, items=items,
+                            val_items=[str(i) for i in val.items])
     main = records[teacher.demo_seeds[0]]
     tr, va = main[main["split"] == "train"].iloc[pick], main[main["split"] == "validation"]
     val_targets, vok = _teacher_targets(va, train.label_names)
     val_texts = [t for t, k in zip(val.texts, vok) if k]
+    val_items = [str(i) for i, k in zip(val.items, vok) if k]
     if source.kind == "teacher":
         targets, ok = _teacher_targets(tr, train.label_names)
         return TrainingData([t for t, k in zip(texts, ok) if k], targets, val_texts, val_targets,
-                            {"dropped_failed": int((~ok).sum())})
+                            {"dropped_failed": int((~ok).sum())}, [i for i, k in zip(items, ok) if k], val_items)
     ensemble = None
     if source.policy == "ensemble":
         ensemble = [records[d][records[d]["split"] == "train"].iloc[pick].reset_index(drop=True)
@@ -139,8 +144,9 @@ def training_data(prep: Prepared, source: LabelSource, size: int, records: dict[
     if result.soft is not None:
         keep = np.asarray(result.kept)
         return TrainingData([t for t, k in zip(texts, keep) if k], result.soft[keep], val_texts, val_targets,
-                            accounting)
+                            accounting, [i for i, k in zip(items, keep) if k], val_items)
     keep = np.asarray(result.kept)
     index = {n: i for i, n in enumerate(train.label_names)}
     targets = np.array([index[lab] for lab in result.labels[keep]], dtype=np.int64)
-    return TrainingData([t for t, k in zip(texts, keep) if k], targets, val_texts, val_targets, accounting)
+    return TrainingData([t for t, k in zip(texts, keep) if k], targets, val_texts, val_targets, accounting,
+                        [i for i, k in zip(items, keep) if k], val_items)

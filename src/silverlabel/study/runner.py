@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,7 +29,9 @@ from ..files import (
 )
 from ..progress import progress_bar
 from ..reporting import write_study_report
+from ..assets import STUDENT_ASSETS
 from ..students import get_student
+from ..students.saved import RECORD, finish_saved_model, training_record, write_model_card
 from ..summary import summarise
 from ..teachers import get_teacher
 from .executors import EXECUTORS
@@ -178,10 +181,11 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
 
 def training_jobs(config: StudyConfig, out: Path, prepared: dict[str, Prepared], cells: list[Cell],
                   records: dict[tuple[str, str], dict[int, pd.DataFrame]], *, accounting: dict[tuple, dict],
-                  timing: dict[str, float]) -> Iterator[tuple[Cell, dict]]:
+                  timing: dict[str, float], saved: dict[str, dict] | None = None) -> Iterator[tuple[Cell, dict]]:
     """(cell, payload) for every unfinished cell, in grid order. Each (dataset, source, size) builds its training
     data once, for finished cells too, so ``accounting`` (what each source dropped, flipped or spent) is complete;
-    the mitigation policies' time goes to ``timing["mitigate_s"]``."""
+    the mitigation policies' time goes to ``timing["mitigate_s"]``; a cell that saves its model gets the record
+    its folder will hold in ``saved`` (by run id)."""
     teachers = {t.name: t for t in config.teachers}
     students = {s.name: s for s in config.students}
     cache: dict[tuple, TrainingData] = {}
@@ -206,7 +210,43 @@ def training_jobs(config: StudyConfig, out: Path, prepared: dict[str, Prepared],
                    "trainer": get_student(train_config.backend)}
         if train_config.save_model:
             payload["save_dir"] = out / "models" / cell.run_id
+            if saved is not None:
+                saved[cell.run_id] = model_record(config, cell, prep, cache[key], train_config)
         yield cell, payload
+
+
+def model_record(config: StudyConfig, cell: Cell, prep: Prepared, data: TrainingData,
+                 train_config: TrainConfig) -> dict:
+    """What a saved student's folder records about how it was made (students/saved.py reads it back)."""
+    teachers = {t.name: t for t in config.teachers}
+    spec = cell.source.spec(teachers)  # the teacher by its URI and prompt options: what made the labels
+    asset = STUDENT_ASSETS.get(train_config.model)
+    splits = prep.splits
+    return {"silverlabel_version": __version__, "study": config.name, "run_id": cell.run_id,
+            "dataset": cell.dataset, "label_source": cell.source.name, "source_spec": spec,
+            "prompt_hash": hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12],
+            "student": cell.student, "base_model": asset.hub_id if asset else train_config.model,
+            "size": cell.size, "seed": cell.seed, "train_config": train_config.to_dict(),
+            "data_fingerprint": prep.dataset.fingerprint(),
+            "split": {"train": len(splits.train.items), "validation": len(splits.validation.items),
+                      "test": len(splits.test.items)}, "split_seed": prep.spec.split_seed,
+            "n_train": len(data.texts), "accounting": data.accounting,
+            **training_record(data.items, data.texts, data.val_items, data.val_texts)}
+
+
+def write_model_cards(out: Path, results: dict, cells: list[Cell]) -> int:
+    """A model card in every saved model's folder, from its cell's summary row; returns how many."""
+    rows = {(r["dataset"], r["label_source"], r["student"], r["size"]): r for r in results.get("results", [])}
+    written = 0
+    for cell in cells:
+        folder = out / "models" / cell.run_id
+        row = rows.get((cell.dataset, cell.source.name, cell.student, cell.size))
+        if row is None or not (folder / RECORD).is_file() or not is_done(out, cell):
+            continue
+        preds = pd.read_parquet(out / "runs" / cell.run_id / "predictions.parquet", columns=["pred"])["pred"]
+        write_model_card(folder, row, cell.seed, one_class=preds.nunique() == 1)
+        written += 1
+    return written
 
 
 def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", offline: bool | None = None,
@@ -236,7 +276,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     log.info("study %s: %d runs, %d already done, %d to train", config.name, len(cells), len(cells) - len(pending),
              len(pending))
     accounting: dict[tuple, dict] = {}
-    jobs = training_jobs(config, out, prepared, cells, records, accounting=accounting, timing=timing)
+    saved: dict[str, dict] = {}
+    jobs = training_jobs(config, out, prepared, cells, records, accounting=accounting, timing=timing, saved=saved)
 
     with progress_bar(f"study {config.name}: runs", total=len(pending)) as advance:
         def on_done(cell: Cell, result: dict) -> None:
@@ -245,6 +286,10 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
                     "size": cell.size, "seed": cell.seed, "source_spec": cell.source.spec(teachers),
                     "train_config": {"name": cell.student, **result["config"]},
                     "accounting": accounting.get((cell.dataset, cell.source.name, cell.size), {})}
+            if cell.run_id in saved:  # before run.json: a run is done only with its model folder complete
+                names = list(prepared[cell.dataset].splits.train.label_names)
+                finish_saved_model(out / "models" / cell.run_id, label_names=names,
+                                   record={**saved.pop(cell.run_id), "best_epoch": result["best_epoch"]})
             write_run(out, cell, result, prep=prepared[cell.dataset], meta=meta)
             advance(1)
 
@@ -271,6 +316,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     results["versions"] = versions()
     results["machine"] = machine()
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
+    write_model_cards(out, results, cells)
     if report:
         write_study_report(out)
         results["timing"]["with_report_s"] = time.perf_counter() - started
