@@ -240,6 +240,7 @@ def predict(models: Sequence[str | Path], data: str | Path, out: str | Path, *, 
     parts = out.with_name(out.name + ".parts")
     if out.exists() and not overwrite and not parts.exists():
         raise SilverlabelError(f"--out {out} already exists; choose another file or pass --overwrite")
+    students = resolve_models(models, cell=cell)
     columns = table_columns(data)
     where = str(data)
     for col, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
@@ -247,7 +248,6 @@ def predict(models: Sequence[str | Path], data: str | Path, out: str | Path, *, 
             raise SilverlabelError(f"{where}: no column '{col}' (given by {flag}); columns are: "
                                    f"{', '.join(map(str, columns))}")
     text_column = text_column or guess_column(pd.DataFrame(columns=columns), TEXT_COLUMNS, "text", where)
-    students = resolve_models(models, cell=cell)
     label_names, model_names = students[0].label_names, _model_names(students)
     manifest = {"data": _fingerprint(data), "text_column": text_column, "id_column": id_column,
                 "chunk_rows": chunk_rows, "models": [_fingerprint(_weights(s.folder)) for s in students]}

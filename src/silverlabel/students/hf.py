@@ -146,8 +146,9 @@ def train_student(
             curve.append(point)
     best.restore(model)
     if config.save_model and save_dir is not None:
-        model.save_pretrained(save_dir, safe_serialization=True)  # safetensors only, never pickle
-        tokenizer.save_pretrained(save_dir)
+        with quiet_loading():
+            model.save_pretrained(save_dir, safe_serialization=True)  # safetensors only, never pickle
+            tokenizer.save_pretrained(save_dir)
     probs = (predict_proba(model, test_ids, pad_id, batch_size=config.eval_batch_size, device=dev, fp16=fp16)
              if test_ids else np.zeros((0, num_labels), dtype=np.float32))
     return StudentRun(seed=seed, preds=probs.argmax(1).astype(np.int64), probs=probs, curve=curve,
