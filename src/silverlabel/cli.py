@@ -502,6 +502,9 @@ def estimate(
     level: float = typer.Option(0.9, help="Confidence level of the intervals."),
     student: bool = typer.Option(False, "--student/--no-student", help="Also PPI++ with a cross-fitted student "
                                  "(5 MiniLM runs on the gold labels; minutes on a CPU)."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="A `silverlabel predict` output over "
+                                               "the annotated items: also PPI++ with the deployed students' mean "
+                                               "p:<label> (refused if they saw a gold item)."),
     target_width: Optional[float] = typer.Option(None, help="Half-width you want; prints the gold labels needed "
                                                  "for it, by PPI and by gold alone."),
     seed: int = typer.Option(0, help="Seed of the student's folds and training."),
@@ -516,7 +519,7 @@ def estimate(
     est = estimate_files(records, names, gold, annotations=annotations, data=data, estimand=estimand,
                          covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
                          target_class=target_class, level=level, student=student, target_width=target_width,
-                         seed=seed)
+                         seed=seed, predictions=predictions)
     if as_json:
         sys.stdout.write(json.dumps(est.to_dict()) + "\n")
         return

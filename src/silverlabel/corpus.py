@@ -29,7 +29,7 @@ import pandas as pd
 
 from .data import TEXT_COLUMNS, guess_column
 from .errors import SilverlabelError
-from .files import atomic_write_parquet, atomic_write_text, iter_table, table_columns, write_frames
+from .files import atomic_write_parquet, atomic_write_text, iter_table, read_table, table_columns, write_frames
 from .progress import progress_bar
 from .students.saved import RECORD, SavedStudent, read_saved
 
@@ -273,11 +273,44 @@ def predict(models: Sequence[str | Path], data: str | Path, out: str | Path, *, 
             offset += len(chunk)
             _count(summary, frame)
             advance(len(chunk))
+    summary.seconds = time.perf_counter() - started
+    atomic_write_text(sidecar(out), json.dumps({"summary": summary.to_dict(), "label_names": label_names,
+                                                "seen": _seen(students)}, indent=1))
     write_frames(out, (pd.read_parquet(p) for p in sorted(parts.glob("part-*.parquet"))),
                  empty=pd.DataFrame(columns=["item", "label"]))
     shutil.rmtree(parts)
-    summary.seconds = time.perf_counter() - started
     return summary
+
+
+def sidecar(out: Path) -> Path:
+    """Beside a predict output: its summary and what its students were trained or selected on."""
+    return out.with_name(out.name + ".predict.json")
+
+
+def _seen(students: list[SavedStudent]) -> dict:
+    """The union over the students of the items and text hashes they were trained or selected on, and the
+    folders without a record (whose training items are unknown)."""
+    hashes: set[str] = set()
+    items: set[str] = set()
+    for s in students:
+        if s.record is not None:
+            hashes |= s.seen_text_hashes()
+            items |= set(map(str, s.record.get("train_items", []) + s.record.get("validation_items", [])))
+    return {"text_hashes": sorted(hashes), "items": sorted(items),
+            "unrecorded": [str(s.folder) for s in students if s.record is None]}
+
+
+def read_predictions(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A predict output and what its students saw (from the file beside it), for ``estimate --predictions``."""
+    path = Path(path)
+    if not path.is_file():
+        raise SilverlabelError(f"--predictions {path}: no such file")
+    meta = sidecar(path)
+    if not meta.is_file():
+        raise SilverlabelError(f"--predictions {path}: {meta.name}, which `silverlabel predict` writes beside its "
+                               "output, is missing; it records what the students were trained on, which estimate "
+                               "needs to check they never saw the gold items: rerun predict (or keep the two together)")
+    return read_table(path), json.loads(meta.read_text(encoding="utf-8"))["seen"]
 
 
 def _resume(parts: Path, manifest: dict, *, overwrite: bool) -> int:

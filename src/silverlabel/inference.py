@@ -7,7 +7,10 @@ prevalence of each class, or OLS / logistic coefficients of a class indicator on
 - ``classical``: the gold labels alone;
 - ``ppi_teacher``: PPI++ with the teacher's P_S(class) as the surrogate;
 - ``ppi_student``: PPI++ with a student's predicted probabilities as the surrogate, the student cross-fitted
-  (:func:`cross_fit_student`).
+  (:func:`cross_fit_student`);
+- ``ppi_deployed``: PPI++ with the mean ``p:<label>`` of the students the user deploys (``silverlabel predict``'s
+  output over the same items). Valid without cross-fitting only because no gold item was among what those students
+  were trained or selected on: their folders record it (by text hash, else by item id) and an overlap is refused.
 
 All the statistics are ppi_py's (``ppi_mean_ci``, ``ppi_ols_ci``, ``ppi_logistic_ci``, the ``classical_*`` baselines
 and the ``*_power`` functions, with ``w`` = 1/pi for a design with inclusion probabilities pi, see
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .corpus import read_predictions
 from .errors import SilverlabelError
 from .files import read_table
 from .progress import progress_bar
@@ -39,7 +43,7 @@ from .students import get_student
 
 log = logging.getLogger(__name__)
 
-METHODS = ("teacher", "classical", "ppi_teacher", "ppi_student")
+METHODS = ("teacher", "classical", "ppi_teacher", "ppi_student", "ppi_deployed")
 ESTIMANDS = ("prevalence", "ols", "logistic")
 # ppi_py's intervals (classical and PPI alike) rest on a normal approximation, which needs about this many gold
 # labels of a class (the n*p >= 10 rule for a share); below it they cover less than nominal. Measured with
@@ -47,7 +51,8 @@ ESTIMANDS = ("prevalence", "ols", "logistic")
 # 0.864-0.876 of the time at nominal 0.90, and 0.874-0.895 at n = 200 (11.5 expected).
 MIN_CLASS_GOLD = 10
 METHOD_TITLES = {"teacher": "teacher as truth", "classical": "gold only (classical)",
-                 "ppi_teacher": "PPI++ (teacher P_S)", "ppi_student": "PPI++ (student, cross-fitted)"}
+                 "ppi_teacher": "PPI++ (teacher P_S)", "ppi_student": "PPI++ (student, cross-fitted)",
+                 "ppi_deployed": "PPI++ (deployed student)"}
 
 
 def _ppi():
@@ -145,8 +150,8 @@ def _interval(method, parameter, lo, hi) -> Interval:
 
 def prevalence_intervals(gold: np.ndarray, gold_index: np.ndarray, teacher_probs: np.ndarray,
                          teacher_labels: np.ndarray, label_names: Sequence[str], *, level: float = 0.9,
-                         weights: np.ndarray | None = None, student_probs: np.ndarray | None = None
-                         ) -> list[Interval]:
+                         weights: np.ndarray | None = None, student_probs: np.ndarray | None = None,
+                         deployed_probs: np.ndarray | None = None) -> list[Interval]:
     """Each class's share of the N items. ``gold`` holds class indices of the n gold items, ``gold_index`` their
     rows among the N; ``teacher_labels`` the teacher's class index per item (-1 for a failed call)."""
     ppi = _ppi()
@@ -157,7 +162,8 @@ def prevalence_intervals(gold: np.ndarray, gold_index: np.ndarray, teacher_probs
         naive = (teacher_labels == c).astype(np.float64)
         out.append(_interval("teacher", name, *ppi.classical_mean_ci(naive, alpha=alpha)))
         out.append(_interval("classical", name, *ppi.classical_mean_ci(y, w=weights, alpha=alpha)))
-        for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs)):
+        for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs),
+                              ("ppi_deployed", deployed_probs)):
             if probs is None:
                 continue
             f = probs[:, c].astype(np.float64)
@@ -168,7 +174,8 @@ def prevalence_intervals(gold: np.ndarray, gold_index: np.ndarray, teacher_probs
 def regression_intervals(kind: str, gold: np.ndarray, gold_index: np.ndarray, X: np.ndarray,
                          teacher_probs: np.ndarray, teacher_labels: np.ndarray, target: int,
                          parameters: Sequence[str], *, level: float = 0.9, weights: np.ndarray | None = None,
-                         student_probs: np.ndarray | None = None) -> list[Interval]:
+                         student_probs: np.ndarray | None = None,
+                         deployed_probs: np.ndarray | None = None) -> list[Interval]:
     """OLS or logistic coefficients of the indicator "gold label is ``target``" on ``X`` (N x d, an intercept
     column included by the caller)."""
     ppi = _ppi()
@@ -188,7 +195,8 @@ def regression_intervals(kind: str, gold: np.ndarray, gold_index: np.ndarray, X:
             f0 = np.zeros(len(X))
             bounds["classical"] = ppi.ppi_logistic_ci(Xg, y, f0[gold_index], X, f0, alpha=alpha, lam=0, w=weights)
         fit = ppi.ppi_logistic_ci
-    for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs)):
+    for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs),
+                          ("ppi_deployed", deployed_probs)):
         if probs is not None:
             f = probs[:, target].astype(np.float64)
             bounds[method] = fit(Xg, y, f[gold_index], X, f, alpha=alpha, w=weights)
@@ -300,6 +308,49 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
 # ----------------------------------------------------------------------------------------------- frames in
 
 
+def deployed_surrogate(predictions: pd.DataFrame, seen: dict, pop: pd.DataFrame, gold_items, names: Sequence[str],
+                       *, where: str) -> np.ndarray:
+    """The deployed students' mean probabilities for every item of the population, in its order, after checking
+    that none of them saw a gold item (PPI needs a surrogate independent of the gold labels it is checked on)."""
+    from .cache import text_hash
+
+    missing_cols = [f"p:{n}" for n in names if f"p:{n}" not in predictions]
+    if missing_cols or "item" not in predictions:
+        raise SilverlabelError(f"{where}: no column {(['item'] if 'item' not in predictions else missing_cols)[0]}; "
+                               "pass a `silverlabel predict` output of students with these labels: "
+                               f"{', '.join(names)}")
+    if seen.get("unrecorded"):
+        raise SilverlabelError(f"{where}: made by students with no record of their training items "
+                               f"({seen['unrecorded'][0]}), so their independence from the gold sample cannot be "
+                               "checked; use --student (cross-fitted) instead")
+    frame = predictions.drop_duplicates("item").set_index(predictions["item"].drop_duplicates().astype(str))
+    items = pop["item"].astype(str)
+    absent = [it for it in items if it not in frame.index]
+    if absent:
+        raise SilverlabelError(f"{where}: no prediction for {len(absent)} of the {len(items)} annotated items "
+                               f"(first: '{absent[0]}'); run `silverlabel predict` over the same data file, with "
+                               "the same --id-column, as annotate")
+    probs = frame.loc[items, [f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
+    blank = np.flatnonzero(np.isnan(probs).any(1))
+    if len(blank):
+        raise SilverlabelError(f"{where}: item '{items.iloc[blank[0]]}' has no prediction (the students skipped "
+                               f"it); {len(blank)} such item(s) of the annotations")
+    gold_set = set(map(str, gold_items))
+    gold_rows = pop[items.isin(gold_set).to_numpy()]
+    if "text" in pop:
+        hashes = set(seen.get("text_hashes", ()))
+        overlap = [str(it) for it, t in zip(gold_rows["item"], gold_rows["text"]) if text_hash(str(t)) in hashes]
+    else:
+        ids = set(seen.get("items", ()))
+        overlap = [str(it) for it in gold_rows["item"] if str(it) in ids]
+    if overlap:
+        raise SilverlabelError(f"{where}: its students were trained or selected on {len(overlap)} of the "
+                               f"{len(gold_rows)} gold items (first: '{overlap[0]}'), so they are no valid PPI "
+                               "surrogate; use --student (cross-fitted) or students trained without the gold items")
+    return probs
+
+
+
 def population(annotations: pd.DataFrame, label_names: Sequence[str]) -> tuple[pd.DataFrame, int]:
     """The annotated items the estimates are about: demonstrations and failed teacher calls left out (counted)."""
     keep = annotations["label"].notna().to_numpy()
@@ -312,15 +363,19 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
              estimand: str = "prevalence", level: float = 0.9, inclusion: pd.Series | None = None,
              covariates: pd.DataFrame | None = None, covariate_names: Sequence[str] = (),
              target_class: str | None = None, student: bool = False, student_config=None, folds: int = 5,
-             seed: int = 0, target_width: float | None = None, where: dict[str, str] | None = None) -> Estimates:
+             seed: int = 0, target_width: float | None = None, where: dict[str, str] | None = None,
+             predictions: pd.DataFrame | None = None, predictions_seen: dict | None = None) -> Estimates:
     """Estimates and intervals of every method (see the module docstring).
 
     ``annotations``: the annotate output (item, label, p:<label>, text for the student, optional demo);
     ``gold``: item -> gold label; ``inclusion``: item -> inclusion probability of the gold items (omit for a
     uniform sample); ``covariates``: a frame indexed by item holding ``covariate_names`` (OLS / logistic).
-    ``where`` names the files for error messages (keys annotations, gold, data).
+    ``where`` names the files for error messages (keys annotations, gold, data, predictions).
+    ``predictions``: the deployed students' output (item, p:<label>), with ``predictions_seen`` what they were
+    trained or selected on (``corpus.read_predictions``).
     """
-    where = {"annotations": "annotations", "gold": "gold labels", "data": "data", **(where or {})}
+    where = {"annotations": "annotations", "gold": "gold labels", "data": "data", "predictions": "predictions",
+             **(where or {})}
     if estimand not in ESTIMANDS:
         raise SilverlabelError(f"--estimand '{estimand}' is unknown; choose one of {', '.join(ESTIMANDS)}")
     _alpha(level)
@@ -402,12 +457,17 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
         student_info = {"folds": folds, "seed": seed,
                         "model": (student_config.model if student_config is not None else "minilm"),
                         "unlabeled_items": "average of the fold students"}
+    deployed_probs = None
+    if predictions is not None:
+        deployed_probs = deployed_surrogate(predictions, predictions_seen or {}, pop, gold.index, names,
+                                            where=where["predictions"])
     if estimand == "prevalence":
         intervals = prevalence_intervals(y, gold_index, probs, teacher_labels, names, level=level, weights=weights,
-                                         student_probs=student_probs)
+                                         student_probs=student_probs, deployed_probs=deployed_probs)
     else:
         intervals = regression_intervals(estimand, y, gold_index, X, probs, teacher_labels, target, parameters,
-                                         level=level, weights=weights, student_probs=student_probs)
+                                         level=level, weights=weights, student_probs=student_probs,
+                                         deployed_probs=deployed_probs)
     power = []
     if target_width is not None:
         power = needed_gold(estimand, y, gold_index, probs, half_width=target_width, level=level,
@@ -512,15 +572,18 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
 
 def estimate_files(records: pd.DataFrame, label_names: Sequence[str], gold: str | Path, *,
                    annotations: str | Path = "annotations", data: str | Path | None = None,
-                   covariates: Sequence[str] = (), **options) -> Estimates:
+                   covariates: Sequence[str] = (), predictions: str | Path | None = None,
+                   **options) -> Estimates:
     """:func:`estimate` from files: ``records``/``label_names`` as ``mitigations.workflow.read_annotations``
     returns them (read there, so this module does not depend on the mitigations), the gold file (``merge``
     output or item,label CSV, with inclusion probabilities when it has them) and the covariates' table."""
     gold_labels, inclusion = read_gold(gold, label_names=label_names)
     table = read_covariates(data) if data is not None else None
+    frame, seen = read_predictions(predictions) if predictions is not None else (None, None)
     return estimate(records, label_names, gold_labels, inclusion=inclusion, covariates=table,
-                    covariate_names=list(covariates),
-                    where={"annotations": str(annotations), "gold": str(gold), "data": str(data)}, **options)
+                    covariate_names=list(covariates), predictions=frame, predictions_seen=seen,
+                    where={"annotations": str(annotations), "gold": str(gold), "data": str(data),
+                           "predictions": str(predictions)}, **options)
 
 
 def planning_gold(share: float, half_width: float, level: float) -> int:

@@ -268,3 +268,67 @@ def test_predict_refuses_bad_input_in_one_line(study, corpus, tmp_path, monkeypa
         predict([twin], path, tmp_path / "z.csv", text_column="body")
     s = predict([twin], path, tmp_path / "z.csv", text_column="body", cell="toxic|gold|minilm|n40")
     assert len(s.models) == 2 and all(m.endswith("-40") for m in s.models)
+
+
+def test_estimate_takes_the_deployed_students_as_ppi_surrogate_and_refuses_ones_that_saw_gold(study, tmp_path,
+                                                                                              monkeypatch):
+    """The ppi_deployed interval is ppi_py's ppi_mean_ci with the plain pipelines' mean probabilities as the
+    surrogate; a gold item the students were trained on is refused, as is a predictions file without its record."""
+    import ppi_py
+
+    from silverlabel.corpus import sidecar
+
+    ds = load_preset("toxic", offline=True)
+    names = list(ds.label_names)
+    seen = set()
+    for f in _folders(study[0]):
+        rec = json.loads((f / "silverlabel.json").read_text())
+        seen |= set(rec["train_items"]) | set(rec["validation_items"])
+    rng = np.random.default_rng(3)
+    unseen = [i for i in rng.permutation(len(ds.items))[:400] if ds.items[i] not in seen][:200]
+    rows = unseen + [list(ds.items).index(sorted(seen)[0])]  # plus one item the students trained on
+    items = [str(ds.items[i]) for i in rows]
+    texts = [ds.texts[i] for i in rows]
+    gold = [names[ds.labels[i]] for i in rows]
+    # a teacher that is right 70 % of the time, its P_S leaning to its label (any surrogate would do here)
+    teacher = [g if rng.random() < 0.7 else names[rng.integers(len(names))] for g in gold]
+    ann = pd.DataFrame({"item": items, "text": texts, "label": teacher})
+    for n in names:
+        ann[f"p:{n}"] = [0.6 if t == n else 0.2 for t in teacher]
+    ann.to_csv(tmp_path / "ann.csv", index=False)
+    ann[["item", "text"]].to_csv(tmp_path / "corpus.csv", index=False)
+    preds = tmp_path / "preds.csv"
+    predict([study[0]], tmp_path / "corpus.csv", preds, id_column="item")
+    gold_rows = list(range(80))  # the first 80 unseen items get gold labels
+    pd.DataFrame({"item": [items[i] for i in gold_rows], "label": [gold[i] for i in gold_rows]}).to_csv(
+        tmp_path / "gold.csv", index=False)
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", tmp_path / "ann.csv", "--gold",
+                       tmp_path / "gold.csv", "--predictions", preds, "--json")
+    assert r.returncode == 0, r.stderr
+    table = json.loads(r.stdout)["table"]
+    per_seed = [_pipeline_probs(f, texts)[1] for f in _folders(study[0])]
+    f_all = np.mean(per_seed, 0)
+    idx = np.array(gold_rows)
+    for c, name in enumerate(names):
+        y = np.array([gold[i] == name for i in gold_rows], dtype=float)
+        lo, hi = ppi_py.ppi_mean_ci(y, f_all[idx, c], f_all[:, c], alpha=0.1)
+        row = next(t for t in table if t["parameter"] == name and t["method"] == "ppi_deployed")
+        assert (row["lower"], row["upper"]) == pytest.approx((lo[0], hi[0]), abs=ATOL)
+    # a gold label on an item the students trained on: refused, naming it
+    pd.DataFrame({"item": [items[i] for i in gold_rows] + [items[-1]],
+                  "label": [gold[i] for i in gold_rows] + [gold[-1]]}).to_csv(tmp_path / "gold2.csv", index=False)
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", tmp_path / "ann.csv", "--gold",
+                       tmp_path / "gold2.csv", "--predictions", preds)
+    assert r.returncode == 2
+    assert f"trained or selected on 1 of the 81 gold items (first: '{items[-1]}')" in " ".join(r.stderr.split())
+    # predictions over other items than the annotations', and a file without its record, are refused too
+    ann.iloc[:-5].to_csv(tmp_path / "fewer.csv", index=False)
+    predict([study[0]], tmp_path / "fewer.csv", tmp_path / "fewer_preds.csv", id_column="item")
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", tmp_path / "ann.csv", "--gold",
+                       tmp_path / "gold.csv", "--predictions", tmp_path / "fewer_preds.csv")
+    assert r.returncode == 2 and "no prediction for 5 of the 201 annotated items" in " ".join(r.stderr.split())
+    sidecar(preds).unlink()
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", tmp_path / "ann.csv", "--gold",
+                       tmp_path / "gold.csv", "--predictions", preds)
+    assert r.returncode == 2 and "preds.csv.predict.json, which `silverlabel predict` writes beside its output, is " \
+        "missing" in " ".join(r.stderr.split())
