@@ -10,10 +10,15 @@ every class's prevalence; ``ppi_coverage_range`` is the lowest and highest PPI c
 each draw also redraws the N annotated items with replacement (the superpopulation frame ppi_py's intervals are
 for); ``--finite`` adds the frame where the N stored items are the whole population (see :func:`coverage`).
 
-The student surrogate is not part of the bench: cross-fitting 5 MiniLM students per draw for 500 draws is days of
-CPU; its validity rests on the same PPI++ code with out-of-fold predictions (tests check the cross-fitting).
+The cross-fitted student is not part of the bench: cross-fitting 5 MiniLM students per draw for 500 draws is days
+of CPU; its validity rests on the same PPI++ code with out-of-fold predictions (tests check the cross-fitting).
 
-    python bench/coverage.py [--draws 500] [--sizes 100,200]
+``--deployed`` measures the deployed-student surrogate of ``estimate --predictions`` instead: per dataset, a seeded
+500 of the 2000 stored items train one MiniLM student on the *teacher's* labels (3 epochs, saved with its record),
+``silverlabel predict`` labels the other 1500, and those 1500 are the population the gold samples are drawn from,
+so no gold item was ever seen by the student, as ``estimate`` requires. Its lines add ``ppi_deployed``.
+
+    python bench/coverage.py [--draws 500] [--sizes 100,200] [--deployed]
 One JSON line per dataset, n and design.
 """
 
@@ -62,7 +67,7 @@ def dataset_arrays(frame: pd.DataFrame, names: list[str]):
 
 
 def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws: int, level: float = 0.9,
-             seed: int = 0, floor: float = 0.1, resample: bool = True) -> dict:
+             seed: int = 0, floor: float = 0.1, resample: bool = True, deployed: np.ndarray | None = None) -> dict:
     """Coverage and mean width per method and class over ``draws`` gold samples of expected size ``n``.
 
     The truth is each class's share among the gold labels of all the stored items. With ``resample`` (the
@@ -74,8 +79,9 @@ def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws
     truth = np.array([(gold == c).mean() for c in range(len(names))])
     N = len(gold)
     fixed_pi = inclusion_probabilities(entropy, n, design=design, floor=floor)
-    hits = {m: np.zeros(len(names)) for m in METHODS}
-    widths = {m: np.zeros(len(names)) for m in METHODS}
+    methods = METHODS + (("ppi_deployed",) if deployed is not None else ())
+    hits = {m: np.zeros(len(names)) for m in methods}
+    widths = {m: np.zeros(len(names)) for m in methods}
     sizes = []
     for r in range(draws):
         rng = np.random.default_rng([seed, r])
@@ -86,18 +92,56 @@ def coverage(gold, probs, teacher, entropy, names, *, n: int, design: str, draws
         sizes.append(len(idx))
         weights = None if design == "uniform" else 1.0 / pi[idx]
         for iv in prevalence_intervals(gold[pop][idx], idx, probs[pop], teacher[pop], names, level=level,
-                                       weights=weights):
+                                       weights=weights, deployed_probs=None if deployed is None else deployed[pop]):
             c = names.index(iv.parameter)
             hits[iv.method][c] += iv.lower <= truth[c] <= iv.upper
             widths[iv.method][c] += iv.width
-    cov = {m: dict(zip(names, np.round(hits[m] / draws, 4).tolist())) for m in METHODS}
-    width = {m: dict(zip(names, np.round(widths[m] / draws, 5).tolist())) for m in METHODS}
+    cov = {m: dict(zip(names, np.round(hits[m] / draws, 4).tolist())) for m in methods}
+    width = {m: dict(zip(names, np.round(widths[m] / draws, 5).tolist())) for m in methods}
     ratio = dict(zip(names, np.round(widths["ppi_teacher"] / widths["classical"], 4).tolist()))
     ppi = list(cov["ppi_teacher"].values())
-    return {"n": n, "design": design, "frame": "superpopulation" if resample else "finite", "draws": draws,
+    extra = {}
+    if deployed is not None:
+        dep = list(cov["ppi_deployed"].values())
+        extra = {"deployed_coverage_range": [min(dep), max(dep)], "deployed_over_classical_width": dict(zip(
+            names, np.round(widths["ppi_deployed"] / widths["classical"], 4).tolist()))}
+    return {**extra, "n": n, "design": design, "frame": "superpopulation" if resample else "finite", "draws": draws,
             "level": level, "mean_gold": float(np.mean(sizes)), "truth": dict(zip(names, np.round(truth, 4).tolist())),
             "coverage": cov, "mean_width": width, "ppi_over_classical_width": ratio,
             "ppi_coverage_range": [min(ppi), max(ppi)], "ppi_width_ratio_max": max(ratio.values())}
+
+
+def deployed_student(sub: pd.DataFrame, name: str, names: list[str], folder: Path, *, n_train: int = 500,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Train one student on the teacher's labels of ``n_train`` seeded items, predict the rest with `silverlabel
+    predict`; returns the rest's row positions and their mean p:<label> (one student: its own)."""
+    from silverlabel.config import TrainConfig
+    from silverlabel.corpus import predict
+    from silverlabel.data import load_dataset
+    from silverlabel.students import train_student
+    from silverlabel.students.saved import finish_saved_model, training_record
+
+    ds = load_dataset(name)
+    text = dict(zip(map(str, ds.items), ds.texts))
+    order = np.random.default_rng(seed).permutation(len(sub))
+    train = order[:n_train][sub["label"].iloc[order[:n_train]].notna().to_numpy()]  # the teacher labelled them
+    rest = np.sort(order[n_train:])
+    texts = [text[str(i)] for i in sub["item"].iloc[train]]
+    targets = sub["label"].iloc[train].map({n: i for i, n in enumerate(names)}).to_numpy()
+    config = TrainConfig(model="minilm", epochs=3, save_model=True, select_best=False)
+    model = folder / f"{name}-student"
+    train_student(texts, targets, num_labels=len(names), config=config, seed=1, save_dir=model)
+    finish_saved_model(model, label_names=names, record={
+        "train_config": config.to_dict(), "seed": 1,
+        **training_record(list(map(str, sub["item"].iloc[train])), texts, [], [])})
+    corpus = folder / f"{name}-rest.csv"
+    pd.DataFrame({"item": sub["item"].iloc[rest].astype(str), "text": [text[str(i)] for i in sub["item"].iloc[rest]]}
+                 ).to_csv(corpus, index=False)
+    out = folder / f"{name}-rest-predictions.parquet"
+    predict([model], corpus, out, id_column="item", overwrite=True)
+    got = pd.read_parquet(out)
+    assert got["item"].astype(str).tolist() == sub["item"].iloc[rest].astype(str).tolist()
+    return rest, got[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
 
 
 def export(name: str, n_gold: int, out: Path, *, seed: int = 0) -> None:
@@ -129,6 +173,7 @@ def main() -> None:
     parser.add_argument("--export", metavar="DATASET", help="write DATASET's annotations and a uniform gold sample "
                         "of --gold items to --out (for `silverlabel estimate`) instead of the bench")
     parser.add_argument("--gold", type=int, default=200)
+    parser.add_argument("--deployed", action="store_true", help="the deployed-student surrogate (see above)")
     parser.add_argument("--out", type=Path, default=Path("coverage-export"))
     args = parser.parse_args()
     if args.export:
@@ -138,14 +183,24 @@ def main() -> None:
     for name, info in meta["datasets"].items():
         sub = frame[frame["dataset"] == name].reset_index(drop=True)
         names = info["label_names"]
+        deployed, tag = None, {}
+        if args.deployed:
+            import tempfile
+
+            rest, deployed = deployed_student(sub, name, names, Path(tempfile.mkdtemp(prefix="coverage-")))
+            student_acc = float((deployed.argmax(1) == sub["gold"].iloc[rest].map(
+                {n: i for i, n in enumerate(names)}).to_numpy()).mean())
+            sub = sub.iloc[rest].reset_index(drop=True)
+            tag = {"population": "the 1500 items outside the deployed student's 500 training items",
+                   "deployed_student_accuracy": round(student_acc, 4)}
         arrays = dataset_arrays(sub, names)
         for n in (int(s) for s in args.sizes.split(",")):
             for design in ("uniform", "active"):
                 for resample in (True, False) if args.finite else (True,):
                     row = coverage(*arrays, names, n=n, design=design, draws=args.draws, level=args.level,
-                                   resample=resample)
+                                   resample=resample, deployed=deployed)
                     print(json.dumps({"dataset": name, "N": len(sub), "teacher_accuracy": info["accuracy"],
-                                      **row}), flush=True)
+                                      **tag, **row}), flush=True)
 
 
 if __name__ == "__main__":

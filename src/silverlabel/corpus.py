@@ -166,7 +166,7 @@ class _Ensemble:
             tok = self.tokenizers[key[0]]
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
             out.append(predict_proba(model, ids[key], pad, batch_size=self.batch_size, device=self.device,
-                                     fp16=self.fp16[k]))
+                                     fp16=self.fp16[k], unmasked_when_full=True))
         return np.stack(out)
 
 
@@ -226,7 +226,7 @@ def predict_frame(chunk: pd.DataFrame, *, text_column: str, items: pd.Series, en
 
 
 def predict(models: Sequence[str | Path], data: str | Path, out: str | Path, *, text_column: str | None = None,
-            id_column: str | None = None, cell: str | None = None, batch_size: int = 64,
+            id_column: str | None = None, cell: str | None = None, batch_size: int = 32,
             chunk_rows: int = CHUNK_ROWS, device: str | None = None, overwrite: bool = False) -> PredictSummary:
     """Run the students over ``data`` (CSV/TSV/JSONL/Parquet, gzipped too) into ``out`` (.csv, .jsonl or
     .parquet); resumable, see the module docstring. Items are ``id_column``'s values, else row numbers from 0

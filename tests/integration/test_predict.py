@@ -205,6 +205,18 @@ def test_one_folder_and_several_folders_work_as_the_study_does(study, corpus, re
     assert several.predicted == 296
     one = predict(folders[:1], path, tmp_path / "one.jsonl", text_column="body", id_column="id")
     assert one.unstable == 0 and set(pd.read_json(tmp_path / "one.jsonl", lines=True)["agreement"].dropna()) == {1.0}
+    # the same texts as Parquet and as gzipped TSV give the same output (the number 12345 is text "12345" in a
+    # TSV, where every cell is a string: one more predicted row there)
+    frame = pd.read_json(path, lines=True)
+    frame["body"] = frame["body"].map(lambda t: t if t is None or isinstance(t, str) else str(t))
+    frame.to_parquet(tmp_path / "c.parquet")
+    frame.to_csv(tmp_path / "c.tsv.gz", sep="\t", index=False)
+    for name in ("c.parquet", "c.tsv.gz"):
+        s = predict(folders, tmp_path / name, tmp_path / f"{name}.csv", text_column="body", id_column="id")
+        assert s.texts == 300 and s.predicted == 297, name
+        got = pd.read_csv(tmp_path / f"{name}.csv", dtype={"item": str}, keep_default_na=False, na_values=[""])
+        keep = got["item"] != "tw40"
+        _check(got[keep].reset_index(drop=True), reference[keep].reset_index(drop=True))
 
 
 def test_a_killed_predict_resumes_after_its_last_complete_chunk(study, corpus, reference, tmp_path):

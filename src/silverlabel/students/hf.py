@@ -78,8 +78,14 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, buc
     return batches
 
 
-def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, device, fp16: bool) -> np.ndarray:
-    """Class probabilities in the input order, evaluated longest-first in large padded-to-fit batches."""
+def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, device, fp16: bool,
+                  unmasked_when_full: bool = False) -> np.ndarray:
+    """Class probabilities in the input order, evaluated longest-first in large padded-to-fit batches.
+
+    With ``unmasked_when_full``, a batch of equal-length texts (most of them, in a large sorted corpus) goes in
+    without its all-ones attention mask, which lets SDPA take its unmasked kernel (about 10 % faster on a CPU; the
+    probabilities move by float rounding only, 6e-8 measured). Off for a study's own test predictions, which must
+    stay bit for bit what earlier runs computed."""
     import torch
 
     order = np.argsort([-len(x) for x in ids], kind="stable")
@@ -90,7 +96,8 @@ def predict_proba(model, ids: list[list[int]], pad_id: int, *, batch_size: int, 
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             x, mask = _collate([ids[i] for i in idx], pad_id, device)
-            logits = model(input_ids=x, attention_mask=mask).logits.float()
+            full = unmasked_when_full and len({len(ids[i]) for i in idx}) == 1
+            logits = model(input_ids=x, attention_mask=None if full else mask).logits.float()
             out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
     return out
 
