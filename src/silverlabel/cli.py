@@ -479,13 +479,19 @@ def predict(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when there is one)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out (or an unfinished run of other "
                                    "models or data)."),
+    executor: str = typer.Option("local", help="local, or ray: Ray Data workers, each loading the students once "
+                                 "(a GPU each where the cluster has them)."),
+    ray_address: Optional[str] = typer.Option(None, help="With --executor ray: an existing cluster (default: a "
+                                              "local one)."),
+    workers: int = typer.Option(2, min=1, help="With --executor ray: how many workers."),
 ) -> None:
     """Label a corpus with saved students: per text the label of the mean probability over the seeds, the mean
     p:<label>, each seed's label, the seeds' agreement and whether they disagree (unstable)."""
     from .corpus import predict as run_predict
 
     summary = run_predict(models, data, out, text_column=text_column, id_column=id_column, cell=cell,
-                          batch_size=batch_size, chunk_rows=chunk_rows, device=device, overwrite=overwrite)
+                          batch_size=batch_size, chunk_rows=chunk_rows, device=device, overwrite=overwrite,
+                          executor=executor, executor_options={"address": ray_address, "workers": workers})
     print_predict_summary(summary)
 
 
