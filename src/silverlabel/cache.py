@@ -30,6 +30,56 @@ CREATE TABLE IF NOT EXISTS annotations (
     PRIMARY KEY (model, prompt, text_hash)
 ) WITHOUT ROWID;
 """
+# a hosted teacher's provider batches (batch=true): each batch, and each request with the item it belongs to and,
+# once the results are read, the provider's reply body or error; recorded before the process waits on a batch
+BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    results_read INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS batch_requests (
+    model TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    custom_id TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    batch_id TEXT,
+    response TEXT,
+    error TEXT,
+    status INTEGER,
+    PRIMARY KEY (model, prompt, custom_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_requests_by_batch ON batch_requests (batch_id);
+"""
+LOCAL = "local:"  # the id of a batch recorded before the provider gave it one
+
+
+@dataclass
+class BatchRow:
+    batch_id: str
+    model: str
+    prompt: str
+    tag: str
+    status: str
+    requests: int
+    done: int
+    failed: int
+    created: float
+    updated: float
+    results_read: int
+
+    @property
+    def submitted(self) -> bool:
+        return not self.batch_id.startswith(LOCAL)
+
 # columns added after the first release: an older store gains them (NULL for its rows) when opened
 ADDED_COLUMNS = {"p_s_method": "TEXT", "observed": "REAL", "completion_tokens": "INTEGER",
                  "cached_tokens": "INTEGER", "requests": "INTEGER", "cost": "REAL"}
@@ -70,6 +120,7 @@ class AnnotationStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._db.executescript(BATCH_SCHEMA)
             have = {row[1] for row in self._db.execute("PRAGMA table_info(annotations)")}
             for name, kind in ADDED_COLUMNS.items():
                 if name not in have:
@@ -150,3 +201,95 @@ class AnnotationStore:
         names = ("model", "prompt", *COLUMNS)
         for row in self._db.execute(f"SELECT {', '.join(names)} FROM annotations ORDER BY model, prompt, text_hash"):
             yield dict(zip(names, row))
+
+    # ------------------------------------------------------------------ provider batches (batch=true)
+    def batches(self, model: str | None = None, prompt: str | None = None, *, open_only: bool = False) -> list[BatchRow]:
+        sql, args = "SELECT * FROM batches WHERE 1=1", []
+        if model is not None:
+            sql, args = sql + " AND model=?", args + [model]
+        if prompt is not None:
+            sql, args = sql + " AND prompt=?", args + [prompt]
+        if open_only:
+            sql += " AND results_read=0"
+        return [BatchRow(*row) for row in self._db.execute(sql + " ORDER BY created", args)]
+
+    def record_batch(self, model: str, prompt: str, tag: str, requests: list[tuple[str, str]], now: float) -> str:
+        """Before submitting: the batch under a local id and its (custom_id, text_hash) requests, in one
+        transaction, so a process killed during the submission leaves a trace a rerun can look for."""
+        local = LOCAL + tag
+        with self._db:
+            self._db.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,0,0,?,?,0)",
+                             (local, model, prompt, tag, "submitting", len(requests), now, now))
+            self._db.executemany(
+                "INSERT OR REPLACE INTO batch_requests VALUES (?,?,?,?,?,NULL,NULL,NULL)",
+                [(model, prompt, cid, h, local) for cid, h in requests])
+        return local
+
+    def name_batch(self, local: str, batch_id: str, now: float) -> None:
+        """The provider's id for a recorded batch (or the batch dropped, ``batch_id`` None: never submitted)."""
+        with self._db:
+            if batch_id is None:
+                self._db.execute("DELETE FROM batches WHERE batch_id=?", (local,))
+                self._db.execute("UPDATE batch_requests SET batch_id=NULL WHERE batch_id=?", (local,))
+                return
+            self._db.execute("UPDATE batches SET batch_id=?, status='submitted', updated=? WHERE batch_id=?",
+                             (batch_id, now, local))
+            self._db.execute("UPDATE batch_requests SET batch_id=? WHERE batch_id=?", (batch_id, local))
+
+    def update_batch(self, batch_id: str, status: str, done: int, failed: int, now: float) -> None:
+        with self._db:
+            self._db.execute("UPDATE batches SET status=?, done=?, failed=?, updated=? WHERE batch_id=?",
+                             (status, done, failed, now, batch_id))
+
+    def finish_batch(self, batch_id: str, results: Iterable[tuple[str, dict | None, str | None, int | None]],
+                     now: float) -> tuple[int, int, int]:
+        """A finished batch's results in one transaction: replies and errors kept; requests it left unanswered
+        (expired, cancelled) freed to be asked again. Returns (answered, failed, unanswered)."""
+        answered = failed = 0
+        with self._db:
+            for cid, body, error, status in results:
+                if body is None and error is None:
+                    continue
+                self._db.execute("UPDATE batch_requests SET response=?, error=?, status=? WHERE custom_id=? AND "
+                                 "batch_id=?", (json.dumps(body) if body is not None else None, error, status,
+                                                cid, batch_id))
+                answered += body is not None
+                failed += error is not None
+            cur = self._db.execute("UPDATE batch_requests SET batch_id=NULL WHERE batch_id=? AND response IS NULL "
+                                   "AND error IS NULL", (batch_id,))
+            self._db.execute("UPDATE batches SET results_read=1, updated=? WHERE batch_id=?", (now, batch_id))
+        return answered, failed, cur.rowcount
+
+    def forget_batch(self, batch_id: str) -> int:
+        """Drop a recorded batch; its unanswered requests are asked again by the next run."""
+        with self._db:
+            self._db.execute("DELETE FROM batches WHERE batch_id=?", (batch_id,))
+            cur = self._db.execute("UPDATE batch_requests SET batch_id=NULL WHERE batch_id=? AND response IS NULL "
+                                   "AND error IS NULL", (batch_id,))
+        return cur.rowcount
+
+    def batch_answers(self, model: str, prompt: str, hashes: Iterable[str]) -> dict[str, tuple]:
+        """custom_id -> (reply body, error, status, batch id) of these items' recorded requests."""
+        hashes = list(dict.fromkeys(hashes))
+        out: dict[str, tuple] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT custom_id, response, error, status, batch_id FROM batch_requests WHERE model=? AND "
+                f"prompt=? AND text_hash IN ({','.join('?' * len(chunk))})", (model, prompt, *chunk))
+            for cid, response, error, status, batch_id in rows:
+                out[cid] = (json.loads(response) if response else None, error, status, batch_id)
+        return out
+
+    def retry_failed_requests(self, model: str, prompt: str, hashes: Iterable[str]) -> int:
+        """Requests that failed in an earlier run, for items being labelled again: asked again."""
+        hashes = list(dict.fromkeys(hashes))
+        n = 0
+        with self._db:
+            for start in range(0, len(hashes), 500):
+                chunk = hashes[start:start + 500]
+                cur = self._db.execute(
+                    f"DELETE FROM batch_requests WHERE model=? AND prompt=? AND error IS NOT NULL AND text_hash IN "
+                    f"({','.join('?' * len(chunk))})", (model, prompt, *chunk))
+                n += cur.rowcount
+        return n

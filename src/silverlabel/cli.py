@@ -8,8 +8,8 @@ import logging
 import os
 import sqlite3
 import sys
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -22,6 +22,7 @@ from .files import check_writable, read_table
 from .terminal import (
     console,
     print_annotation_summary,
+    print_batches,
     print_evaluation,
     print_groups,
     print_plan,
@@ -253,6 +254,13 @@ def annotate(
     option: Optional[list[str]] = typer.Option(None, "--option", help="Teacher option KEY=VALUE, repeated (e.g. "
                                                "p_s_method=top_logprobs, price_input=0.15, max_cost=2, "
                                                "concurrency=16); checked by the backend's options."),
+    executor: str = typer.Option("local", help="local, or ray: Ray Data workers, each loading the teacher once; "
+                                 "this process still reads and writes the cache and the output."),
+    ray_address: Optional[str] = typer.Option(None, help="With --executor ray: an existing cluster (default: a "
+                                              "local Ray started for this run)."),
+    workers: int = typer.Option(2, min=1, help="With --executor ray: how many workers."),
+    batch: bool = typer.Option(False, "--batch", help="A chat: or anthropic: teacher labels through the provider's "
+                               "batch API at the batch price (the option batch=true); a rerun resumes its batches."),
 ) -> None:
     """Label the training split (topped up to --n-train from the validation split, which annotate never uses)
     with a teacher LLM: one row per item with the label, its entropy and the full label distribution p:<label>,
@@ -261,9 +269,12 @@ def annotate(
     from .cache import AnnotationStore
     from .splits import annotation_split
     from .teachers import Prompt, get_teacher, parse_teacher_uri, sample_demonstrations
+    from .teachers.on_ray import annotate_on_ray
 
     parse_teacher_uri(teacher)
     options = parse_options(option or [], example="p_s_method=top_logprobs")
+    if batch:
+        options["batch"] = True
     if out.suffix.lower() not in (".parquet", ".csv", ".jsonl"):
         raise SilverlabelError(f"--out {out}: use a .parquet, .csv or .jsonl file name")
     ds = _load(data, text_column, label_column, id_column, task)
@@ -297,11 +308,19 @@ def annotate(
             print_spend_estimate(spend, cached)
         return
     check_writable(out.parent)
-    t = get_teacher(teacher, chat=not raw_prompt, **options)
-    try:  # streamed to the file chunk by chunk: memory stays flat however large the split
-        s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
+    if executor not in ("local", "ray"):
+        raise SilverlabelError(f"--executor {executor}: choose local or ray")
+    try:
+        if executor == "ray":
+            s = annotate_on_ray(teacher, {"chat": not raw_prompt, **options}, train.items, train.texts, prompt,
+                                store=store, out=out, gold=train.labels, workers=workers, address=ray_address)
+        else:
+            t = get_teacher(teacher, chat=not raw_prompt, **options)
+            try:  # streamed to the file chunk by chunk: memory stays flat however large the split
+                s = t.annotate_to(out, train.items, train.texts, prompt, store=store, gold=train.labels)
+            finally:
+                t.close()
     finally:
-        t.close()
         store.close()
     accuracy = "n/a" if s.accuracy is None else f"{100 * s.accuracy:.1f} %"
     macro_f1 = "n/a" if s.macro_f1 is None else f"{100 * s.macro_f1:.1f} %"
@@ -311,6 +330,37 @@ def annotate(
                   f"macro-F1 {macro_f1}", highlight=False, soft_wrap=True)  # a log line: never cut inside a number
     print_annotation_summary(s, teacher)
     console.print(f"wrote {out}")
+
+
+@app.command()
+def batches(
+    cache: Optional[Path] = typer.Option(None, help="SQLite annotation cache (default: in the user cache dir)."),
+    forget: Optional[str] = typer.Option(None, help="Drop this batch from the cache (one the API does not know); its "
+                                         "unanswered requests are submitted again by the next run."),
+    all_: bool = typer.Option(False, "--all", help="Also the batches whose results were read."),
+) -> None:
+    """The provider batches (teacher option batch=true) an annotation cache records: status, counts and age."""
+    import time
+
+    from .assets import cache_dir
+    from .cache import AnnotationStore
+
+    path = cache or cache_dir() / "annotations.sqlite"
+    if not path.is_file():
+        raise SilverlabelError(f"--cache {path}: no such annotation cache")
+    with AnnotationStore(path) as store:
+        if forget is not None:
+            if forget not in {b.batch_id for b in store.batches()}:
+                raise SilverlabelError(f"--forget {forget}: {path} records no such batch; `silverlabel batches --all` "
+                                       "lists them")
+            freed = store.forget_batch(forget)
+            console.print(f"forgot batch {forget}; {freed} unanswered requests will be submitted again")
+            return
+        rows = store.batches(open_only=not all_)
+    if not rows:
+        console.print("no open batches" if not all_ else "no batches")
+        return
+    print_batches(rows, time.time())
 
 
 @app.command()
@@ -484,6 +534,8 @@ def predict(
     ray_address: Optional[str] = typer.Option(None, help="With --executor ray: an existing cluster (default: a "
                                               "local one)."),
     workers: int = typer.Option(2, min=1, help="With --executor ray: how many workers."),
+    batch: bool = typer.Option(False, "--batch", help="A chat: or anthropic: teacher labels through the provider's "
+                               "batch API at the batch price (the option batch=true); a rerun resumes its batches."),
 ) -> None:
     """Label a corpus with saved students: per text the label of the mean probability over the seeds, the mean
     p:<label>, each seed's label, the seeds' agreement and whether they disagree (unstable)."""

@@ -33,6 +33,7 @@ from .data import TEXT_COLUMNS, guess_column
 from .errors import SilverlabelError
 from .files import atomic_write_parquet, atomic_write_text, iter_table, read_table, table_columns, write_frames
 from .progress import progress_bar
+from .raydata import map_staged, stage, worker_setup
 from .students.saved import RECORD, SavedStudent, read_saved
 
 log = logging.getLogger(__name__)
@@ -251,12 +252,7 @@ class RayPredictor:
     """A Ray Data actor: the students loaded once per worker, then chunk after chunk (Ray's batch inference)."""
 
     def __init__(self, folders: list[str], *, batch_size: int, threads: int, device: str | None = None):
-        import os
-
-        import torch
-
-        torch.set_num_threads(max(1, threads))
-        os.environ["SILVERLABEL_QUIET"] = "1"
+        worker_setup(threads)
         students = [read_saved(f) for f in folders]
         self.names, self.model_names = students[0].label_names, _model_names(students)
         self.ensemble = _Ensemble(students, device=device, batch_size=batch_size)
@@ -340,40 +336,17 @@ def predict(models: Sequence[str | Path], data: str | Path, out: str | Path, *, 
 def _ray_frames(rest, parts: Path, students: list[SavedStudent], *, batch_size: int, chunk_rows: int,
                 device: str | None, address: str | None = None, workers: int = 2):
     """The remaining chunks' output frames, in order, predicted by Ray Data: the driver stages the remaining rows
-    as one Parquet file (a row group a chunk), ``map_batches`` runs them through a pool of ``RayPredictor``
-    actors (each loads the students once; a GPU each where the cluster has them) with the input order kept, and
-    the driver takes the results back chunk by chunk, to write them as the local run does."""
+    as Parquet files of a chunk each, ``RayPredictor`` actors (each loads the students once) predict them, and the driver takes
+    the results back chunk by chunk, to write them as the local run does."""
+    staged = parts / "staged"
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        import ray
-    except ImportError:
-        raise SilverlabelError("--executor ray needs Ray: pip install 'silverlabel[ray]'") from None
-    staged = parts / "remaining.parquet"
-    schema = pa.schema([("item", pa.string()), ("text", pa.string()), ("skipped", pa.string())])
-    rows = 0
-    with pq.ParquetWriter(staged, schema) as writer:
-        for frame in rest:
-            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-            rows += len(frame)
-    if rows == 0:
-        return
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
-        ds = ray.data.read_parquet(str(staged)).map_batches(
-            RayPredictor, fn_constructor_kwargs={"folders": [str(s.folder) for s in students],
-                                                 "batch_size": batch_size, "threads": cpus, "device": device},
-            batch_size=chunk_rows, batch_format="pandas", concurrency=workers, num_cpus=cpus, num_gpus=gpus)
-        yield from ds.iter_batches(batch_size=chunk_rows, batch_format="pandas")
+        files = stage(rest, staged, {"item": "string", "text": "string", "skipped": "string"}, rows_per_file=chunk_rows)
+        if files:
+            yield from map_staged(files, RayPredictor, {"folders": [str(s.folder) for s in students],
+                                                        "batch_size": batch_size, "device": device},
+                                  batch_size=chunk_rows, out_rows=chunk_rows, workers=workers, address=address)
     finally:
-        if started_here:
-            ray.shutdown()
-        staged.unlink(missing_ok=True)
+        shutil.rmtree(staged, ignore_errors=True)
 
 
 def sidecar(out: Path) -> Path:

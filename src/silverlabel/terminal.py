@@ -89,6 +89,23 @@ def print_spend_estimate(spend: dict, cached: int) -> None:
                   f"{spend['completion_tokens']} output tokens, cost {money(spend['cost'])} for all items; "
                   f"{money(None if spend['cost'] is None else spend['cost'] * share)} for the "
                   f"{spend['items'] - cached} not cached", highlight=False, soft_wrap=True)
+    if spend.get("batch") and spend.get("synchronous_cost") is not None:
+        console.print(f"those are batch prices (batch=true); without batch: {money(spend['synchronous_cost'])} for all "
+                      f"items, {money(spend['synchronous_cost'] * share)} for the not cached", highlight=False,
+                      soft_wrap=True)
+
+
+def print_batches(rows, now: float) -> None:
+    """The provider batches an annotation store records (``silverlabel batches``)."""
+    table = Table(title="provider batches (batch=true)")
+    for col in ("batch", "model", "status", "requests", "done", "failed", "age", "results read"):
+        table.add_column(col, no_wrap=col != "model", overflow="fold")
+    for r in rows:
+        age = now - r.created
+        table.add_row(r.batch_id, r.model, r.status, str(r.requests), str(r.done), str(r.failed),
+                      f"{age / 3600:.1f} h" if age >= 3600 else f"{age / 60:.0f} min",
+                      "yes" if r.results_read else "no")
+    console.print(table)
 
 
 def print_annotation_summary(s, teacher: str) -> None:

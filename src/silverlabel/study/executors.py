@@ -3,15 +3,14 @@ way the results come back to the driver, which alone writes to the output folder
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from ..config import TrainConfig
-from ..errors import SilverlabelError
 from ..progress import progress_bar
+from ..raydata import ray_session, worker_setup
 from ..students import get_student
 from .grid import Cell
 from .labels import TrainingData
@@ -47,14 +46,7 @@ def local_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, d
 def ray_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dict], None], *,
                  address: str | None = None, cpus_per_run: int = 1) -> None:
     """Each run a Ray task; results come back to the driver, which writes them like the local executor does."""
-    try:
-        import ray
-    except ImportError:
-        raise SilverlabelError("--executor ray needs Ray: pip install 'silverlabel[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    with ray_session(address) as ray:
         remote = ray.remote(num_cpus=cpus_per_run)(_ray_train_cell)
         pending = {}
         for cell, payload in jobs:
@@ -63,16 +55,10 @@ def ray_executor(jobs: Iterable[tuple[Cell, dict]], on_done: Callable[[Cell, dic
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 on_done(pending.pop(ref), ray.get(ref))
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _ray_train_cell(payload: dict, threads: int) -> dict:
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    os.environ["SILVERLABEL_QUIET"] = "1"
+    worker_setup(threads)
     return train_cell(payload)
 
 

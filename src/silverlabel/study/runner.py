@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..assets import STUDENT_ASSETS
 from ..cache import AnnotationStore
 from ..conclusions import study_estimates
 from ..config import StudyConfig, TrainConfig, load_study_config
@@ -29,7 +30,6 @@ from ..files import (
 )
 from ..progress import progress_bar
 from ..reporting import write_study_report
-from ..assets import STUDENT_ASSETS
 from ..students import get_student
 from ..students.saved import RECORD, finish_saved_model, training_record, write_model_card
 from ..summary import summarise

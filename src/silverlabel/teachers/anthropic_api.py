@@ -8,12 +8,14 @@ labels by the prompt's instruction, and an answer outside them is the item's fai
 
 from __future__ import annotations
 
+import json
 import logging
 
 from pydantic import Field
 
 from ..errors import SilverlabelError
 from .base import Usage, register_teacher
+from .batching import BatchState
 from .chat_api import sdk_call
 from .hosted import ChatAPI, HostedOptions, HostedTeacher
 from .openai_wire import snippet
@@ -41,19 +43,25 @@ class AnthropicMessages(ChatAPI):
         self.client = self.sdk.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
         self.temperature_allowed = True
 
-    def send(self, messages, *, max_tokens, temperature, n=1, seed=None, top_logprobs=None, choices=None,
-             schema=None) -> Reply:
+    def request(self, messages, *, max_tokens, temperature, n=1, seed=None, top_logprobs=None, choices=None,
+                schema=None) -> dict:
         if n != 1 or top_logprobs or choices is not None or schema is not None:
             raise ItemFailed("the Messages API has no n, logprobs or constrained answers")
         system = "\n".join(m["content"] for m in messages if m["role"] == "system")
-        turns = [m for m in messages if m["role"] != "system"]
-        fields = {"model": self.model, "max_tokens": max_tokens, "messages": turns}
+        body = {"model": self.model, "max_tokens": max_tokens,
+                "messages": [m for m in messages if m["role"] != "system"]}
         if system:
-            fields["system"] = system
-        if temperature != 1.0 and self.temperature_allowed:
+            body["system"] = system
+        if temperature != 1.0 and self.temperature_allowed:  # 1.0 is the API's default
+            body["temperature"] = temperature
+        return body
+
+    def post(self, body: dict) -> Reply:
+        fields = {k: v for k, v in body.items() if k != "temperature"}
+        if "temperature" in body:
             # the SDK (2.x) dropped the argument, as Anthropic's newer models refuse it; older models and
-            # compatible servers (vLLM) still take it in the body, and 1.0 is the API's default anyway
-            fields["extra_body"] = {"temperature": temperature}
+            # compatible servers (vLLM) still take it in the body
+            fields["extra_body"] = {"temperature": body["temperature"]}
         try:
             raw = sdk_call(lambda: self.client.messages.create(**fields), self.sdk).model_dump()
         except ItemFailed as exc:
@@ -63,6 +71,9 @@ class AnthropicMessages(ChatAPI):
             self.temperature_allowed = False
             fields.pop("extra_body")
             raw = sdk_call(lambda: self.client.messages.create(**fields), self.sdk).model_dump()
+        return self.read(raw)
+
+    def read(self, raw: dict) -> Reply:
         u = raw.get("usage") or {}
         cached = int(u.get("cache_read_input_tokens") or 0)
         # input_tokens excludes what the cache served or wrote; both are input the provider counts
@@ -73,6 +84,51 @@ class AnthropicMessages(ChatAPI):
         if not blocks:
             raise ItemFailed(f"the reply holds no text ({snippet(str(raw.get('content')))})", usage=usage)
         return Reply(texts=["".join(b.get("text") or "" for b in blocks)], steps=None, usage=usage)
+
+    # ------------------------------------------------------------------ Message Batches
+    batch_limits = (100_000, 256 * 1000 * 1000)  # requests and bytes per batch
+
+    def batch_line_bytes(self, custom_id: str, body: dict) -> int:
+        return len(json.dumps({"custom_id": custom_id, "params": body}).encode()) + 2
+
+    def submit_batch(self, requests, tag):
+        batch = sdk_call(lambda: self.client.messages.batches.create(
+            requests=[{"custom_id": c, "params": b} for c, b in requests]), self.sdk)
+        return batch.id
+
+    def batch_state(self, batch_id):
+        b = sdk_call(lambda: self.client.messages.batches.retrieve(batch_id), self.sdk)
+        c = b.request_counts
+        return BatchState(status=b.processing_status, ended=b.processing_status == "ended",
+                          done=c.succeeded, failed=c.errored + c.canceled + c.expired,
+                          total=c.processing + c.succeeded + c.errored + c.canceled + c.expired)
+
+    def batch_results(self, batch_id):
+        for row in sdk_call(lambda: list(self.client.messages.batches.results(batch_id)), self.sdk):
+            row = row.model_dump()
+            result = row.get("result") or {}
+            kind = result.get("type")
+            if kind == "succeeded":
+                yield row["custom_id"], result.get("message") or {}, None, 200
+            elif kind == "errored":
+                error = (result.get("error") or {}).get("error") or result.get("error") or {}
+                yield row["custom_id"], None, f"{error.get('type', 'error')}: {snippet(str(error.get('message')))}", \
+                    None
+            else:  # canceled or expired: not answered, asked again
+                yield row["custom_id"], None, None, None
+
+    def find_batch(self, tag, *, since, requests, known):
+        """The Messages API keeps no metadata on a batch: the one created since the intent was recorded with
+        exactly this many requests, and not recorded under another intent, is taken as ours."""
+        for b in self.client.messages.batches.list(limit=100):
+            created = b.created_at.timestamp()
+            c = b.request_counts
+            total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
+            if created >= since - 5 and total == requests and b.id not in known:
+                return b.id
+            if created < since - 60:
+                break
+        return None
 
     def close(self) -> None:
         self.client.close()

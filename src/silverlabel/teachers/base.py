@@ -75,6 +75,16 @@ class Scored:
 
 
 @dataclass
+class ScoredElsewhere:
+    """Items this run scored outside this process (on Ray workers) and stored before the pass that writes the
+    output: counted as labelled in this run, their failures kept rather than retried here."""
+
+    hashes: set[str]
+    truncated: int = 0
+    seconds: float = 0.0  # wall time spent there, part of this run's
+
+
+@dataclass
 class AnnotationSummary:
     """What one annotation pass cost and produced."""
 
@@ -187,6 +197,16 @@ class Teacher(ABC):
     def close(self) -> None:
         """Free the model."""
 
+    @property
+    def scores_elsewhere(self) -> bool:
+        """Whether this teacher labels a run's uncached texts somewhere else first (a provider's batch API),
+        through :meth:`score_elsewhere`, before the pass that writes the output."""
+        return False
+
+    def score_elsewhere(self, texts: Sequence[str], prompt: Prompt, store: AnnotationStore | None, *,
+                        description: str) -> ScoredElsewhere | None:
+        return None
+
     # ------------------------------------------------------------------ shared machinery
     def cache_key(self, prompt: Prompt) -> str:
         """The prompt part of the store key: the prompt, the chat flag, and whatever else the backend says
@@ -213,12 +233,12 @@ class Teacher(ABC):
     def annotate(self, items: Iterable, texts: Iterable[str], prompt: Prompt, *,
                  store: AnnotationStore | None = None, batch_size: int | None = None,
                  gold: Iterable[int] | None = None, description: str = "annotating",
-                 total: int | None = None) -> Annotations:
+                 total: int | None = None, elsewhere: ScoredElsewhere | None = None) -> Annotations:
         """Label every text, reusing cached records, committing each batch as it finishes; the frame is built
         from per-chunk frames, so nothing per item outlives its chunk except the frame's own rows."""
         acc = _Accumulator(list(prompt.label_names))
         frames = list(self._stream(items, texts, prompt, store=store, batch_size=batch_size, gold=gold,
-                                   description=description, total=total, acc=acc))
+                                   description=description, total=total, acc=acc, elsewhere=elsewhere))
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True) if frames else \
             self._frame([], [], [], {}, acc.label_names, prompt)
         return Annotations(frame=frame, label_names=acc.label_names, summary=acc.summary())
@@ -226,27 +246,44 @@ class Teacher(ABC):
     def annotate_to(self, path: str | Path, items: Iterable, texts: Iterable[str], prompt: Prompt, *,
                     store: AnnotationStore | None = None, batch_size: int | None = None,
                     gold: Iterable[int] | None = None, description: str = "annotating",
-                    total: int | None = None) -> AnnotationSummary:
+                    total: int | None = None, elsewhere: ScoredElsewhere | None = None) -> AnnotationSummary:
         """Like :meth:`annotate`, but each chunk goes straight to a Parquet, CSV or JSONL file (by extension),
         so memory stays flat however many items stream through; with gold, a ``gold`` column (label names)."""
         acc = _Accumulator(list(prompt.label_names))
         chunks = self._stream(items, texts, prompt, store=store, batch_size=batch_size, gold=gold,
-                              description=description, total=total, acc=acc, gold_column=True)
+                              description=description, total=total, acc=acc, gold_column=True,
+                              elsewhere=elsewhere)
         write_frames(path, chunks, empty=self._frame([], [], [], {}, acc.label_names, prompt))
         return acc.summary()
 
+    def score_records(self, texts: Sequence[str], hashes: Sequence[str],
+                      label_names: list[str]) -> tuple[list[Record], list[bool]]:
+        """One batch scored into the records the store keeps, and which texts were cut to fit the context."""
+        t0 = time.perf_counter()
+        scored = self.score(texts)
+        per_item = (time.perf_counter() - t0) / max(1, len(texts))
+        return ([self._record(h, s, label_names, per_item) for h, s in zip(hashes, scored)],
+                [s.truncated for s in scored])
+
     def _stream(self, items, texts, prompt, *, store, batch_size, gold, description, total, acc,
-                gold_column=False) -> Iterator[pd.DataFrame]:
+                gold_column=False, elsewhere: ScoredElsewhere | None = None) -> Iterator[pd.DataFrame]:
         """One frame per chunk of CHUNK_ITEMS items: cache lookup, scoring of the rest in batches (each written
         to the store as it finishes), and the chunk's rows. Without a store, a text repeated in two chunks is
         scored twice: remembering every text seen would make memory grow with the run."""
         label_names = acc.label_names
         batch_size = batch_size or self.batch_items
+        if elsewhere is None and self.scores_elsewhere:
+            items, texts = list(items), list(texts)
+            elsewhere = self.score_elsewhere(texts, prompt, store, description=description)
+        uncounted: set[str] = set()  # scored elsewhere, not yet counted (a text repeated in two chunks counts once)
+        if elsewhere is not None:
+            acc.truncated += elsewhere.truncated
+            uncounted = set(elsewhere.hashes)
         key = self.cache_key(prompt)
         if total is None:
             total = len(texts) if hasattr(texts, "__len__") else 0
         gold_iter = iter(gold) if gold is not None else None
-        started = time.perf_counter()
+        started = time.perf_counter() - (elsewhere.seconds if elsewhere is not None else 0.0)
         rows = zip(items, texts)
         with progress_bar(description, total=total) as advance:
             while chunk := list(itertools.islice(rows, CHUNK_ITEMS)):
@@ -254,10 +291,16 @@ class Teacher(ABC):
                 c_texts = [t for _, t in chunk]
                 del chunk
                 hashes = [text_hash(t) for t in c_texts]
-                records = store.get_many(self.model_id, key, hashes) if store is not None else {}
+                records = store.get_many(self.model_id, key, hashes, include_errors=elsewhere is not None) \
+                    if store is not None else {}
                 first: dict[str, int] = {}  # the first occurrence of each distinct text
                 for i, h in enumerate(hashes):
                     first.setdefault(h, i)
+                mine = [h for h in first if h in uncounted]
+                uncounted.difference_update(mine)
+                if elsewhere is not None:  # failures stored before this run are retried; this run's are kept
+                    records = {h: r for h, r in records.items() if r.error is None or h in elsewhere.hashes}
+                    acc.spend([records[h] for h in mine if h in records])
                 todo = [i for h, i in first.items() if h not in records]
                 if todo and (self.prompt is None or self.prompt.key() != prompt.key()):
                     self.prepare(prompt)
@@ -273,11 +316,9 @@ class Teacher(ABC):
                             "max_cost continues from them")
                     part = todo[start:start + n]
                     start += n
-                    t0 = time.perf_counter()
-                    scored = self.score([c_texts[i] for i in part])
-                    per_item = (time.perf_counter() - t0) / len(part)
-                    batch = [self._record(hashes[i], s, label_names, per_item) for i, s in zip(part, scored)]
-                    acc.truncated += sum(s.truncated for s in scored)
+                    batch, cut = self.score_records([c_texts[i] for i in part], [hashes[i] for i in part],
+                                                    label_names)
+                    acc.truncated += sum(cut)
                     acc.spend(batch)
                     if store is not None:
                         store.put_many(self.model_id, key, batch)
@@ -293,7 +334,7 @@ class Teacher(ABC):
                                                f"{acc.items + len(c_gold)})")
                     if gold_column:
                         frame["gold"] = [label_names[g] if 0 <= g < len(label_names) else None for g in c_gold]
-                acc.add(frame, scored=len(todo), gold=c_gold, seconds=time.perf_counter() - started)
+                acc.add(frame, scored=len(todo) + len(mine), gold=c_gold, seconds=time.perf_counter() - started)
                 yield frame
 
     def _record(self, h: str, scored: Scored, label_names: list[str], seconds: float) -> Record:

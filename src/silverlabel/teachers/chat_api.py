@@ -12,13 +12,17 @@ refuses them says so in one probe and the next method is tried.
 from __future__ import annotations
 
 import json
+
 from ..errors import SilverlabelError
 from .base import Usage, register_teacher
+from .batching import BatchState
 from .chat_template import SENTINEL, SPECIAL_TOKEN
 from .hosted import ChatAPI, HostedOptions, HostedTeacher
 from .openai_wire import TOKEN_KEY, parse_model, retry_after, snippet, token_ids_of
 from .p_s_methods import Reply, Step
 from .transport import ItemFailed, Transient
+
+VLLM_FIELDS = {"structured_outputs"}  # request fields of vLLM's that OpenAI's schema lacks
 
 
 def import_openai():
@@ -56,28 +60,92 @@ class OpenAIChat(ChatAPI):
         self.client = self.sdk.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout)
         self._http = None
 
-    def send(self, messages, *, max_tokens, temperature, n=1, seed=None, top_logprobs=None, choices=None,
-             schema=None, extra: dict | None = None) -> Reply:
-        fields: dict = {"model": self.model, "messages": messages, "max_completion_tokens": max_tokens,
-                        "temperature": temperature}
-        body = dict(extra or {})
+    def request(self, messages, *, max_tokens, temperature, n=1, seed=None, top_logprobs=None, choices=None,
+                schema=None) -> dict:
+        body: dict = {"model": self.model, "messages": messages, "max_completion_tokens": max_tokens,
+                      "temperature": temperature}
         if n > 1:
-            fields["n"] = n
+            body["n"] = n
         if seed is not None:
-            fields["seed"] = seed
+            body["seed"] = seed
         if temperature > 0:
-            fields["top_p"] = 1.0  # sample from the model's own distribution, not a server default's nucleus
+            body["top_p"] = 1.0  # sample from the model's own distribution, not a server default's nucleus
         if top_logprobs:
-            fields.update(logprobs=True, top_logprobs=top_logprobs)
+            body.update(logprobs=True, top_logprobs=top_logprobs)
         if choices is not None:
             body["structured_outputs"] = {"choice": list(choices)}  # vLLM's choice constraint
         elif schema is not None:
-            fields["response_format"] = {"type": "json_schema", "json_schema": {
+            body["response_format"] = {"type": "json_schema", "json_schema": {
                 "name": "answer", "schema": schema, "strict": True}}
-        if body:
-            fields["extra_body"] = body
+        return body
+
+    def post(self, body: dict) -> Reply:
+        fields = {k: v for k, v in body.items() if k not in VLLM_FIELDS}
+        extra = {k: v for k, v in body.items() if k in VLLM_FIELDS}
+        if extra:
+            fields["extra_body"] = extra  # fields OpenAI does not define travel outside the SDK's schema
         raw = sdk_call(lambda: self.client.chat.completions.create(**fields), self.sdk)
-        return read_reply(raw.model_dump())
+        return self.read(raw.model_dump())
+
+    def read(self, raw: dict) -> Reply:
+        return read_reply(raw)
+
+    # ------------------------------------------------------------------ OpenAI's Batch API
+    batch_limits = (50_000, 200 * 1024 * 1024)  # requests and input-file bytes per batch
+
+    def batch_line_bytes(self, custom_id: str, body: dict) -> int:
+        return len(json.dumps(self._line(custom_id, body)).encode()) + 1
+
+    def _line(self, custom_id: str, body: dict) -> dict:
+        return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+    def submit_batch(self, requests, tag):
+        lines = "".join(json.dumps(self._line(c, b)) + "\n" for c, b in requests).encode()
+        upload = sdk_call(lambda: self.client.files.create(file=(f"{tag}.jsonl", lines), purpose="batch"), self.sdk)
+        batch = sdk_call(lambda: self.client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+            metadata={"silverlabel": tag}), self.sdk)
+        return batch.id
+
+    def batch_state(self, batch_id):
+        b = sdk_call(lambda: self.client.batches.retrieve(batch_id), self.sdk)
+        counts = b.request_counts
+        note = "; ".join(str(e.message) for e in (b.errors.data or [])) if b.errors else ""
+        return BatchState(status=b.status, ended=b.status in ("completed", "expired", "cancelled", "failed"),
+                          done=counts.completed if counts else 0, failed=counts.failed if counts else 0,
+                          total=counts.total if counts else 0, note=note)
+
+    def batch_results(self, batch_id):
+        b = sdk_call(lambda: self.client.batches.retrieve(batch_id), self.sdk)
+        for file_id in (b.output_file_id, b.error_file_id):
+            if not file_id:
+                continue
+            text = sdk_call(lambda f=file_id: self.client.files.content(f).text, self.sdk)
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                response = row.get("response") or {}
+                status = response.get("status_code")
+                body = response.get("body")
+                code = (row.get("error") or {}).get("code") if isinstance(row.get("error"), dict) else None
+                if status == 200 and isinstance(body, dict):
+                    yield row["custom_id"], body, None, 200
+                elif code in ("batch_expired", "batch_cancelled"):
+                    yield row["custom_id"], None, None, None  # not answered: asked again
+                else:
+                    error = (row.get("error") or (body or {}).get("error") or {}) if isinstance(body, dict) or \
+                        body is None else {"message": str(body)}
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    yield row["custom_id"], None, f"HTTP {status}: {snippet(str(message))}", status
+
+    def find_batch(self, tag, *, since, requests, known):
+        for b in self.client.batches.list(limit=100):
+            if (b.metadata or {}).get("silverlabel") == tag:
+                return b.id
+            if b.created_at < since - 60:
+                break  # the list is newest first
+        return None
 
     # ------------------------------------------------------------------ vLLM's extensions for token_ids
     def _root(self, path: str, body: dict) -> dict:

@@ -8,19 +8,21 @@ A provider module adds only its :class:`ChatAPI` (one request in that provider's
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from ..errors import SilverlabelError
 from ..cache import text_hash
+from ..errors import SilverlabelError
 from .base import P_S_METHODS, Scored, Teacher, TeacherOptions, Usage, redact_uri, store_key
+from .batching import BatchState, run_batches
 from .p_s_methods import P_S_METHOD_CLASSES, AnswerFormat, PSMethod, Reply, Unusable
 from .prompts import Prompt
 from .transport import ItemFailed, Transport
@@ -53,22 +55,59 @@ class HostedOptions(TeacherOptions):
     price_cached_input: float | None = Field(None, ge=0)  # per million input tokens read from the prompt cache
     price_output: float | None = Field(None, ge=0)  # per million output tokens
     max_cost: float | None = Field(None, gt=0)  # stop before spending more than this in one run
+    batch: bool = False  # label through the provider's batch API (OpenAI Batch, Anthropic Message Batches)
+    batch_discount: float = Field(0.5, gt=0, le=1)  # batch price as a share of the prices above
+    batch_max_requests: int | None = Field(None, ge=1)  # below the provider's cap (a low tier's queue limit)
+    batch_poll_max: float = Field(60.0, gt=0)  # seconds between polls at most (they start at 1 s and double)
 
 
 class ChatAPI(ABC):
-    """One provider's protocol: what it can express, and one request in its SDK."""
+    """One provider's protocol: what it can express, one request's body, sending it in the SDK, reading the
+    reply; and, where the provider has one, its batch interface (:mod:`.batching` drives it)."""
 
     can_n: ClassVar[bool] = False  # several answers in one request
     expresses: ClassVar[frozenset[str]] = frozenset()  # of "choice", "json", "logprobs", "token_ids"
+    batch_limits: ClassVar[tuple[int, int] | None] = None  # (requests, bytes) per batch; None: no batch API
 
     @abstractmethod
-    def send(self, messages: list[dict], *, max_tokens: int, temperature: float, n: int = 1,
-             seed: int | None = None, top_logprobs: int | None = None, choices: Sequence[str] | None = None,
-             schema: dict | None = None) -> Reply:
+    def request(self, messages: list[dict], *, max_tokens: int, temperature: float, n: int = 1,
+                seed: int | None = None, top_logprobs: int | None = None, choices: Sequence[str] | None = None,
+                schema: dict | None = None) -> dict:
+        """The request body as the API receives it (a batch line carries the same); :class:`ItemFailed` for
+        what this API cannot express."""
+
+    @abstractmethod
+    def post(self, body: dict) -> Reply:
         """One request; raises :class:`~.transport.Transient` or :class:`~.transport.ItemFailed`."""
+
+    @abstractmethod
+    def read(self, raw: dict) -> Reply:
+        """A reply body (from a request or a batch's results) as answers, token steps and usage."""
+
+    def send(self, messages: list[dict], **fields) -> Reply:
+        return self.post(self.request(messages, **fields))
 
     def close(self) -> None:
         pass
+
+    # the batch interface: requests as (custom_id, body), the provider's batches by id
+    def submit_batch(self, requests: list[tuple[str, dict]], tag: str) -> str:
+        raise ItemFailed("this API has no batch interface")
+
+    def batch_state(self, batch_id: str) -> BatchState:
+        raise ItemFailed("this API has no batch interface")
+
+    def batch_results(self, batch_id: str) -> Iterator[tuple[str, dict | None, str | None, int | None]]:
+        """(custom_id, reply body or None, error or None, HTTP status or None) per line."""
+        raise ItemFailed("this API has no batch interface")
+
+    def find_batch(self, tag: str, *, since: float, requests: int, known: set[str]) -> str | None:
+        """The id of a batch submitted with ``tag`` (by a process killed before it recorded the id), if the
+        provider shows one."""
+        return None
+
+    def batch_line_bytes(self, custom_id: str, body: dict) -> int:
+        return len(json.dumps({"custom_id": custom_id, "body": body})) + 64
 
     # token_ids only (vLLM): the labels' token ids, the text of each prefix, and one walk down the label trie
     def tokenize(self, text: str) -> list[int]:
@@ -119,6 +158,8 @@ class HostedTeacher(Teacher):
             raise SilverlabelError(f"{self.backend}: max_cost needs the prices: set price_input and price_output "
                                    "(money per million tokens)")
         self.key_env = o.api_key_env or self.default_key_env
+        self.batch = o.batch
+        self._replay = None  # while a batch run scores: answers each request from the batch's results
         self.transport = Transport(concurrency=o.concurrency, max_retries=o.max_retries,
                                    requests_per_minute=o.requests_per_minute, tokens_per_minute=o.tokens_per_minute)
         self.timeout = o.timeout
@@ -172,10 +213,13 @@ class HostedTeacher(Teacher):
             schema = None  # a choice constraint or the instruction alone holds the answer
         elif schema is None:
             schema = answer.schema(names)
-        tokens = sum(len(m["content"]) for m in messages) // 4 + max_tokens * fields.get("n", 1)
-        reply = self.transport.call(lambda: self.api.send(messages, max_tokens=max_tokens, temperature=temperature,
-                                                          choices=choices, schema=schema, **fields),
-                                    what=self.model_id, tokens=tokens)
+        body = self.api.request(messages, max_tokens=max_tokens, temperature=temperature, choices=choices,
+                                schema=schema, **fields)
+        if self._replay is not None:
+            reply = self._replay(body)
+        else:
+            tokens = sum(len(m["content"]) for m in messages) // 4 + max_tokens * fields.get("n", 1)
+            reply = self.transport.call(lambda: self.api.post(body), what=self.model_id, tokens=tokens)
         reply.usage.cost = self.cost(reply.usage)
         return reply
 
@@ -188,7 +232,8 @@ class HostedTeacher(Teacher):
         p_in, p_out = p_in or 0.0, p_out or 0.0
         p_cached = p_in if p_cached is None else p_cached
         fresh = usage.prompt_tokens - usage.cached_tokens
-        return (fresh * p_in + usage.cached_tokens * p_cached + usage.completion_tokens * p_out) / 1e6
+        full = (fresh * p_in + usage.cached_tokens * p_cached + usage.completion_tokens * p_out) / 1e6
+        return full * self.options.batch_discount if self.batch else full
 
     # ------------------------------------------------------------------ preparing: probe what the API allows
     def cached_count(self, texts, prompt: Prompt, store) -> int:
@@ -224,6 +269,9 @@ class HostedTeacher(Teacher):
             refused = []
             for name in wanted:
                 method = P_S_METHOD_CLASSES[name]()
+                if self.batch and not method.batchable:
+                    refused.append(f"{name} (not in a batch: its requests depend on the answers before them)")
+                    continue
                 missing = method.needs - self.api.expresses
                 if missing:
                     refused.append(f"{name} (the {self.backend} API has no {', '.join(sorted(missing))})")
@@ -251,6 +299,8 @@ class HostedTeacher(Teacher):
                 break
         except ItemFailed as exc:
             raise SilverlabelError(self._explain(exc)) from None
+        if self.batch and self.api.batch_limits is None:
+            raise SilverlabelError(f"{self.model_id}: batch=true, but the {self.backend} API has no batch interface")
         if self.method is None:
             instead = [m for m in P_S_METHOD_CLASSES if m not in wanted and not P_S_METHOD_CLASSES[m].needs]
             raise SilverlabelError(f"{self.model_id}: p_s_method={self.p_s_method} is not served: "
@@ -347,6 +397,20 @@ class HostedTeacher(Teacher):
         scored.usage.cost = self.cost(scored.usage)
         return scored
 
+    @property
+    def scores_elsewhere(self) -> bool:
+        return self.batch
+
+    def score_elsewhere(self, texts: Sequence[str], prompt: Prompt, store, *, description: str):
+        """With ``batch=true``: every uncached text labelled through the provider's batch API first
+        (:func:`.batching.run_batches`), so the pass that writes the output finds them stored."""
+        if not self.batch:
+            return None
+        if store is None:
+            raise SilverlabelError(f"{self.model_id}: batch=true needs an annotation store, which records the "
+                                   "batches so a rerun polls them instead of paying again")
+        return run_batches(self, texts, prompt, store, description=description)
+
     def estimate_spend(self, texts: Sequence[str], prompt: Prompt) -> dict:
         """What labelling ``texts`` would cost, before any labelling call: prompt tokens counted with the model's
         tokenizer where one is known (tiktoken for OpenAI's models), else from the server's usage on one
@@ -360,9 +424,14 @@ class HostedTeacher(Teacher):
         prompt_tokens = sum(counter(prompt.messages(t, self.layout)) for t in texts) * per_item
         out_tokens = method.output_tokens(self) * len(texts)
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens, requests=per_item * len(texts))
+        batch, self.batch = self.batch, False
+        try:
+            full = self.cost(usage)
+        finally:
+            self.batch = batch
         return {"items": len(texts), "requests": usage.requests, "prompt_tokens": prompt_tokens,
                 "completion_tokens": out_tokens, "cost": self.cost(usage), "counted_by": how,
-                "method": method.name}
+                "method": method.name, "batch": self.batch, "synchronous_cost": full}
 
     def _token_counter(self, prompt: Prompt):
         try:

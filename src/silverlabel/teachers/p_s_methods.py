@@ -104,6 +104,7 @@ class PSMethod(ABC):
     name: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()  # what the API must allow: "logprobs", "token_ids"
     estimate: ClassVar[bool] = True  # an estimate of P_S rather than the model's own numbers (exact or bounded)
+    batchable: ClassVar[bool] = True  # its requests are known before any answer (so one batch can carry them)
 
     def requests_per_item(self, teacher) -> int:
         return 1
@@ -338,6 +339,7 @@ class TokenIds(PSMethod):
     name = "token_ids"
     needs = frozenset({"token_ids"})
     estimate = False
+    batchable = False  # each walk starts where the answers before it branched
 
     def requests_per_item(self, teacher):
         """At most: one walk per label for the sequence probability, one per branching node for guided."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import logsumexp
 
+
 def distribution(token_logprobs: Sequence[Sequence[float]]) -> np.ndarray:
     """P_S over labels: each label's sequence probability, renormalised over the label set."""
     seq = np.array([sum(lp) for lp in token_logprobs], dtype=np.float64)

@@ -1,0 +1,255 @@
+"""Hosted teachers through the providers' batch APIs (``batch=true``), against a real model: the real vLLM server
+of the ``vllm`` fixture (SmolLM2-135M, float32) answers every line, through ``tests/batch_server.py``, which speaks
+OpenAI's Batch API and Anthropic's Message Batches on 127.0.0.1 (vLLM has no batch routes) and holds each line to
+the hosted API's request rules (``tests/openai_rules_proxy.py``).
+
+What is checked against what: a batched annotation against the synchronous one of the same items through the same
+server (labels, P_S, the share observed, and the money: the batch price is the synchronous price times the
+discount, on usage the server reported); the requests the server answered (each once, however often the process
+is killed); the server's faults (a batch that expires half done, failed lines, results only after more polls).
+"""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from silverlabel.cache import AnnotationStore
+from silverlabel.errors import SilverlabelError
+from silverlabel.teachers import get_teacher
+from tests.batch_server import batch_server
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.slow, pytest.mark.ci]
+
+N = 16
+PRICES = {"price_input": 2.0, "price_output": 8.0}  # per million tokens
+FAST = {"batch_poll_max": 0.2}
+# vLLM answers the batch's lines one by one, as the synchronous run (concurrency=1) sends them: the same requests
+# with the same (single-sequence) batch composition. Measured here: max |dp| 0 over 16 items. The tolerance
+# allows float noise from another CPU's kernels and still fails a reply matched to the wrong item or request
+# (those move P_S by 1e-2 and more).
+ATOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def items(toxic):
+    s, prompt = toxic
+    return s.train.items[:N], s.train.texts[:N], prompt
+
+
+@pytest.fixture(scope="module")
+def openai_batches(vllm):
+    with batch_server(vllm, rules="openai") as (url, server):
+        yield url, server
+
+
+def _annotate(uri, items, store, **options):
+    ids, texts, prompt = items
+    teacher = get_teacher(uri, **options)
+    try:
+        return teacher.annotate(ids, texts, prompt, store=store)
+    finally:
+        teacher.close()
+
+
+def _item_lines(server, since: int = 0) -> dict[str, int]:
+    return {cid: n for cid, n in server.executed.items()}
+
+
+def test_batched_labels_equal_the_synchronous_ones_at_the_batch_price(openai_batches, items, tmp_path):
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    common = {"p_s_method": "top_logprobs", "concurrency": 1, **PRICES}
+    with AnnotationStore(tmp_path / "sync.sqlite") as store:
+        sync = _annotate(uri, items, store, **common)
+    before = len(server.submitted)
+    with AnnotationStore(tmp_path / "batch.sqlite") as store:
+        batched = _annotate(uri, items, store, batch=True, batch_max_requests=6, **FAST, **common)
+        recorded = store.batches()
+    ids = server.submitted[before:]
+    # split at the cap: 16 requests, at most 6 a batch
+    assert [len(server.batches[i]["lines"]) for i in ids] == [6, 6, 4]
+    assert sorted(r.batch_id for r in recorded) == sorted(ids) and all(r.results_read for r in recorded)
+    assert all(n == 1 for n in server.executed.values())
+    f, g = batched.frame, sync.frame
+    assert f["label"].tolist() == g["label"].tolist()
+    p = [c for c in g.columns if c.startswith("p:")]
+    np.testing.assert_allclose(f[p].to_numpy(float), g[p].to_numpy(float), atol=ATOL, rtol=0)
+    assert batched.summary.p_s_methods == {"top_logprobs": N} == sync.summary.p_s_methods
+    assert batched.summary.labelled == N and batched.summary.failed == 0
+    # the batch price: the same usage (the server's own counts) at half the price
+    assert batched.summary.prompt_tokens == sync.summary.prompt_tokens
+    assert batched.summary.cost == pytest.approx(0.5 * sync.summary.cost, rel=1e-9)
+    assert sync.summary.cost == pytest.approx((sync.summary.prompt_tokens * 2.0 + sync.summary.completion_tokens
+                                               * 8.0) / 1e6, rel=1e-9)
+
+
+def test_anthropic_batches_carry_every_sample_of_an_item(vllm, items, tmp_path):
+    """The Messages API has no n: k samples are k identical requests, each its own line, each answered once; P_S
+    is their label frequencies smoothed as the synchronous method smooths them (computed here from the replies
+    the server logged). The first batch expires after 5 lines: the rest go out again, nothing twice."""
+    ids, texts, prompt = items
+    k = 3
+    with batch_server(vllm, rules="anthropic") as (url, server):
+        server.expire_after = 5
+        with AnnotationStore(tmp_path / "a.sqlite") as store:
+            out = _annotate("anthropic:smol", (ids[:6], texts[:6], prompt), store, base_url=url, batch=True,
+                            p_s_method="sample", samples=k, **FAST)
+        assert len(server.submitted) == 2  # the expired one, then the rest
+        assert len(server.batches[server.submitted[0]]["results"]) == 5
+        assert len(server.executed) == 6 * k and set(server.executed.values()) == {1}
+        names = list(prompt.label_names)
+        by_item: dict[str, list[str]] = {}  # the answers vLLM gave, per item, read from the server's results
+        for b in server.submitted:
+            for cid, (status, body) in server.batches[b]["results"].items():
+                assert status == 200
+                by_item.setdefault(cid.split("-")[0], []).append(body["content"][0]["text"].strip())
+    from silverlabel.cache import text_hash
+
+    assert out.summary.labelled == 6  # failures included
+    for row, text in zip(out.frame.itertuples(), texts[:6]):
+        answers = by_item[text_hash(text)]
+        assert len(answers) == k
+        counts = np.array([sum(a == n for a in answers) for n in names], float)
+        if counts.sum() == 0:
+            assert row.label is None or row.label != row.label  # no usable answer: the item's failure
+            continue
+        expected = (counts + 0.5) / (counts.sum() + 0.5 * len(names))
+        got = np.array([getattr(out.frame.loc[row.Index], f"p:{n}") for n in names])
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_failed_lines_are_counted_and_retried_late_results_waited_for(openai_batches, items, tmp_path):
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    opts = {"p_s_method": "label", **FAST}
+    server.fail_every, server.extra_polls = 4, 3
+    try:
+        with AnnotationStore(tmp_path / "f.sqlite") as store:
+            first = _annotate(uri, items, store, batch=True, **opts)
+    finally:
+        server.fail_every, server.extra_polls = None, 0
+    assert first.summary.failed == N // 4 and first.summary.labelled == N
+    failed = first.frame[first.frame["label"].isna()]
+    assert len(failed) == N // 4 and failed["error"].str.contains("HTTP 500").all()
+    seen = dict(server.executed)
+    with AnnotationStore(tmp_path / "f.sqlite") as store:
+        second = _annotate(uri, items, store, batch=True, **opts)
+    assert second.summary.failed == 0 and second.summary.labelled == N // 4 and second.summary.cached == N - N // 4
+    new = {c: n for c, n in server.executed.items() if c not in seen}
+    assert len(new) == N // 4 and set(server.executed.values()) == {1}
+
+
+def _rows(db) -> int:
+    with sqlite3.connect(db) as con:
+        try:
+            return con.execute("SELECT COUNT(*) FROM annotations WHERE error IS NULL").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_a_killed_annotate_resumes_its_batches_and_pays_nothing_twice(openai_batches, tmp_path):
+    """`silverlabel annotate --batch` killed at random points (before, during and after its batches' submission
+    and while it polls), rerun until it finishes: every item labelled once, every request answered once."""
+    url, server = openai_batches
+    n_train = 40
+    cache, out = tmp_path / "k.sqlite", tmp_path / "k.csv"
+    cmd = [sys.executable, "-m", "silverlabel.cli", "-q", "annotate", "toxic", "--out", str(out), "--teacher",
+           f"chat:{url}/v1#smol", "--n-train", str(n_train), "--n-test", "50", "--cache", str(cache), "--batch",
+           "--option", "p_s_method=label", "--option", "batch_max_requests=10", "--option", "batch_poll_max=0.2"]
+    env = {**os.environ, "SILVERLABEL_QUIET": "1"}
+    seen = dict(server.executed)
+    before = len(server.submitted)
+    server.line_delay = 0.15
+    rng = random.Random(0)
+    kills = waiting = 0
+    try:
+        for attempt in range(12):
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            submitted = len(server.submitted)
+            try:
+                done, err = proc.communicate(timeout=rng.uniform(3.0, 9.0) if attempt < 4 else 300)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.communicate()
+                kills += 1
+                # killed after it submitted a batch whose lines were still being answered
+                waiting += len(server.submitted) > submitted and any(
+                    server.batches[b].get("finished_at") is None for b in server.submitted[submitted:])
+                continue
+            assert proc.returncode == 0, err
+            break
+        else:
+            pytest.fail("annotate never finished")
+    finally:
+        server.line_delay = 0.0
+    assert kills >= 2 and waiting >= 1, f"the kills missed the batches ({kills} kills, {waiting} while waiting)"
+    new = {c: n for c, n in server.executed.items() if c not in seen}
+    assert len(new) == n_train and set(new.values()) == {1}  # each item's one request, answered once
+    print(f"kill-resume: {kills} kills ({waiting} with a batch in flight), {n_train} items, "
+          f"{sum(server.executed[c] for c in new)} requests answered, duplicates "
+          f"{sum(n - 1 for n in new.values())}, {len(server.submitted) - before} batches")
+    assert _rows(cache) == n_train
+    lines = sum(len(server.batches[b]["lines"]) for b in server.submitted[before:])
+    assert lines == n_train  # no request was ever put in two batches
+    assert f"{n_train} items (" in " ".join(done.split()) and "0 failed" in done
+    with AnnotationStore(cache) as store:
+        assert not store.batches(open_only=True)
+
+
+def test_an_unknown_batch_is_one_line_naming_it_and_can_be_forgotten(openai_batches, items, tmp_path):
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    ids, texts, prompt = items
+    cache = tmp_path / "u.sqlite"
+    teacher = get_teacher(uri, p_s_method="label", batch=True, **FAST)
+    try:
+        teacher.prepare(prompt)
+        model, key = teacher.model_id, teacher.cache_key(prompt)
+    finally:
+        teacher.close()
+    with AnnotationStore(cache) as store:
+        from silverlabel.cache import text_hash
+
+        local = store.record_batch(model, key, "feedbeef", [(f"{text_hash(texts[0])}-x-0", text_hash(texts[0]))],
+                                   time.time())
+        store.name_batch(local, "batch_gone", time.time())
+        # a batch recorded for another prompt is not this run's
+        other = store.record_batch(model, key + ":other", "cafe", [("y-0", "y")], time.time())
+        store.name_batch(other, "batch_other", time.time())
+        with pytest.raises(SilverlabelError) as caught:
+            _annotate(uri, items, store, p_s_method="label", batch=True, **FAST)
+    message = str(caught.value)
+    assert "\n" not in message and "batch_gone" in message and "--forget batch_gone" in message
+    env = {**os.environ, "SILVERLABEL_QUIET": "1"}
+    listed = subprocess.run([sys.executable, "-m", "silverlabel.cli", "batches", "--cache", str(cache)],
+                            capture_output=True, text=True, env=env)
+    assert listed.returncode == 0 and "batch_gone" in listed.stdout and "batch_other" in listed.stdout
+    forgot = subprocess.run([sys.executable, "-m", "silverlabel.cli", "batches", "--cache", str(cache), "--forget",
+                             "batch_gone"], capture_output=True, text=True, env=env)
+    assert forgot.returncode == 0 and "1 unanswered" in forgot.stdout
+    with AnnotationStore(cache) as store:
+        store.forget_batch("batch_other")
+        out = _annotate(uri, items, store, p_s_method="label", batch=True, **FAST)
+    assert out.summary.labelled == N and out.summary.failed == 0
+
+
+def test_dry_run_shows_the_batch_and_the_synchronous_price(openai_batches, tmp_path):
+    url, _ = openai_batches
+    env = {**os.environ, "SILVERLABEL_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-m", "silverlabel.cli", "annotate", "toxic", "--out",
+                           str(tmp_path / "d.csv"), "--teacher", f"chat:{url}/v1#smol", "--n-train", "20",
+                           "--n-test", "50", "--cache", str(tmp_path / "d.sqlite"), "--batch", "--dry-run",
+                           "--option", "p_s_method=label", "--option", "price_input=2", "--option",
+                           "price_output=8"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    batch_cost = float(text.split("cost ")[1].split(" ")[0])
+    sync_cost = float(text.split("without batch: ")[1].split(" ")[0])
+    assert batch_cost == pytest.approx(0.5 * sync_cost, abs=1e-4)
