@@ -7,8 +7,8 @@ import pytest
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import get_teacher
-from silverlabel.teachers.trie import distribution
 from silverlabel.teachers.hf_causal import parse_model
+from silverlabel.teachers.trie import distribution
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -22,8 +22,8 @@ from silverlabel.assets import gguf_path
 from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, get_teacher
-from silverlabel.teachers.trie import distribution, guided_choice
 from silverlabel.teachers.prompts import Demonstrations
+from silverlabel.teachers.trie import distribution, guided_choice
 from tests.helpers import guided_reference, require
 from tests.integration.grammar_reference import label_grammar
 from tests.integration.llama_server import CANARY, TEMPLATE

@@ -6,16 +6,15 @@ import sqlite3
 
 import numpy as np
 import pytest
+from scipy.stats import entropy  # the reference the teacher's own entropy must match
 
 from silverlabel.cache import AnnotationStore, Record, text_hash
 from silverlabel.config import StudyConfig, TrainConfig
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import Prompt, parse_teacher_uri, sample_demonstrations
-from scipy.stats import entropy  # the reference the teacher's own entropy must match
-
 from silverlabel.teachers.base import _entropy, check_distinguishable
-from silverlabel.teachers.trie import distribution, guided_choice, guided_steps, label_trie, unread_nodes, walk_steps
 from silverlabel.teachers.prompts import split_at_text
+from silverlabel.teachers.trie import distribution, guided_choice, guided_steps, label_trie, unread_nodes, walk_steps
 
 
 def _prompt(**kw):
