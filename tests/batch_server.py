@@ -25,9 +25,8 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.openai_rules_proxy import Proxy
+from tests.openai_rules_proxy import Proxy, serve_local
 
 
 def _iso(t: float | None) -> str | None:
@@ -212,34 +211,14 @@ def batch_server(upstream: str, rules: str = "openai"):
     the BatchServer; ``server.proxy.log`` holds every request vLLM answered)."""
     server = BatchServer(Proxy(upstream, rules))
 
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self, method: str) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-            status, body, kind = server.handle(method, self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def handle(method, path, headers, raw):
+        status, body, kind = server.handle(method, path, headers, raw)
+        return status, {"Content-Type": kind}, body
 
-        def do_POST(self):  # noqa: N802
-            self._serve("POST")
-
-        def do_GET(self):  # noqa: N802
-            self._serve("GET")
-
-        def log_message(self, *args):
-            pass
-
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    http.daemon_threads = True
-    server.url = f"http://127.0.0.1:{http.server_address[1]}"
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield server.url, server
+        with serve_local(handle) as url:
+            server.url = url
+            yield url, server
     finally:
-        http.shutdown()
-        http.server_close()
         server.close()
         server.proxy.client.close()

@@ -99,18 +99,16 @@ class Proxy:
 
 
 @contextmanager
-def openai_rules_proxy(upstream: str, rules: str = "openai"):
-    """A proxy on a free 127.0.0.1 port; yields (its base URL without /v1, the Proxy with its log)."""
-    proxy = Proxy(upstream, rules)
+def serve_local(handle):
+    """An HTTP server on a free 127.0.0.1 port answering GET and POST with ``handle(method, path, headers, body)
+    -> (status, headers, body)`` (JSON unless the headers say otherwise); yields its URL."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self, method: str) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-            status, headers, body = proxy.handle(method, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                 raw)
+            status, headers, body = handle(method, self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
+            headers = {"Content-Type": "application/json", **headers, "Content-Length": str(len(body))}
             for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
@@ -130,8 +128,18 @@ def openai_rules_proxy(upstream: str, rules: str = "openai"):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", proxy
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def openai_rules_proxy(upstream: str, rules: str = "openai"):
+    """A proxy on a free 127.0.0.1 port; yields (its base URL without /v1, the Proxy with its log)."""
+    proxy = Proxy(upstream, rules)
+    try:
+        with serve_local(proxy.handle) as url:
+            yield url, proxy
+    finally:
         proxy.client.close()

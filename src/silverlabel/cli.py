@@ -534,8 +534,6 @@ def predict(
     ray_address: Optional[str] = typer.Option(None, help="With --executor ray: an existing cluster (default: a "
                                               "local one)."),
     workers: int = typer.Option(2, min=1, help="With --executor ray: how many workers."),
-    batch: bool = typer.Option(False, "--batch", help="A chat: or anthropic: teacher labels through the provider's "
-                               "batch API at the batch price (the option batch=true); a rerun resumes its batches."),
 ) -> None:
     """Label a corpus with saved students: per text the label of the mean probability over the seeds, the mean
     p:<label>, each seed's label, the seeds' agreement and whether they disagree (unstable)."""
