@@ -356,10 +356,13 @@ def test_ray_predict_equals_the_local_run_row_for_row(study, corpus, reference, 
 
     path, _ = corpus
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
+    context = ray.data.DataContext.get_current()
+    stall, context.execution_no_progress_timeout_s = context.execution_no_progress_timeout_s, 300
+    try:  # a stalled pipeline fails in 5 minutes, not Ray's 30 (a CI run once hung there: raydata.map_staged)
         s = predict([study[0]], path, tmp_path / "ray.csv", text_column="body", id_column="id", chunk_rows=32,
                     executor="ray", executor_options={"workers": 2})
     finally:
+        context.execution_no_progress_timeout_s = stall
         ray.shutdown()
     assert s.texts == 160 and s.predicted == 156
     _check(pd.read_csv(tmp_path / "ray.csv", dtype={"item": str}, keep_default_na=False, na_values=[""]), reference)
