@@ -282,14 +282,16 @@ class AnnotationStore:
         return out
 
     def retry_failed_requests(self, model: str, prompt: str, hashes: Iterable[str]) -> int:
-        """Requests that failed in an earlier run, for items being labelled again: asked again."""
+        """The answered requests of items whose record is a failure (a failed line, or a reply that was no
+        label): forgotten, so the items are asked again."""
         hashes = list(dict.fromkeys(hashes))
         n = 0
         with self._db:
             for start in range(0, len(hashes), 500):
                 chunk = hashes[start:start + 500]
                 cur = self._db.execute(
-                    f"DELETE FROM batch_requests WHERE model=? AND prompt=? AND error IS NOT NULL AND text_hash IN "
+                    f"DELETE FROM batch_requests WHERE model=? AND prompt=? AND (error IS NOT NULL OR response IS NOT "
+                    f"NULL) AND text_hash IN "
                     f"({','.join('?' * len(chunk))})", (model, prompt, *chunk))
                 n += cur.rowcount
         return n

@@ -341,3 +341,24 @@ def test_a_study_labels_through_batches_and_its_rerun_submits_none(openai_batche
     assert len(ann) == 24 and ann["error"].isna().all() and (ann["p_s_method"] == "label").all()
     run_study(config, tmp_path / "out", report=False)
     assert len(server.submitted) - before == made
+
+
+def test_an_answer_that_is_no_label_is_asked_again_by_the_next_run(openai_batches, items, tmp_path):
+    """With only the prompt's instruction holding the answer, SmolLM2 answers some items with no label: those
+    items' records are failures, and a rerun sends their requests again (as a synchronous rerun would), while
+    the labelled items stay cached."""
+    url, server = openai_batches
+    uri = f"chat:{url}/v1#smol"
+    opts = {"p_s_method": "label", "constrain": "instruction", "batch": True, **FAST}
+    seen = dict(server.executed)
+    with AnnotationStore(tmp_path / "n.sqlite") as store:
+        first = _annotate(uri, items, store, **opts)
+    asked = {c: n - seen.get(c, 0) for c, n in server.executed.items() if n != seen.get(c, 0)}
+    failed = int(first.summary.failed)
+    assert len(asked) == N and 0 < failed < N, f"{failed} of {N} answers were not labels; the test needs some"
+    seen = dict(server.executed)
+    with AnnotationStore(tmp_path / "n.sqlite") as store:
+        second = _annotate(uri, items, store, **opts)
+    again = {c: n - seen.get(c, 0) for c, n in server.executed.items() if n != seen.get(c, 0)}
+    assert len(again) == failed and set(again.values()) == {1}
+    assert second.summary.cached == N - failed and second.summary.labelled == failed

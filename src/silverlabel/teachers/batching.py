@@ -91,11 +91,16 @@ def run_batches(teacher, texts: Sequence[str], prompt: Prompt, store: Annotation
     model, key = teacher.model_id, teacher.cache_key(prompt)
     label_names = list(prompt.label_names)
     todo: dict[str, str] = {}
+    failed_before: set[str] = set()  # items whose stored record is a failure: asked again, as a synchronous run does
     for start in range(0, len(texts), CHUNK_ITEMS):
         chunk = {text_hash(t): t for t in texts[start:start + CHUNK_ITEMS]}
-        stored = store.get_many(model, key, list(chunk))
-        todo.update((h, t) for h, t in chunk.items() if h not in stored and h not in todo)
-    store.retry_failed_requests(model, key, todo)
+        stored = store.get_many(model, key, list(chunk), include_errors=True)
+        failed_before.update(h for h, r in stored.items() if r.error is not None)
+        todo.update((h, t) for h, t in chunk.items()
+                    if (h not in stored or stored[h].error is not None) and h not in todo)
+    # their answered requests are forgotten; an item with replies but no record yet (a process killed between
+    # reading a batch and storing its records) keeps them, and is scored from them without paying again
+    store.retry_failed_requests(model, key, failed_before)
     elsewhere = ScoredElsewhere(hashes=set())
     started = time.perf_counter()
     committed = 0.0  # this run's spend: replies read, and the estimated price of what it submitted
