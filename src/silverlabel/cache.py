@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +86,14 @@ ADDED_COLUMNS = {"p_s_method": "TEXT", "observed": "REAL", "completion_tokens": 
 COLUMNS = ("text_hash", "label", "probs", "entropy", "prompt_tokens", "seconds", "error", *ADDED_COLUMNS)
 
 
+def _in_chunks(hashes: Iterable[str]) -> Iterator[tuple[list[str], str]]:
+    """Distinct hashes in chunks of 500 with their ``?,?,...`` placeholders: SQLite caps bound parameters."""
+    hashes = list(dict.fromkeys(hashes))
+    for start in range(0, len(hashes), 500):
+        chunk = hashes[start:start + 500]
+        yield chunk, ",".join("?" * len(chunk))
+
+
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
@@ -147,11 +155,8 @@ class AnnotationStore:
     def get_many(self, model: str, prompt: str, hashes: Iterable[str], *,
                  include_errors: bool = False) -> dict[str, Record]:
         """Cached records for these text hashes (failed ones only when asked, so they are retried)."""
-        hashes = list(dict.fromkeys(hashes))
         out: dict[str, Record] = {}
-        for start in range(0, len(hashes), 500):  # SQLite caps the number of bound parameters
-            chunk = hashes[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(hashes):
             rows = self._db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM annotations "
                 f"WHERE model=? AND prompt=? AND text_hash IN ({marks})", (model, prompt, *chunk))
@@ -162,6 +167,19 @@ class AnnotationStore:
                 record.probs = json.loads(record.probs) if record.probs else None
                 out[record.text_hash] = record
         return out
+
+    def to_label(self, model: str, prompt: str, texts: Sequence[str]) -> tuple[dict[str, str], set[str]]:
+        """The distinct texts with no usable record, by hash in input order, and which of them have a failure on
+        record; looked up 2048 texts at a time, so memory holds the missing texts only."""
+        todo: dict[str, str] = {}
+        failed: set[str] = set()
+        for start in range(0, len(texts), 2048):
+            chunk = {text_hash(t): t for t in texts[start:start + 2048]}
+            stored = self.get_many(model, prompt, list(chunk), include_errors=True)
+            failed.update(h for h, r in stored.items() if r.error is not None)
+            todo.update((h, t) for h, t in chunk.items()
+                        if (h not in stored or stored[h].error is not None) and h not in todo)
+        return todo, failed
 
     def put_many(self, model: str, prompt: str, records: Iterable[Record]) -> None:
         rows = [(model, prompt, r.text_hash, r.label, json.dumps(r.probs) if r.probs is not None else None,
@@ -176,14 +194,12 @@ class AnnotationStore:
     def count_texts(self, model: str, prompt_prefix: str, hashes: Iterable[str]) -> int:
         """How many of these texts have a record (not a failure) under any prompt key starting with
         ``prompt_prefix``: what a dry run can tell before it knows the rest of the key."""
-        hashes = list(dict.fromkeys(hashes))
         found: set[str] = set()
         pattern = prompt_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
+        for chunk, marks in _in_chunks(hashes):
             rows = self._db.execute(
                 f"SELECT DISTINCT text_hash FROM annotations WHERE model=? AND prompt LIKE ? ESCAPE '\\' AND "
-                f"error IS NULL AND text_hash IN ({','.join('?' * len(chunk))})", (model, pattern, *chunk))
+                f"error IS NULL AND text_hash IN ({marks})", (model, pattern, *chunk))
             found.update(h for (h,) in rows)
         return len(found)
 
@@ -242,9 +258,10 @@ class AnnotationStore:
                              (status, done, failed, now, batch_id))
 
     def finish_batch(self, batch_id: str, results: Iterable[tuple[str, dict | None, str | None, int | None]],
-                     now: float) -> tuple[int, int, int]:
+                     now: float, *, unanswered_error: str | None = None) -> tuple[int, int, int]:
         """A finished batch's results in one transaction: replies and errors kept; requests it left unanswered
-        (expired, cancelled) freed to be asked again. Returns (answered, failed, unanswered)."""
+        (expired, cancelled) freed to be asked again, or, with ``unanswered_error`` (the batch failed as a whole),
+        failed with it. Returns (answered, failed, unanswered)."""
         answered = failed = 0
         with self._db:
             for cid, body, error, status in results:
@@ -255,10 +272,15 @@ class AnnotationStore:
                                                 cid, batch_id))
                 answered += body is not None
                 failed += error is not None
-            cur = self._db.execute("UPDATE batch_requests SET batch_id=NULL WHERE batch_id=? AND response IS NULL "
-                                   "AND error IS NULL", (batch_id,))
+            if unanswered_error is None:
+                cur = self._db.execute("UPDATE batch_requests SET batch_id=NULL WHERE batch_id=? AND response IS "
+                                       "NULL AND error IS NULL", (batch_id,))
+            else:
+                cur = self._db.execute("UPDATE batch_requests SET error=? WHERE batch_id=? AND response IS NULL AND "
+                                       "error IS NULL", (unanswered_error, batch_id))
+                failed += cur.rowcount
             self._db.execute("UPDATE batches SET results_read=1, updated=? WHERE batch_id=?", (now, batch_id))
-        return answered, failed, cur.rowcount
+        return answered, failed, 0 if unanswered_error is not None else cur.rowcount
 
     def forget_batch(self, batch_id: str) -> int:
         """Drop a recorded batch; its unanswered requests are asked again by the next run."""
@@ -269,29 +291,24 @@ class AnnotationStore:
         return cur.rowcount
 
     def batch_answers(self, model: str, prompt: str, hashes: Iterable[str]) -> dict[str, tuple]:
-        """custom_id -> (reply body, error, status, batch id) of these items' recorded requests."""
-        hashes = list(dict.fromkeys(hashes))
+        """custom_id -> (reply body, error, HTTP status) of these items' recorded requests."""
         out: dict[str, tuple] = {}
-        for start in range(0, len(hashes), 500):
-            chunk = hashes[start:start + 500]
+        for chunk, marks in _in_chunks(hashes):
             rows = self._db.execute(
-                f"SELECT custom_id, response, error, status, batch_id FROM batch_requests WHERE model=? AND "
-                f"prompt=? AND text_hash IN ({','.join('?' * len(chunk))})", (model, prompt, *chunk))
-            for cid, response, error, status, batch_id in rows:
-                out[cid] = (json.loads(response) if response else None, error, status, batch_id)
+                f"SELECT custom_id, response, error, status FROM batch_requests WHERE model=? AND prompt=? AND "
+                f"text_hash IN ({marks})", (model, prompt, *chunk))
+            for cid, response, error, status in rows:
+                out[cid] = (json.loads(response) if response else None, error, status)
         return out
 
     def retry_failed_requests(self, model: str, prompt: str, hashes: Iterable[str]) -> int:
         """The answered requests of items whose record is a failure (a failed line, or a reply that was no
         label): forgotten, so the items are asked again."""
-        hashes = list(dict.fromkeys(hashes))
         n = 0
         with self._db:
-            for start in range(0, len(hashes), 500):
-                chunk = hashes[start:start + 500]
+            for chunk, marks in _in_chunks(hashes):
                 cur = self._db.execute(
                     f"DELETE FROM batch_requests WHERE model=? AND prompt=? AND (error IS NOT NULL OR response IS NOT "
-                    f"NULL) AND text_hash IN "
-                    f"({','.join('?' * len(chunk))})", (model, prompt, *chunk))
+                    f"NULL) AND text_hash IN ({marks})", (model, prompt, *chunk))
                 n += cur.rowcount
         return n

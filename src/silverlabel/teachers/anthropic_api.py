@@ -100,8 +100,7 @@ class AnthropicMessages(ChatAPI):
         b = sdk_call(lambda: self.client.messages.batches.retrieve(batch_id), self.sdk)
         c = b.request_counts
         return BatchState(status=b.processing_status, ended=b.processing_status == "ended",
-                          done=c.succeeded, failed=c.errored + c.canceled + c.expired,
-                          total=c.processing + c.succeeded + c.errored + c.canceled + c.expired)
+                          done=c.succeeded, failed=c.errored + c.canceled + c.expired, total=_total(c))
 
     def batch_results(self, batch_id):
         for row in sdk_call(lambda: list(self.client.messages.batches.results(batch_id)), self.sdk):
@@ -122,9 +121,7 @@ class AnthropicMessages(ChatAPI):
         exactly this many requests, and not recorded under another intent, is taken as ours."""
         for b in self.client.messages.batches.list(limit=100):
             created = b.created_at.timestamp()
-            c = b.request_counts
-            total = c.processing + c.succeeded + c.errored + c.canceled + c.expired
-            if created >= since - 5 and total == requests and b.id not in known:
+            if created >= since - 5 and _total(b.request_counts) == requests and b.id not in known:
                 return b.id
             if created < since - 60:
                 break
@@ -132,6 +129,11 @@ class AnthropicMessages(ChatAPI):
 
     def close(self) -> None:
         self.client.close()
+
+
+def _total(c) -> int:
+    """A Message Batch's requests, from its counts by state."""
+    return c.processing + c.succeeded + c.errored + c.canceled + c.expired
 
 
 class AnthropicOptions(HostedOptions):

@@ -76,8 +76,8 @@ class Scored:
 
 @dataclass
 class ScoredElsewhere:
-    """Items this run scored outside this process (on Ray workers) and stored before the pass that writes the
-    output: counted as labelled in this run, their failures kept rather than retried here."""
+    """Items this run scored before the pass that writes the output, elsewhere (on Ray workers, or through a
+    provider's batch API) and stored: counted as labelled in this run, their failures kept rather than retried."""
 
     hashes: set[str]
     truncated: int = 0

@@ -28,10 +28,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..cache import AnnotationStore, BatchRow, text_hash
+from ..cache import AnnotationStore, BatchRow
 from ..errors import SilverlabelError
 from ..progress import progress_bar
-from .base import CHUNK_ITEMS, BudgetReached, Scored, ScoredElsewhere, Usage
+from .base import BudgetReached, Scored, ScoredElsewhere, Usage
 from .p_s_methods import Reply
 from .prompts import Prompt
 from .transport import ItemFailed
@@ -73,7 +73,7 @@ class _Replay:
         n = self.seen.get(key, 0)
         self.seen[key] = n + 1
         cid = f"{self.h}-{key}-{n}"
-        reply, error, status, _ = self.answers.get(cid, (None, None, None, None))
+        reply, error, status = self.answers.get(cid, (None, None, None))
         if reply is not None:
             return self.api.read(reply)
         if error is not None:
@@ -90,22 +90,16 @@ def run_batches(teacher, texts: Sequence[str], prompt: Prompt, store: Annotation
         teacher.prepare(prompt)
     model, key = teacher.model_id, teacher.cache_key(prompt)
     label_names = list(prompt.label_names)
-    todo: dict[str, str] = {}
-    failed_before: set[str] = set()  # items whose stored record is a failure: asked again, as a synchronous run does
-    for start in range(0, len(texts), CHUNK_ITEMS):
-        chunk = {text_hash(t): t for t in texts[start:start + CHUNK_ITEMS]}
-        stored = store.get_many(model, key, list(chunk), include_errors=True)
-        failed_before.update(h for h, r in stored.items() if r.error is not None)
-        todo.update((h, t) for h, t in chunk.items()
-                    if (h not in stored or stored[h].error is not None) and h not in todo)
-    # their answered requests are forgotten; an item with replies but no record yet (a process killed between
-    # reading a batch and storing its records) keeps them, and is scored from them without paying again
+    todo, failed_before = store.to_label(model, key, texts)
+    # the failures' answered requests are forgotten, so they are asked again as a synchronous run asks again;
+    # an item with replies but no record yet (a process killed between reading a batch and storing its records)
+    # keeps them, and is scored from them without paying again
     store.retry_failed_requests(model, key, failed_before)
     elsewhere = ScoredElsewhere(hashes=set())
     started = time.perf_counter()
     committed = 0.0  # this run's spend: replies read, and the estimated price of what it submitted
     over_budget = 0
-    for _ in range(MAX_ROUNDS + 1):
+    for round_ in range(MAX_ROUNDS + 1):
         _finish_open(teacher, store, model, key, description)
         answers = store.batch_answers(model, key, todo)
         new: list[tuple[str, list[tuple[str, dict]]]] = []
@@ -127,7 +121,7 @@ def run_batches(teacher, texts: Sequence[str], prompt: Prompt, store: Annotation
             committed += sum(r.cost or 0.0 for r in records)
             for r in records:
                 del todo[r.text_hash]
-        if not new or _ == MAX_ROUNDS:
+        if not new or round_ == MAX_ROUNDS:
             break
         new, over_budget = _affordable(teacher, prompt, new, todo, committed)
         if not new:
@@ -156,10 +150,10 @@ def _affordable(teacher, prompt: Prompt, new, todo: dict[str, str], committed: f
     if teacher.max_cost is None:
         return [(h, reqs, 0.0) for h, reqs in new], 0
     counter, _ = teacher._token_counter(prompt)
+    per_request = teacher.method.output_tokens(teacher) / max(1, teacher.method.requests_per_item(teacher))
     out, left = [], teacher.max_cost - committed
     for h, reqs in new:
         messages = prompt.messages(todo[h], teacher.layout)
-        per_request = teacher.method.output_tokens(teacher) / max(1, teacher.method.requests_per_item(teacher))
         usage = Usage(prompt_tokens=counter(messages) * len(reqs),
                       completion_tokens=int(per_request * len(reqs)), requests=len(reqs))
         price = teacher.cost(usage) or 0.0
@@ -228,17 +222,11 @@ def _finish_open(teacher, store: AnnotationStore, model: str, key: str, descript
             batch_id = found
         state = _wait(teacher, store, row, batch_id, description)
         results = _call(teacher, store, row, batch_id, lambda: list(teacher.api.batch_results(batch_id)))
-        if state.status == "failed":  # the batch as a whole (its input refused): every request is a failure
-            why = f"the batch failed ({state.note or 'no reason given'})"
-            results += [(cid, None, why, None) for cid in _request_ids(store, batch_id)]
-        answered, failed, unanswered = store.finish_batch(batch_id, results, time.time())
+        # a batch failed as a whole (its input refused): every request it left unanswered is a failure
+        why = f"the batch failed ({state.note or 'no reason given'})" if state.status == "failed" else None
+        answered, failed, unanswered = store.finish_batch(batch_id, results, time.time(), unanswered_error=why)
         log.info("%s: batch %s %s: %d replies, %d failed, %d unanswered (asked again)", model, batch_id,
                  state.status, answered, failed, unanswered)
-
-
-def _request_ids(store: AnnotationStore, batch_id: str) -> list[str]:
-    return [cid for (cid,) in store._db.execute(
-        "SELECT custom_id FROM batch_requests WHERE batch_id=? AND response IS NULL AND error IS NULL", (batch_id,))]
 
 
 def _call(teacher, store: AnnotationStore, row: BatchRow, batch_id: str, fn):

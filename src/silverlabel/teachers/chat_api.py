@@ -128,15 +128,15 @@ class OpenAIChat(ChatAPI):
                 response = row.get("response") or {}
                 status = response.get("status_code")
                 body = response.get("body")
-                code = (row.get("error") or {}).get("code") if isinstance(row.get("error"), dict) else None
+                error = row.get("error") if isinstance(row.get("error"), dict) else {}
                 if status == 200 and isinstance(body, dict):
                     yield row["custom_id"], body, None, 200
-                elif code in ("batch_expired", "batch_cancelled"):
+                elif error.get("code") in ("batch_expired", "batch_cancelled"):
                     yield row["custom_id"], None, None, None  # not answered: asked again
-                else:
-                    error = (row.get("error") or (body or {}).get("error") or {}) if isinstance(body, dict) or \
-                        body is None else {"message": str(body)}
-                    message = error.get("message") if isinstance(error, dict) else str(error)
+                else:  # the line's error, else the one in the reply body, else the body itself
+                    detail = error or (body.get("error") if isinstance(body, dict) else None) or \
+                        {"message": body}
+                    message = detail.get("message") if isinstance(detail, dict) else detail
                     yield row["custom_id"], None, f"HTTP {status}: {snippet(str(message))}", status
 
     def find_batch(self, tag, *, since, requests, known):

@@ -8,7 +8,6 @@ A provider module adds only its :class:`ChatAPI` (one request in that provider's
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -107,7 +106,8 @@ class ChatAPI(ABC):
         return None
 
     def batch_line_bytes(self, custom_id: str, body: dict) -> int:
-        return len(json.dumps({"custom_id": custom_id, "body": body})) + 64
+        """What one request adds to a batch's size, as the provider counts it against ``batch_limits``."""
+        raise ItemFailed("this API has no batch interface")
 
     # token_ids only (vLLM): the labels' token ids, the text of each prefix, and one walk down the label trie
     def tokenize(self, text: str) -> list[int]:
@@ -223,9 +223,10 @@ class HostedTeacher(Teacher):
         reply.usage.cost = self.cost(reply.usage)
         return reply
 
-    def cost(self, usage: Usage) -> float | None:
+    def cost(self, usage: Usage, *, batch: bool | None = None) -> float | None:
         """Money for this usage at the teacher's prices (per million tokens; cached input at its own price when
-        one is set, else at the input price); None when no price is set."""
+        one is set, else at the input price), times ``batch_discount`` at the batch price (``batch``, default
+        the teacher's own setting); None when no price is set."""
         p_in, p_cached, p_out = self.prices
         if p_in is None and p_out is None:
             return None
@@ -233,7 +234,7 @@ class HostedTeacher(Teacher):
         p_cached = p_in if p_cached is None else p_cached
         fresh = usage.prompt_tokens - usage.cached_tokens
         full = (fresh * p_in + usage.cached_tokens * p_cached + usage.completion_tokens * p_out) / 1e6
-        return full * self.options.batch_discount if self.batch else full
+        return full * self.options.batch_discount if (self.batch if batch is None else batch) else full
 
     # ------------------------------------------------------------------ preparing: probe what the API allows
     def cached_count(self, texts, prompt: Prompt, store) -> int:
@@ -424,14 +425,9 @@ class HostedTeacher(Teacher):
         prompt_tokens = sum(counter(prompt.messages(t, self.layout)) for t in texts) * per_item
         out_tokens = method.output_tokens(self) * len(texts)
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=out_tokens, requests=per_item * len(texts))
-        batch, self.batch = self.batch, False
-        try:
-            full = self.cost(usage)
-        finally:
-            self.batch = batch
         return {"items": len(texts), "requests": usage.requests, "prompt_tokens": prompt_tokens,
                 "completion_tokens": out_tokens, "cost": self.cost(usage), "counted_by": how,
-                "method": method.name, "batch": self.batch, "synchronous_cost": full}
+                "method": method.name, "batch": self.batch, "synchronous_cost": self.cost(usage, batch=False)}
 
     def _token_counter(self, prompt: Prompt):
         try:

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..cache import AnnotationStore, Record, text_hash
+from ..cache import AnnotationStore, Record
 from ..errors import SilverlabelError
 from ..progress import progress_bar
 from ..raydata import map_staged, stage, worker_setup
 from . import get_teacher
-from .base import CHUNK_ITEMS, Annotations, AnnotationSummary, ScoredElsewhere, check_distinguishable
+from .base import Annotations, AnnotationSummary, ScoredElsewhere, check_distinguishable
 from .prompts import Prompt
 
 
@@ -66,11 +66,7 @@ def annotate_on_ray(uri: str, options: dict, items: Sequence, texts: Sequence[st
                                    "which Ray workers running ahead cannot promise; annotate with the local "
                                    "executor, or drop max_cost")
         model_id, key = teacher.model_id, teacher.cache_key(prompt)
-        todo: dict[str, str] = {}  # distinct uncached texts by hash, in input order
-        for start in range(0, len(texts), CHUNK_ITEMS):
-            chunk = {text_hash(t): t for t in texts[start:start + CHUNK_ITEMS]}
-            stored = store.get_many(model_id, key, list(chunk))
-            todo.update((h, t) for h, t in chunk.items() if h not in stored and h not in todo)
+        todo, _ = store.to_label(model_id, key, texts)  # distinct texts without a record, failures included
         elsewhere = ScoredElsewhere(hashes=set())
         t0 = time.perf_counter()
         if todo:
