@@ -170,6 +170,12 @@ def test_a_killed_annotate_resumes_its_batches_and_pays_nothing_twice(openai_bat
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             submitted = len(server.submitted)
             try:
+                if attempt in (1, 3):  # killed just after a batch went out, however slow the start-up was
+                    deadline = time.monotonic() + 120
+                    while len(server.submitted) == submitted and proc.poll() is None and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    time.sleep(rng.uniform(0.0, 1.0))
+                    raise subprocess.TimeoutExpired(cmd, 0)
                 done, err = proc.communicate(timeout=rng.uniform(3.0, 9.0) if attempt < 4 else 300)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
