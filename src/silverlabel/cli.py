@@ -23,8 +23,10 @@ from .terminal import (
     console,
     print_annotation_summary,
     print_batches,
+    print_estimates,
     print_evaluation,
     print_groups,
+    print_hypotheses,
     print_plan,
     print_predict_summary,
     print_spend_estimate,
@@ -547,15 +549,26 @@ def predict(
 
 @app.command()
 def estimate(
-    annotations: Path = typer.Option(..., "--annotations", help="A `silverlabel annotate` output (item, label, "
-                                     "p:<label>; text for the student)."),
+    annotations: list[Path] = typer.Option(..., "--annotations", help="A `silverlabel annotate` output (item, "
+                                           "label, p:<label>; text for the student). Repeat it, one per teacher "
+                                           "configuration (model, prompt, demonstrations), to decide --hypotheses "
+                                           "with each."),
     gold: Path = typer.Option(..., "--gold", help="Gold labels: a `silverlabel merge` output or a CSV/JSONL with "
                               "item,label (an inclusion_prob column, as `select --design` writes, weights them)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A table with an item column and the --covariates."),
-    estimand: str = typer.Option("prevalence", help="prevalence (every class's share), ols or logistic (a class "
-                                 "indicator on --covariates)."),
-    covariates: Optional[str] = typer.Option(None, help="Numeric columns of --data, comma-separated."),
-    target_class: Optional[str] = typer.Option(None, help="The class whose indicator the regression explains."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A table with an item column and the covariates."),
+    estimand: str = typer.Option("prevalence", help="prevalence (every class's share), difference (a class's "
+                                 "share between two groups of --covariate), ols or logistic (a class indicator on "
+                                 "--covariates)."),
+    covariates: Optional[str] = typer.Option(None, help="ols / logistic: numeric columns of --data, "
+                                             "comma-separated."),
+    covariate: Optional[str] = typer.Option(None, help="difference: the column of --data whose groups are "
+                                            "compared."),
+    groups: Optional[str] = typer.Option(None, help="difference: its two groups' values, comma-separated (first "
+                                         "minus second; default 1,0)."),
+    split: Optional[float] = typer.Option(None, help="difference: compare items above this value with the rest."),
+    target_class: Optional[str] = typer.Option(None, help="The class whose share or indicator is estimated."),
+    hypotheses: Optional[Path] = typer.Option(None, "--hypotheses", help="A TOML file of [[hypotheses]]: each "
+                                              "decided by every --annotations file, teacher as truth and PPI++."),
     level: float = typer.Option(0.9, help="Confidence level of the intervals."),
     student: bool = typer.Option(False, "--student/--no-student", help="Also PPI++ with a cross-fitted student "
                                  "(5 MiniLM runs on the gold labels; minutes on a CPU)."),
@@ -568,43 +581,41 @@ def estimate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Estimates with confidence intervals from teacher labels plus a gold sample: teacher as truth, gold alone,
-    and prediction-powered (PPI++) with the teacher's P_S or a cross-fitted student, with effective sample sizes."""
-    from .inference import estimate_files
+    and prediction-powered (PPI++) with the teacher's P_S or a cross-fitted student, with effective sample sizes.
+    With --hypotheses, whether each conclusion survives every teacher configuration."""
     from .mitigations.workflow import read_annotations
 
-    records, names = read_annotations(annotations)
-    est = estimate_files(records, names, gold, annotations=annotations, data=data, estimand=estimand,
-                         covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
-                         target_class=target_class, level=level, student=student, target_width=target_width,
-                         seed=seed, predictions=predictions)
-    if as_json:
-        sys.stdout.write(json.dumps(est.to_dict()) + "\n")
-        return
-    from .inference import METHOD_TITLES
+    frames = [(path, *read_annotations(path)) for path in annotations]
+    names = frames[0][2]
+    for path, _, other in frames[1:]:
+        if other != names:
+            raise SilverlabelError(f"{path}: labels {', '.join(other)} differ from {frames[0][0]}'s "
+                                   f"({', '.join(names)}); every configuration must label the same classes")
+    if hypotheses is not None:
+        from .config import load_hypotheses
+        from .multiverse import Configuration, evaluate_files
 
-    title = (f"{est.estimand} of {est.target_class or 'each class'}" +
-             (f" on {', '.join(est.covariates)}" if est.covariates else "") +
-             f": {est.n_gold} gold of {est.n_items} items ({est.design} sample), {100 * est.level:g} % intervals")
-    table = Table(title=title)
-    for col in ("parameter", "method", "estimate", "interval", "width", "worth n gold"):
-        table.add_column(col, justify="left" if col in ("parameter", "method") else "right")
-    for r in est.table().to_dict(orient="records"):
-        ess = "" if r["effective_n"] is None or r["effective_n"] != r["effective_n"] else f"{r['effective_n']:.0f}"
-        table.add_row(r["parameter"], METHOD_TITLES[r["method"]], f"{r['estimate']:.4f}",
-                      f"[{r['lower']:.4f}, {r['upper']:.4f}]", f"{r['width']:.4f}", ess)
-    console.print(table)
-    console.print("teacher as truth: an interval around the teacher's own labels, not valid whenever the teacher "
-                  "errs; worth n gold = n x (classical width / PPI width)^2")
-    if est.power:
-        power = Table(title=f"gold labels needed for a half-width of {est.power[0].half_width:g} "
-                            f"({100 * est.level:g} %), from this pilot of {est.n_gold}")
-        for col in ("parameter", "gold only", "PPI++ teacher", "PPI++ student", "rho teacher"):
-            power.add_column(col, justify="left" if col == "parameter" else "right")
-        for p in est.power:
-            power.add_row(p.parameter, str(p.classical), str(p.ppi_teacher),
-                          "" if p.ppi_student is None else str(p.ppi_student),
-                          "" if p.ppi_corr_teacher is None else f"{p.ppi_corr_teacher:.3f}")
-        console.print(power)
+        confs = [Configuration(Path(path).name.split(".")[0], frame, meta={"file": str(path)})
+                 for path, frame, _ in frames]
+        results = evaluate_files(load_hypotheses(hypotheses), confs, names, gold, data=data)
+        if as_json:
+            sys.stdout.write(json.dumps({"hypotheses": results}) + "\n")
+        else:
+            print_hypotheses(results)
+        return
+    from .estimands import make_estimand
+    from .inference import estimate_files
+
+    question = make_estimand(estimand, target_class=target_class, covariate=covariate, split=split,
+                             covariates=[c.strip() for c in (covariates or "").split(",") if c.strip()],
+                             groups=[g.strip() for g in groups.split(",")] if groups else None)
+    for path, records, _ in frames:
+        est = estimate_files(records, names, gold, question, annotations=path, data=data, level=level,
+                             student=student, target_width=target_width, seed=seed, predictions=predictions)
+        if as_json:
+            sys.stdout.write(json.dumps(est.to_dict()) + "\n")
+        else:
+            print_estimates(est, source=str(path) if len(frames) > 1 else None)
 
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

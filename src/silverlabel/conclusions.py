@@ -15,32 +15,21 @@ import math
 import numpy as np
 import pandas as pd
 
-from .config import EstimateSpec, StudyConfig
+from .config import StudyConfig
+from .estimands import reference, text_covariates
 from .inference import estimate
 from .sampling import draw, inclusion_probabilities
 
 log = logging.getLogger(__name__)
 
 
-def covariate_frame(items, texts, names) -> pd.DataFrame:
-    """The covariates a study can name, computed from each text: its length in characters and in words."""
-    texts = pd.Series(list(texts), index=[str(i) for i in items], dtype=object)
-    known = {"chars": texts.str.len(), "words": texts.str.split().str.len()}
-    return pd.DataFrame({n: known[n].astype(float) for n in names})
-
-
-def truth(frame: pd.DataFrame, label_names, spec: EstimateSpec, covariates: pd.DataFrame | None) -> dict:
+def truth(frame: pd.DataFrame, label_names, estimand, covariates: pd.DataFrame | None) -> dict:
     """The parameters computed from every item's gold label (what the intervals should cover)."""
-    gold = frame["gold"].astype(str).to_numpy()
-    if spec.estimand == "prevalence":
-        return {n: float((gold == n).mean()) for n in label_names}
-    import statsmodels.api as sm
-
-    y = (gold == spec.target_class).astype(float)
-    X = np.column_stack([np.ones(len(frame)), covariates.loc[frame["item"].astype(str)].to_numpy(dtype=float)])
-    model = sm.OLS(y, X) if spec.estimand == "ols" else sm.Logit(y, X)
-    params = model.fit(**({} if spec.estimand == "ols" else {"disp": 0})).params
-    return dict(zip(["intercept", *spec.covariates], map(float, params)))
+    names = list(label_names)
+    items = frame["item"].astype(str).tolist()
+    design = estimand.design(names, covariates, items)
+    labels = np.array([names.index(g) for g in frame["gold"].astype(str)], dtype=np.int64)
+    return {i.parameter: i.estimate for i in reference(design, labels, level=0.9)}
 
 
 def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[dict]:
@@ -63,11 +52,14 @@ def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[
             if "demo" in frame:
                 eligible = eligible & ~frame["demo"].fillna(False).astype(bool).to_numpy()
             pop = frame[eligible].reset_index(drop=True)
-            cov = covariate_frame(pop["item"], pop["text"], spec.covariates) if spec.covariates else None
+            estimand = spec.estimand_object()
+            names = spec.text_covariates()
+            cov = text_covariates(pop["item"], pop["text"], names) if names else None
             entry = {"index": k, "dataset": name, "teacher": tname, "estimand": spec.estimand,
-                     "design": spec.design, "level": spec.level, "target_class": spec.target_class,
-                     "covariates": list(spec.covariates), "population": len(pop),
-                     "excluded": int((~eligible).sum()), "truth": truth(pop, label_names, spec, cov), "by_size": []}
+                     "question": estimand.to_dict(), "title": estimand.describe(), "design": spec.design,
+                     "level": spec.level, "target_class": spec.target_class, "covariates": names,
+                     "population": len(pop), "excluded": int((~eligible).sum()),
+                     "truth": truth(pop, label_names, estimand, cov), "by_size": []}
             entropy = pop["entropy"].to_numpy(dtype=float)
             student_config = TrainConfig(model=config.students[0].model,
                                          learning_rate=config.students[0].learning_rate) if spec.student else None
@@ -82,9 +74,8 @@ def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[
                 idx = np.flatnonzero(sample.chosen)
                 gold = pd.Series(pop["gold"].iloc[idx].to_numpy(), index=pop["item"].iloc[idx].astype(str).to_numpy(),
                                  dtype=object)
-                est = estimate(pop, label_names, gold, estimand=spec.estimand, level=spec.level,
+                est = estimate(pop, label_names, gold, estimand, level=spec.level,
                                inclusion=pd.Series(p[idx], index=gold.index), covariates=cov,
-                               covariate_names=list(spec.covariates), target_class=spec.target_class,
                                student=spec.student, student_config=student_config, seed=spec.seed,
                                target_width=spec.target_width)
                 entry["by_size"].append({"size": size, "n_gold": est.n_gold, "table": est.to_dict()["table"]})

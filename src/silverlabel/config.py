@@ -102,8 +102,14 @@ class TeacherSpec(_Config):
     name: str
     uri: str
     chat: bool = True
-    k_shot: int = Field(3, ge=0)
+    # demonstrations per prompt; several values make one configuration each (a multiverse of prompts)
+    k_shot: int | list[int] = 3
     demo_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # the prompt's instruction in place of the dataset's task ("{task}" in it stands for the task)
+    instruction: str | None = None
+    # named instruction variants (paraphrases), each one configuration; "@path" reads a file (relative to the
+    # config file); the first is the teacher's main configuration
+    instructions: dict[str, str] = Field(default_factory=dict)
     balanced: bool = False
     # backend options, checked by the options model the backend registered (e.g. concurrency, scoring, n_threads)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -121,9 +127,34 @@ class TeacherSpec(_Config):
             raise ValueError(str(exc)) from None
         return v
 
+    @field_validator("k_shot")
+    @classmethod
+    def _k_shot(cls, v: int | list[int]) -> int | list[int]:
+        ks = [v] if isinstance(v, int) else v
+        if not ks or any(k < 0 for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"k_shot must be a number of demonstrations (0 or more) or a list of distinct ones, "
+                             f"got {v}")
+        return v
+
+    @field_validator("instruction")
+    @classmethod
+    def _instruction(cls, v: str | None) -> str | None:
+        return None if v is None else _instruction_text(v, "instruction")
+
+    @field_validator("instructions")
+    @classmethod
+    def _instructions(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not name.strip() or "/" in name:
+                raise ValueError(f"instruction variant name '{name}' must be non-empty and without '/'")
+        return {name: _instruction_text(text, f"instructions.{name}") for name, text in v.items()}
+
     @model_validator(mode="after")
     def _options(self):
         from .teachers import parse_teacher_uri, validate_options
+
+        if self.instruction is not None and self.instructions:
+            raise ValueError(f"teacher '{self.name}': give instruction or instructions (named variants), not both")
 
         try:
             validate_options(parse_teacher_uri(self.uri)[0], self.options)
@@ -136,6 +167,49 @@ class TeacherSpec(_Config):
         from .teachers import redact_uri
 
         return redact_uri(v)
+
+    def variants(self) -> list[tuple[str, TeacherSpec]]:
+        """One teacher per instruction variant x k_shot value, each with a single instruction and k; the first is
+        this teacher's main configuration and keeps its name (so label sources, mitigations and estimates that
+        name the teacher use it), the others are called ``name/variant`` (``/kK`` added when k varies). Each comes
+        with its instruction variant's name ("default": the dataset's task)."""
+        ks = [self.k_shot] if isinstance(self.k_shot, int) else list(self.k_shot)
+        named = list(self.instructions.items()) or [(None, self.instruction)]
+        out = []
+        for i, (vname, text) in enumerate(named):
+            for j, k in enumerate(ks):
+                name = self.name if i == 0 and j == 0 else "/".join(
+                    [self.name, *([vname] if vname else []), *([f"k{k}"] if len(ks) > 1 else [])])
+                out.append((vname or "default", self.model_copy(update={"name": name, "k_shot": k,
+                                                                        "instruction": text, "instructions": {}})))
+        return out
+
+    def recipe(self) -> dict[str, Any]:
+        """What makes this teacher's labels (not its name): the recorded config less unset prompt options, so a
+        teacher written before prompt variants existed keeps its run ids."""
+        out = self.to_dict()
+        out.pop("name")
+        for key, empty in (("instruction", None), ("instructions", {})):
+            if out.get(key) == empty:
+                out.pop(key)
+        return out
+
+
+def _instruction_text(value: str, where: str) -> str:
+    """The instruction itself, or the text of the file an ``@path`` names (relative to the working directory;
+    :func:`load_study_config` makes them relative to the config file)."""
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise ValueError(f"{where}: prompt file '{path}' does not exist; give the path relative to the config "
+                             "file")
+        value = path.read_text(encoding="utf-8")
+        if not value.strip():
+            raise ValueError(f"{where}: prompt file '{path}' is empty; write the instruction in it")
+        return value.strip()
+    if not value.strip():
+        raise ValueError(f"{where}: the instruction is empty")
+    return value
 
 
 class StudentSpec(TrainConfig):
@@ -154,29 +228,90 @@ class MitigationSpec(_Config):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class EstimateSpec(_Config):
+class _Question(_Config):
+    """What is estimated: an estimand of :mod:`silverlabel.estimands` by name, with the fields it takes."""
+
+    estimand: str = "prevalence"
+    target_class: str | None = None  # the class whose share or indicator is estimated
+    covariates: list[str] = Field(default_factory=list)  # ols / logistic
+    covariate: str | None = None  # difference: the covariate whose groups are compared
+    groups: list[Any] | None = None  # difference: its two groups' values (first minus second)
+    split: float | None = None  # difference: above the split minus at or below it
+
+    @model_validator(mode="after")
+    def _estimand(self):
+        self.estimand_object()
+        return self
+
+    def estimand_object(self):
+        from .estimands import make_estimand
+
+        try:
+            return make_estimand(self.estimand, target_class=self.target_class, covariates=self.covariates,
+                                 covariate=self.covariate, groups=self.groups, split=self.split)
+        except SilverlabelError as exc:
+            raise ValueError(str(exc)) from None
+
+    def text_covariates(self) -> list[str]:
+        """The covariates a study computes from the texts for this question (checked: chars, words,
+        contains:REGEX)."""
+        from .estimands import check_covariate_name
+
+        return [check_covariate_name(c) for c in self.estimand_object().covariate_names()]
+
+
+class EstimateSpec(_Question):
     """Valid conclusions in a study: a gold sample of each size drawn by a design from the teacher-labelled training
     items, and every method's estimate with its interval against the truth from all their gold labels."""
 
-    estimand: Literal["prevalence", "ols", "logistic"] = "prevalence"
     gold_sizes: list[int] = Field(default_factory=lambda: [100, 200], min_length=1)
     design: Literal["uniform", "active"] = "uniform"
     floor: float = Field(0.1, gt=0, le=1)  # the active design's uniform share
     level: float = Field(0.9, gt=0, lt=1)
     teacher: str | None = None  # default: the study's first teacher
-    target_class: str | None = None  # ols / logistic: the class whose indicator is explained
-    covariates: list[Literal["chars", "words"]] = Field(default_factory=list)  # computed from each text
     student: bool = False  # also PPI++ with a cross-fitted student (5 student runs per gold size)
     target_width: float = Field(0.05, gt=0)  # half-width the power analysis plans for
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _regression(self):
-        if self.estimand != "prevalence" and (not self.covariates or self.target_class is None):
-            raise ValueError(f"estimand '{self.estimand}' needs covariates (chars, words) and a target_class")
+    def _sizes(self):
         if any(n < 3 for n in self.gold_sizes):
             raise ValueError(f"gold sizes must be 3 or more, got {self.gold_sizes}")
         return self
+
+
+class HypothesisSpec(_Question):
+    """A claim a study makes, decided by every teacher configuration: H0 "the parameter equals ``threshold``"
+    (a prevalence; 0 for a difference or a coefficient) at ``level``, two-sided; the decision is the sign of a
+    significant result or "not significant"."""
+
+    name: str
+    threshold: float | None = None  # prevalence: the share the class is tested against (0 to 1)
+    coefficient: str | None = None  # ols / logistic: the coefficient whose sign is the claim (default: the first)
+    level: float = Field(0.95, gt=0, lt=1)
+    teachers: list[str] = Field(default_factory=list)  # [[teachers]] names whose configurations decide (default all)
+    gold_size: int = Field(200, ge=3)  # the gold sample PPI++ uses, drawn uniformly
+    draws: int = Field(20, ge=1)  # how many gold samples are drawn (error rates average over them)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _null(self):
+        est = self.estimand_object()
+        try:
+            est.tested(self.coefficient)
+        except SilverlabelError as exc:
+            raise ValueError(f"hypothesis '{self.name}': {exc}") from None
+        if self.estimand == "prevalence":
+            if self.threshold is None or not 0 <= self.threshold <= 1:
+                raise ValueError(f"hypothesis '{self.name}': a prevalence needs a threshold between 0 and 1 (the "
+                                 f"share tested against), got {self.threshold}")
+        if self.coefficient is not None and self.estimand not in ("ols", "logistic"):
+            raise ValueError(f"hypothesis '{self.name}': coefficient is for ols and logistic only")
+        return self
+
+    @property
+    def null(self) -> float:
+        return 0.0 if self.threshold is None else float(self.threshold)
 
 
 def _check_seeds(v: list[int]) -> list[int]:
@@ -218,6 +353,7 @@ class StudyConfig(_Config):
     label_sources: list[str] = Field(default_factory=lambda: ["gold", "teacher"])  # may be empty with mitigations
     mitigations: list[MitigationSpec] = Field(default_factory=list)
     estimates: list[EstimateSpec] = Field(default_factory=list)
+    hypotheses: list[HypothesisSpec] = Field(default_factory=list)
     students: list[StudentSpec] = Field(default_factory=lambda: [StudentSpec()], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     sizes: list[int] | None = None  # training sizes (nested subsets of the training split); default: all of it
@@ -242,11 +378,22 @@ class StudyConfig(_Config):
                 raise ValueError(f"label source '{s}' is not gold, teacher or teacher:NAME")
         return v
 
+    def teacher_specs(self) -> dict[str, TeacherSpec]:
+        """Every teacher configuration by name: each ``[[teachers]]`` entry's instruction variants x k_shot
+        values (:meth:`TeacherSpec.variants`), the main one under the entry's own name."""
+        return {v.name: v for t in self.teachers for _, v in t.variants()}
+
     @model_validator(mode="after")
     def _names(self):
         teachers = [t.name for t in self.teachers]
-        if not self.label_sources and not self.mitigations:
-            raise ValueError("no label sources: list some in label_sources (gold, teacher) or add [[mitigations]]")
+        configurations = [v.name for t in self.teachers for _, v in t.variants()]
+        dup = sorted({n for n in configurations if configurations.count(n) > 1})
+        if dup:
+            raise ValueError(f"two teacher configurations are called '{dup[0]}'; rename a teacher or an instruction "
+                             "variant")
+        if not self.label_sources and not self.mitigations and not self.hypotheses and not self.estimates:
+            raise ValueError("nothing to do: list label sources in label_sources (gold, teacher), or add "
+                             "[[mitigations]], [[estimates]] or [[hypotheses]]")
         if len(set(teachers)) != len(teachers):
             raise ValueError(f"teacher names repeat: {teachers}")
         for s in self.label_sources:
@@ -265,6 +412,20 @@ class StudyConfig(_Config):
                 raise ValueError("[[estimates]] needs at least one [[teachers]] entry")
             if e.teacher is not None and e.teacher not in teachers:
                 raise ValueError(f"[[estimates]] names teacher '{e.teacher}', which is not in [[teachers]]")
+            e.text_covariates()
+        hypotheses = [h.name for h in self.hypotheses]
+        if len(set(hypotheses)) != len(hypotheses):
+            raise ValueError(f"hypothesis names repeat: {hypotheses}")
+        for h in self.hypotheses:
+            if not teachers:
+                raise ValueError("[[hypotheses]] needs at least one [[teachers]] entry")
+            unknown = [t for t in h.teachers if t not in teachers]
+            if unknown:
+                raise ValueError(f"hypothesis '{h.name}' names teacher '{unknown[0]}', which is not in [[teachers]]")
+            try:
+                h.text_covariates()
+            except ValueError as exc:
+                raise ValueError(f"hypothesis '{h.name}': {exc}") from None
         students = [s.name for s in self.students]
         if len(set(students)) != len(students):
             raise ValueError(f"student names repeat: {students}; give each [[students]] a name")
@@ -276,22 +437,56 @@ class StudyConfig(_Config):
 
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study TOML file; a bare name (``quick``) means a config shipped with silverlabel."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-
     path = Path(path)
     if not path.exists() and path.suffix == "" and (SHIPPED_CONFIGS / f"{path.name}.toml").exists():
         path = SHIPPED_CONFIGS / f"{path.name}.toml"
     if not path.exists():
         shipped = ", ".join(p.stem for p in sorted(SHIPPED_CONFIGS.glob("*.toml")))
         raise SilverlabelError(f"{path}: no such config file; give a TOML path or a shipped config ({shipped})")
+    data = _read_toml(path)
+    for t in data.get("teachers", []) if isinstance(data.get("teachers"), list) else []:
+        if isinstance(t, dict):  # "@file" prompts are relative to the config file
+            for key in ("instruction", "instructions"):
+                values = t.get(key)
+                named = values if isinstance(values, dict) else {None: values}
+                fixed = {k: f"@{path.parent / v[1:]}" if isinstance(v, str) and v.startswith("@")
+                         and not Path(v[1:]).is_absolute() else v for k, v in named.items()}
+                t[key] = fixed if isinstance(values, dict) else fixed[None]
+                if values is None:
+                    t.pop(key)
+    return StudyConfig.from_dict(data, where=str(path))
+
+
+def _read_toml(path: Path) -> dict:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SilverlabelError(f"{path}: not valid TOML ({exc}); fix the syntax at that line") from None
-    return StudyConfig.from_dict(data, where=str(path))
+
+
+class HypothesesFile(_Config):
+    """A TOML file of ``[[hypotheses]]`` entries (what ``silverlabel estimate --hypotheses`` reads)."""
+
+    hypotheses: list[HypothesisSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [h.name for h in self.hypotheses]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two hypotheses are called '{dup[0]}'; give each its own name")
+        return self
+
+
+def load_hypotheses(path: str | Path) -> list[HypothesisSpec]:
+    path = Path(path)
+    if not path.exists():
+        raise SilverlabelError(f"{path}: no such file; give a TOML file with [[hypotheses]] entries")
+    return list(HypothesesFile.from_dict(_read_toml(path), where=str(path)).hypotheses)
 
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"

@@ -36,6 +36,7 @@ import pandas as pd
 
 from .corpus import read_predictions
 from .errors import SilverlabelError
+from .estimands import Estimand, Interval, Power, Prevalence, Sample, as_estimand, fit_intervals, power, within
 from .files import read_table
 from .progress import progress_bar
 from .sampling import INCLUSION_COLUMN, check_inclusion
@@ -44,7 +45,6 @@ from .students import get_student
 log = logging.getLogger(__name__)
 
 METHODS = ("teacher", "classical", "ppi_teacher", "ppi_student", "ppi_deployed")
-ESTIMANDS = ("prevalence", "ols", "logistic")
 # ppi_py's intervals (classical and PPI alike) rest on a normal approximation, which needs about this many gold
 # labels of a class (the n*p >= 10 rule for a share); below it they cover less than nominal. Measured with
 # bench/coverage.py: a 5.75 % class of the toxic tweets with n = 100 gold labels (5.75 of them expected) is covered
@@ -52,45 +52,7 @@ ESTIMANDS = ("prevalence", "ols", "logistic")
 MIN_CLASS_GOLD = 10
 METHOD_TITLES = {"teacher": "teacher as truth", "classical": "gold only (classical)",
                  "ppi_teacher": "PPI++ (teacher P_S)", "ppi_student": "PPI++ (student, cross-fitted)",
-                 "ppi_deployed": "PPI++ (deployed student)"}
-
-
-def _ppi():
-    try:
-        import ppi_py
-    except ImportError:  # a core dependency, but say what to do if someone removed it
-        raise SilverlabelError("estimates need ppi_py: pip install 'ppi-python>=0.2.3'") from None
-    return ppi_py
-
-
-@dataclass
-class Interval:
-    """One method's estimate of one parameter and its confidence interval."""
-
-    method: str
-    parameter: str
-    estimate: float
-    lower: float
-    upper: float
-
-    @property
-    def width(self) -> float:
-        return self.upper - self.lower
-
-
-@dataclass
-class Power:
-    """Gold labels needed for a target half-width of one parameter, from a pilot sample."""
-
-    parameter: str
-    half_width: float
-    classical: int
-    ppi_teacher: int | None
-    ppi_student: int | None = None
-    ppi_corr_teacher: float | None = None
-    ppi_corr_student: float | None = None
-    # sd of one gold label's influence on the estimate (classical), from the pilot: width(n) = 2 z sd / sqrt(n)
-    sd: float | None = None
+                 "ppi_deployed": "PPI++ (deployed student)", "gold": "all gold labels"}
 
 
 @dataclass
@@ -106,6 +68,8 @@ class Estimates:
     design: str  # "uniform" (no weights) or "weighted" (inclusion probabilities)
     target_class: str | None = None
     covariates: list[str] = field(default_factory=list)
+    question: dict = field(default_factory=dict)  # the estimand with its fields (Estimand.to_dict)
+    title: str = ""  # the estimand described in words
     excluded_demos: int = 0
     power: list[Power] = field(default_factory=list)
     student: dict | None = None
@@ -137,135 +101,22 @@ class Estimates:
 # ----------------------------------------------------------------------------------------------- arrays in
 
 
-def _alpha(level: float) -> float:
-    if not 0 < level < 1:
-        raise SilverlabelError(f"--level must be in (0, 1), e.g. 0.9, got {level}")
-    return 1 - level
-
-
-def _interval(method, parameter, lo, hi) -> Interval:
-    lo, hi = float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
-    return Interval(method, parameter, (lo + hi) / 2, lo, hi)
-
-
 def prevalence_intervals(gold: np.ndarray, gold_index: np.ndarray, teacher_probs: np.ndarray,
                          teacher_labels: np.ndarray, label_names: Sequence[str], *, level: float = 0.9,
                          weights: np.ndarray | None = None, student_probs: np.ndarray | None = None,
                          deployed_probs: np.ndarray | None = None) -> list[Interval]:
-    """Each class's share of the N items. ``gold`` holds class indices of the n gold items, ``gold_index`` their
-    rows among the N; ``teacher_labels`` the teacher's class index per item (-1 for a failed call)."""
-    ppi = _ppi()
-    alpha = _alpha(level)
-    out = []
-    for c, name in enumerate(label_names):
-        y = (gold == c).astype(np.float64)
-        naive = (teacher_labels == c).astype(np.float64)
-        out.append(_interval("teacher", name, *ppi.classical_mean_ci(naive, alpha=alpha)))
-        out.append(_interval("classical", name, *ppi.classical_mean_ci(y, w=weights, alpha=alpha)))
-        for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs),
-                              ("ppi_deployed", deployed_probs)):
-            if probs is None:
-                continue
-            f = probs[:, c].astype(np.float64)
-            out.append(_interval(method, name, *ppi.ppi_mean_ci(y, f[gold_index], f, alpha=alpha, w=weights)))
-    return out
+    """Each class's share of the N items, from arrays: ``gold`` holds class indices of the n gold items,
+    ``gold_index`` their rows among the N; ``teacher_labels`` the teacher's class index per item (-1 for a
+    failed call)."""
+    names = list(label_names)
+    design = Prevalence().design(names, None, range(len(teacher_labels)))
+    return fit_intervals(design, Sample(np.asarray(gold_index), np.asarray(gold), weights), teacher_labels,
+                         _surrogates(teacher_probs, student_probs, deployed_probs), level=level)
 
 
-def regression_intervals(kind: str, gold: np.ndarray, gold_index: np.ndarray, X: np.ndarray,
-                         teacher_probs: np.ndarray, teacher_labels: np.ndarray, target: int,
-                         parameters: Sequence[str], *, level: float = 0.9, weights: np.ndarray | None = None,
-                         student_probs: np.ndarray | None = None,
-                         deployed_probs: np.ndarray | None = None) -> list[Interval]:
-    """OLS or logistic coefficients of the indicator "gold label is ``target``" on ``X`` (N x d, an intercept
-    column included by the caller)."""
-    ppi = _ppi()
-    alpha = _alpha(level)
-    y = (gold == target).astype(np.float64)
-    naive = (teacher_labels == target).astype(np.float64)
-    Xg = X[gold_index]
-    if kind == "ols":
-        bounds = {"teacher": ppi.classical_ols_ci(X, naive, alpha=alpha),
-                  "classical": ppi.classical_ols_ci(Xg, y, w=weights, alpha=alpha)}
-        fit = ppi.ppi_ols_ci
-    else:
-        bounds = {"teacher": ppi.classical_logistic_ci(X, naive, alpha=alpha)}
-        if weights is None:
-            bounds["classical"] = ppi.classical_logistic_ci(Xg, y, alpha=alpha)
-        else:  # classical_logistic_ci takes no weights; ppi_logistic_ci with lam=0 is the weighted classical one
-            f0 = np.zeros(len(X))
-            bounds["classical"] = ppi.ppi_logistic_ci(Xg, y, f0[gold_index], X, f0, alpha=alpha, lam=0, w=weights)
-        fit = ppi.ppi_logistic_ci
-    for method, probs in (("ppi_teacher", teacher_probs), ("ppi_student", student_probs),
-                          ("ppi_deployed", deployed_probs)):
-        if probs is not None:
-            f = probs[:, target].astype(np.float64)
-            bounds[method] = fit(Xg, y, f[gold_index], X, f, alpha=alpha, w=weights)
-    out = []
-    for j, name in enumerate(parameters):
-        for method, (lo, hi) in bounds.items():
-            out.append(Interval(method, name, float((lo[j] + hi[j]) / 2), float(lo[j]), float(hi[j])))
-    return out
-
-
-def needed_gold(kind: str, gold: np.ndarray, gold_index: np.ndarray, teacher_probs: np.ndarray, *,
-                half_width: float, level: float, parameters: Sequence[str], target: int | None = None,
-                X: np.ndarray | None = None, weights: np.ndarray | None = None,
-                student_probs: np.ndarray | None = None) -> list[Power]:
-    """Gold labels for a target half-width, per parameter, from this (pilot) sample.
-
-    Classical: n = (z sd / h)^2 with sd the pilot's per-label standard deviation of the estimate (sd = half-width
-    * sqrt(n) / z of the pilot's classical interval). PPI: ppi_py's ``ppi_*_power`` cheapest pair for that
-    classical n as its ``effective_n`` (the PPI correlation rho from the pilot; a prediction costs nothing, an
-    unlabeled item nothing, and the labeled plus unlabeled items at most the N items there are), i.e. about
-    n (1 - rho^2) for N much larger than n. A surrogate negatively correlated with the truth gains nothing (PPI++
-    clips lam to [0, 1]), so there the PPI number is the classical one.
-    """
-    from scipy.stats import norm
-
-    ppi = _ppi()
-    if not half_width > 0:
-        raise SilverlabelError(f"--target-width must be a positive half-width, got {half_width}")
-    z = float(norm.ppf(1 - (1 - level) / 2))
-    n = len(gold)
-    n_max = len(teacher_probs)
-    out = []
-    for j, name in enumerate(parameters):
-        c = j if kind == "prevalence" else target
-        y = (gold == c).astype(np.float64)
-        if kind == "prevalence":
-            lo, hi = ppi.classical_mean_ci(y, w=weights, alpha=1 - level)
-        elif kind == "ols":
-            lo, hi = (b[j] for b in ppi.classical_ols_ci(X[gold_index], y, w=weights, alpha=1 - level))
-        else:
-            lo, hi = (b[j] for b in (ppi.classical_logistic_ci(X[gold_index], y, alpha=1 - level)))
-        sd = float((np.ravel(hi)[0] - np.ravel(lo)[0]) / 2 * math.sqrt(n) / z)
-        n_classical = max(1, math.ceil((z * sd / half_width) ** 2))
-        res = {}
-        for method, probs in (("teacher", teacher_probs), ("student", student_probs)):
-            if probs is None:
-                continue
-            f = probs[gold_index, c].astype(np.float64)
-            try:
-                if kind == "prevalence":
-                    r = ppi.ppi_mean_power(y, f, cost_Y=1.0, cost_Yhat=1e-9, effective_n=n_classical, n_max=n_max,
-                                           w=weights)
-                elif kind == "ols":
-                    r = ppi.ppi_ols_power(X[gold_index], y, f, 0.0, 1.0, 1e-9, coord=j, effective_n=n_classical,
-                                          n_max=n_max, w=weights)
-                else:
-                    r = ppi.ppi_logistic_power(X[gold_index], y, f, 0.0, 1.0, 1e-9, coord=j,
-                                               effective_n=n_classical, n_max=n_max, w=weights)
-                corr = float(r["ppi_corr"])
-                res[method] = (int(r["n"]) if corr > 0 else n_classical, corr)
-            except (ValueError, np.linalg.LinAlgError) as exc:  # a constant surrogate has no correlation
-                log.info("power for %s with the %s surrogate: %s; using the classical n", name, method, exc)
-                res[method] = (n_classical, 0.0)
-        out.append(Power(parameter=name, half_width=half_width, classical=n_classical,
-                         ppi_teacher=res.get("teacher", (None, None))[0],
-                         ppi_student=res.get("student", (None, None))[0],
-                         ppi_corr_teacher=res.get("teacher", (None, None))[1],
-                         ppi_corr_student=res.get("student", (None, None))[1], sd=sd))
-    return out
+def _surrogates(teacher, student=None, deployed=None) -> dict[str, np.ndarray]:
+    return {k: v for k, v in (("ppi_teacher", teacher), ("ppi_student", student), ("ppi_deployed", deployed))
+            if v is not None}
 
 
 # ----------------------------------------------------------------------------------------------- the student
@@ -359,36 +210,93 @@ def population(annotations: pd.DataFrame, label_names: Sequence[str]) -> tuple[p
     return annotations[keep & ~demos].reset_index(drop=True), int((keep & demos).sum())
 
 
-def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Series, *,
-             estimand: str = "prevalence", level: float = 0.9, inclusion: pd.Series | None = None,
-             covariates: pd.DataFrame | None = None, covariate_names: Sequence[str] = (),
-             target_class: str | None = None, student: bool = False, student_config=None, folds: int = 5,
-             seed: int = 0, target_width: float | None = None, where: dict[str, str] | None = None,
-             predictions: pd.DataFrame | None = None, predictions_seen: dict | None = None) -> Estimates:
+def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Series,
+             estimand: Estimand | str = "prevalence", *, level: float = 0.9, inclusion: pd.Series | None = None,
+             covariates: pd.DataFrame | None = None, student: bool = False, student_config=None, folds: int = 5,
+             seed: int = 0, target_width: float | None = None, predictions: tuple | None = None,
+             where: dict[str, str] | None = None) -> Estimates:
     """Estimates and intervals of every method (see the module docstring).
 
     ``annotations``: the annotate output (item, label, p:<label>, text for the student, optional demo);
-    ``gold``: item -> gold label; ``inclusion``: item -> inclusion probability of the gold items (omit for a
-    uniform sample); ``covariates``: a frame indexed by item holding ``covariate_names`` (OLS / logistic).
-    ``where`` names the files for error messages (keys annotations, gold, data, predictions).
-    ``predictions``: the deployed students' output (item, p:<label>), with ``predictions_seen`` what they were
-    trained or selected on (``corpus.read_predictions``).
+    ``gold``: item -> gold label; ``estimand``: an :class:`~silverlabel.estimands.Estimand` (or a name with no
+    fields, e.g. "prevalence"); ``inclusion``: item -> inclusion probability of the gold items (omit for a uniform
+    sample); ``covariates``: a frame indexed by item holding the columns the estimand names.
+    ``predictions``: the deployed students' output and what they were trained or selected on, as
+    ``corpus.read_predictions`` returns them. ``where`` names the files for error messages (keys annotations, gold,
+    data, predictions).
     """
     where = {"annotations": "annotations", "gold": "gold labels", "data": "data", "predictions": "predictions",
              **(where or {})}
-    if estimand not in ESTIMANDS:
-        raise SilverlabelError(f"--estimand '{estimand}' is unknown; choose one of {', '.join(ESTIMANDS)}")
-    _alpha(level)
+    estimand = as_estimand(estimand)
+    names = list(label_names)
+    pop, n_demo, sample = gold_sample(annotations, names, gold, inclusion, where=where)
+    items = pop["item"].astype(str).tolist()
+    design = estimand.design(names, covariates, items, where=where["data"])
+    sample = within(design, sample.index, sample.y, sample.weights, len(pop))
+    n_params = len(design.targets[0][1])
+    if len(sample.y) <= n_params:
+        raise SilverlabelError(f"{where['gold']}: {len(sample.y)} usable gold labels for {n_params} parameter(s); a "
+                               f"{estimand.name} estimate needs more gold labels than parameters (label more items)")
+    # warned only once the input is known to be good: an error stays the only line
+    failed = int(annotations["label"].isna().sum())
+    if failed:
+        log.warning("%d items have no teacher label (failed calls) and are left out of the population", failed)
+    counts = np.bincount(sample.y, minlength=len(names))
+    thin = [f"'{names[c]}' ({counts[c]})" for c, _ in design.targets if counts[c] < MIN_CLASS_GOLD]
+    if thin:
+        log.warning("few gold labels of %s: the intervals rest on a normal approximation that needs about %d of a "
+                    "class and may cover less than %g %% (docs: README, valid conclusions); label more items",
+                    ", ".join(thin), MIN_CLASS_GOLD, 100 * level)
+    gold_index = design.rows[sample.index]
+    surrogates = {"ppi_teacher": pop[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)}
+    student_info = None
+    if student:
+        if "text" not in pop:
+            raise SilverlabelError(f"{where['annotations']}: no column 'text' to train a student on; pass the "
+                                   "annotate output or use --no-student")
+        surrogates["ppi_student"] = cross_fit_student(pop["text"].astype(str).tolist(), gold_index, sample.y,
+                                                      len(names), folds=folds, config=student_config, seed=seed)
+        student_info = {"folds": folds, "seed": seed,
+                        "model": (student_config.model if student_config is not None else "minilm"),
+                        "unlabeled_items": "average of the fold students"}
+    if predictions is not None:
+        frame, seen = predictions
+        surrogates["ppi_deployed"] = deployed_surrogate(frame, seen or {}, pop, pop["item"].iloc[gold_index], names,
+                                                        where=where["predictions"])
+        if sample.weights is not None:
+            # bench/coverage.py --deployed: on the imdb stand-in, gold drawn in proportion to the teacher's entropy
+            # left the deployed student's 90 % intervals covering 0.866 (n=100) and 0.872 (n=200); uniform: 0.88-0.90
+            log.warning("the gold sample was drawn with unequal inclusion probabilities (set from the teacher's "
+                        "uncertainty); the deployed student's PPI++ intervals may cover less than %g %% then "
+                        "(docs/benchmarks.md); a uniform sample suits --predictions", 100 * level)
+    intervals = fit_intervals(design, sample, teacher_labels(pop, names), surrogates, level=level)
+    plan = [] if target_width is None else power(design, sample, surrogates, half_width=target_width, level=level)
+    return Estimates(estimand=estimand.name, level=level, parameters=design.parameters, intervals=intervals,
+                     n_items=len(pop), n_gold=len(sample.y), design="uniform" if sample.weights is None else "weighted",
+                     target_class=getattr(estimand, "target_class", None), covariates=estimand.covariate_names(),
+                     excluded_demos=n_demo, power=plan, student=student_info, question=estimand.to_dict(),
+                     title=estimand.describe())
+
+
+def teacher_labels(pop: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """The teacher's class index per population item (-1 where it gave none)."""
+    index = {n: i for i, n in enumerate(names)}
+    return pop["label"].map(index).fillna(-1).to_numpy(dtype=np.int64)
+
+
+def gold_sample(annotations: pd.DataFrame, names: Sequence[str], gold: pd.Series, inclusion: pd.Series | None, *,
+                where: dict[str, str]) -> tuple[pd.DataFrame, int, Sample]:
+    """The population (annotated items less demonstrations and failed calls), how many demonstrations were left
+    out, and the gold sample in it (positions, class indices, weights 1/pi for a designed sample), after checking
+    every gold label and inclusion probability against the annotations."""
     if "label_source" in annotations and (annotations["label_source"] == "human").any():
         # a merge output: its gold items carry one-hot P_S, so the surrogate would equal the truth where it is
         # checked and the correction would vanish
         raise SilverlabelError(f"{where['annotations']}: this is a `silverlabel merge` output (people's labels in "
-                               "place of the teacher's); pass the `silverlabel annotate` output as --annotations and "
-                               "the merge output as --gold")
-    names = list(label_names)
+                               "place of the teacher's); pass the `silverlabel annotate` output as the annotations "
+                               "and the merge output as the gold labels")
     pop, n_demo = population(annotations, names)
-    items = pop["item"].astype(str).tolist()
-    row = {it: i for i, it in enumerate(items)}
+    row = {it: i for i, it in enumerate(pop["item"].astype(str))}
     gold = gold.copy()
     gold.index = gold.index.astype(str)
     all_items = set(annotations["item"].astype(str))
@@ -404,8 +312,6 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
         log.warning("%d gold items are prompt demonstrations or failed teacher calls; left out of the estimation "
                     "sample (a demonstration's teacher label saw its gold label)", len(demo_gold))
         gold = gold.drop(demo_gold)
-    gold_index = np.array([row[it] for it in gold.index], dtype=np.int64)
-    y = np.array([names.index(lab) for lab in gold], dtype=np.int64)
     weights = None
     if inclusion is not None:
         inc = inclusion.copy()
@@ -416,107 +322,9 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
                                    "item of a designed sample needs one")
         pi = check_inclusion(inc.loc[gold.index].to_numpy(), where=where["gold"], items=list(gold.index))
         weights = None if np.allclose(pi, pi[0]) else 1.0 / pi
-    probs = pop[[f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
-    index = {n: i for i, n in enumerate(names)}
-    teacher_labels = pop["label"].map(index).fillna(-1).to_numpy(dtype=np.int64)
-
-    X = None
-    parameters = names
-    target = None
-    if target_class is not None and target_class not in names:  # checked for prevalence too: a typo is no no-op
-        raise SilverlabelError(f"--target-class '{target_class}' is not one of the labels: {', '.join(names)}")
-    if estimand != "prevalence":
-        if target_class is None:
-            raise SilverlabelError(f"--estimand {estimand} needs --target-class (one of {', '.join(names)})")
-        target = names.index(target_class)
-        X = design_matrix(covariates, covariate_names, items, where=where["data"])
-        parameters = ["intercept", *covariate_names]
-    n_params = 1 if estimand == "prevalence" else len(parameters)
-    if len(gold) <= n_params:
-        raise SilverlabelError(f"{where['gold']}: {len(gold)} usable gold labels for {n_params} parameter(s); a "
-                               f"{estimand} estimate needs more gold labels than parameters (label more items)")
-    # warned only once the input is known to be good: an error stays the only line
-    failed = int(annotations["label"].isna().sum())
-    if failed:
-        log.warning("%d items have no teacher label (failed calls) and are left out of the population", failed)
-    counts = np.bincount(y, minlength=len(names))
-    thin = [f"'{names[c]}' ({counts[c]})" for c in (range(len(names)) if target is None else [target])
-            if counts[c] < MIN_CLASS_GOLD]
-    if thin:
-        log.warning("few gold labels of %s: the intervals rest on a normal approximation that needs about %d of a "
-                    "class and may cover less than %g %% (docs: README, valid conclusions); label more items",
-                    ", ".join(thin), MIN_CLASS_GOLD, 100 * level)
-    student_probs = None
-    student_info = None
-    if student:
-        if "text" not in pop:
-            raise SilverlabelError(f"{where['annotations']}: no column 'text' to train a student on; pass the "
-                                   "annotate output or use --no-student")
-        student_probs = cross_fit_student(pop["text"].astype(str).tolist(), gold_index, y, len(names),
-                                          folds=folds, config=student_config, seed=seed)
-        student_info = {"folds": folds, "seed": seed,
-                        "model": (student_config.model if student_config is not None else "minilm"),
-                        "unlabeled_items": "average of the fold students"}
-    deployed_probs = None
-    if predictions is not None:
-        deployed_probs = deployed_surrogate(predictions, predictions_seen or {}, pop, gold.index, names,
-                                            where=where["predictions"])
-        if weights is not None:
-            # bench/coverage.py --deployed: on the imdb stand-in, gold drawn in proportion to the teacher's entropy
-            # left the deployed student's 90 % intervals covering 0.866 (n=100) and 0.872 (n=200); uniform: 0.88-0.90
-            log.warning("the gold sample was drawn with unequal inclusion probabilities (set from the teacher's "
-                        "uncertainty); the deployed student's PPI++ intervals may cover less than %g %% then "
-                        "(docs/benchmarks.md); a uniform sample suits --predictions", 100 * level)
-    if estimand == "prevalence":
-        intervals = prevalence_intervals(y, gold_index, probs, teacher_labels, names, level=level, weights=weights,
-                                         student_probs=student_probs, deployed_probs=deployed_probs)
-    else:
-        intervals = regression_intervals(estimand, y, gold_index, X, probs, teacher_labels, target, parameters,
-                                         level=level, weights=weights, student_probs=student_probs,
-                                         deployed_probs=deployed_probs)
-    power = []
-    if target_width is not None:
-        power = needed_gold(estimand, y, gold_index, probs, half_width=target_width, level=level,
-                            parameters=parameters, target=target, X=X, weights=weights, student_probs=student_probs)
-    return Estimates(estimand=estimand, level=level, parameters=list(parameters), intervals=intervals,
-                     n_items=len(pop), n_gold=len(gold), design="uniform" if weights is None else "weighted",
-                     target_class=target_class, covariates=list(covariate_names), excluded_demos=n_demo,
-                     power=power, student=student_info)
-
-
-def design_matrix(covariates: pd.DataFrame | None, names: Sequence[str], items: Sequence[str], *,
-                  where: str) -> np.ndarray:
-    """[1, covariates] for every population item; a missing or non-numeric column, or an item without a row, is
-    an error naming the file and column."""
-    if not names:
-        raise SilverlabelError("a regression needs --covariates (numeric columns of --data)")
-    if covariates is None:
-        raise SilverlabelError("--covariates need --data, the file holding them (with an item column)")
-    cols = []
-    for name in names:
-        if name not in covariates.columns:
-            raise SilverlabelError(f"{where}: no column '{name}' for --covariates; columns are "
-                                   f"{', '.join(map(str, covariates.columns))}")
-        values = pd.to_numeric(covariates[name], errors="coerce")
-        bad = values.isna() & covariates[name].notna()
-        if bad.any():
-            first = covariates.index[bad.to_numpy()][0]
-            raise SilverlabelError(f"{where}: column '{name}' is not numeric (item '{first}' has "
-                                   f"'{covariates[name].loc[first]}'); covariates must be numbers")
-        cols.append(values)
-    frame = pd.concat(cols, axis=1)
-    frame.index = frame.index.astype(str)
-    missing = [it for it in items if it not in frame.index]
-    if missing:
-        raise SilverlabelError(f"{where}: item '{missing[0]}' has no row; every annotated item needs its "
-                               "covariates")
-    X = frame.loc[list(items)]
-    nan = X.isna().any(axis=1).to_numpy()
-    if nan.any():
-        it = X.index[nan][0]
-        col = X.columns[X.loc[it].isna().to_numpy()][0]
-        raise SilverlabelError(f"{where}: item '{it}' has no value in column '{col}'; fill it or drop the item")
-    return np.column_stack([np.ones(len(X)), X.to_numpy(dtype=np.float64)])
+    index = np.array([row[it] for it in gold.index], dtype=np.int64)
+    y = np.array([names.index(lab) for lab in gold], dtype=np.int64)
+    return pop, n_demo, Sample(index, y, weights)
 
 
 # ----------------------------------------------------------------------------------------------- files in
@@ -576,20 +384,18 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
     return frame.set_index("item")
 
 
-def estimate_files(records: pd.DataFrame, label_names: Sequence[str], gold: str | Path, *,
-                   annotations: str | Path = "annotations", data: str | Path | None = None,
-                   covariates: Sequence[str] = (), predictions: str | Path | None = None,
-                   **options) -> Estimates:
+def estimate_files(records: pd.DataFrame, label_names: Sequence[str], gold: str | Path,
+                   estimand: Estimand | str = "prevalence", *, annotations: str | Path = "annotations",
+                   data: str | Path | None = None, predictions: str | Path | None = None, **options) -> Estimates:
     """:func:`estimate` from files: ``records``/``label_names`` as ``mitigations.workflow.read_annotations``
     returns them (read there, so this module does not depend on the mitigations), the gold file (``merge``
     output or item,label CSV, with inclusion probabilities when it has them) and the covariates' table."""
     gold_labels, inclusion = read_gold(gold, label_names=label_names)
     table = read_covariates(data) if data is not None else None
-    frame, seen = read_predictions(predictions) if predictions is not None else (None, None)
-    return estimate(records, label_names, gold_labels, inclusion=inclusion, covariates=table,
-                    covariate_names=list(covariates), predictions=frame, predictions_seen=seen,
-                    where={"annotations": str(annotations), "gold": str(gold), "data": str(data),
-                           "predictions": str(predictions)}, **options)
+    deployed = read_predictions(predictions) if predictions is not None else None
+    return estimate(records, label_names, gold_labels, estimand, inclusion=inclusion, covariates=table,
+                    predictions=deployed, where={"annotations": str(annotations), "gold": str(gold),
+                                                 "data": str(data), "predictions": str(predictions)}, **options)
 
 
 def planning_gold(share: float, half_width: float, level: float) -> int:

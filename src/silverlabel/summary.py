@@ -164,7 +164,7 @@ def _rows(config, prepared, cells, records, predictions, accounting) -> list[dic
                "ci": bootstrap_intervals(table, n_boot=config.bootstrap, seed=0),
                "accounting": accounting.get((dataset, source, size), {})}
         if cell.source.teacher:
-            main_seed = {t.name: t.demo_seeds[0] for t in config.teachers}[cell.source.teacher]
+            main_seed = config.teacher_specs()[cell.source.teacher].demo_seeds[0]
             tr = records[(dataset, cell.source.teacher)][main_seed]
             tr = tr[tr["split"] == "train"].iloc[prepared[dataset].training_positions(size)]
             row["teacher_accuracy"] = accuracy(tr["gold"].to_numpy(), tr["label"].fillna("(failed)").to_numpy())

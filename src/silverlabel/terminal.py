@@ -37,7 +37,7 @@ def print_table1(results: list[dict], *, title: str) -> None:
 def print_study(results: dict, out: Path) -> None:
     for name, info in results["datasets"].items():
         rows = [r for r in results["results"] if r["dataset"] == name]
-        largest = max(r["size"] for r in rows)
+        largest = max((r["size"] for r in rows), default=0)  # none: a study of teachers only
         for student in dict.fromkeys(r["student"] for r in rows):
             print_table1([r for r in rows if r["size"] == largest and r["student"] == student],
                          title=f"Table 1 — {name} ({'real data' if info['real_data'] else 'offline stand-in'}), "
@@ -51,6 +51,8 @@ def print_study(results: dict, out: Path) -> None:
                 console.print(f"teacher {t['teacher']} ({t['uri']}, demos {t['demo_seed']}): accuracy {100 * (t['accuracy'] or 0):.1f} % "
                               f"on {t['train_items']} training texts ({t['this_run']['cached']} of {t['items']} "
                               "labels from the cache)")
+    if results.get("hypotheses"):
+        print_hypotheses(results["hypotheses"])
     timing = results["timing"]
     console.print(f"wall time {timing['wall_s']:.0f} s ({timing['runs_trained']} student runs trained, runner "
                   f"overhead {100 * timing['overhead_share']:.1f} %)")
@@ -194,3 +196,70 @@ def print_predict_summary(s) -> None:
     console.print(f"predict: {s.texts} texts, {s.predicted} predicted{skipped}; unstable (seeds disagree) "
                   f"{100 * s.unstable_share:.1f} % ({s.unstable}); labels: {labels or 'none'} -> {s.out} "
                   f"({s.seconds:.1f} s{rate}{resumed})", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_estimates(est, *, source: str | None = None) -> None:
+    """``silverlabel estimate``: every method's interval per parameter, and the power analysis when asked."""
+    from .inference import METHOD_TITLES
+
+    title = (f"{est.title}: {est.n_gold} gold of {est.n_items} items ({est.design} sample), "
+             f"{100 * est.level:g} % intervals" + (f" — {source}" if source else ""))
+    table = Table(title=title)
+    for col in ("parameter", "method", "estimate", "interval", "width", "worth n gold"):
+        table.add_column(col, justify="left" if col in ("parameter", "method") else "right")
+    for r in est.table().to_dict(orient="records"):
+        ess = "" if r["effective_n"] is None or r["effective_n"] != r["effective_n"] else f"{r['effective_n']:.0f}"
+        table.add_row(r["parameter"], METHOD_TITLES[r["method"]], f"{r['estimate']:.4f}",
+                      f"[{r['lower']:.4f}, {r['upper']:.4f}]", f"{r['width']:.4f}", ess)
+    console.print(table)
+    console.print("teacher as truth: an interval around the teacher's own labels, not valid whenever the teacher "
+                  "errs; worth n gold = n x (classical width / PPI width)^2")
+    if est.power:
+        power = Table(title=f"gold labels needed for a half-width of {est.power[0].half_width:g} "
+                            f"({100 * est.level:g} %), from this pilot of {est.n_gold}")
+        for col in ("parameter", "gold only", "PPI++ teacher", "PPI++ student", "rho teacher"):
+            power.add_column(col, justify="left" if col == "parameter" else "right")
+        for p in est.power:
+            power.add_row(p.parameter, str(p.classical), str(p.ppi_teacher),
+                          "" if p.ppi_student is None else str(p.ppi_student),
+                          "" if p.ppi_corr_teacher is None else f"{p.ppi_corr_teacher:.3f}")
+        console.print(power)
+
+
+DECISIONS = {"+": "significant +", "-": "significant −", "0": "not significant", None: "—"}
+_SIGNS = {"+": "+", "-": "−", "0": "0", None: "—"}
+
+
+def print_hypotheses(results: list[dict]) -> None:
+    """Each hypothesis decided by every configuration: teacher as truth and PPI++ side by side, against the
+    reference, and how far a choice of configuration could push the estimate."""
+    for h in results:
+        ref = h["reference"]
+        shown = (f"{DECISIONS[ref['decision']]}, {_cell(ref)} from {ref['n']} gold labels"
+                 if ref["decision"] is not None else ref["source"])
+        table = Table(title=f"{h.get('dataset', '') + ': ' if h.get('dataset') else ''}{h['name']} — {h['title']}; "
+                            f"{h['parameter']} vs {h['null']:g}, {100 * h['level']:g} % two-sided; reference "
+                            f"{shown}")
+        for col in ("configuration", "teacher as truth", "PPI++ (1st gold draw)", "gold only"):
+            table.add_column(col, justify="left" if col == "configuration" else "right")
+        for r in h["configurations"]:
+            first = r["draws"][0]
+            table.add_row(r["name"], _cell(r["teacher"]), _cell(first["ppi_teacher"]),
+                          _SIGNS[first["classical"]["decision"]])
+        console.print(table)
+        console.print("decision: + / − significant with that sign, 0 not significant; I, II, S: the error it makes "
+                      "against the reference", style="dim")
+        rng = h["range"]
+        console.print(f"by choosing a configuration: teacher as truth {rng['teacher']['low']:.4f} to "
+                      f"{rng['teacher']['high']:.4f} ({', '.join(DECISIONS[d] for d in rng['teacher']['decisions'])}); "
+                      f"PPI++ {rng['ppi_teacher']['low']:.4f} to {rng['ppi_teacher']['high']:.4f} "
+                      f"({', '.join(DECISIONS[d] for d in rng['ppi_teacher']['decisions'])})")
+        errs = "; ".join(f"{m}: Type I {e['type_I']:.0%}, II {e['type_II']:.0%}, S {e['type_S']:.0%}"
+                         for m, e in h["errors"].items() if m != "classical")
+        console.print(f"errors over {len(h['configurations'])} configurations x {h['draws']} gold draws: {errs}")
+
+
+def _cell(d: dict) -> str:
+    err = d.get("error")
+    return (f"{d['estimate']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}] {_SIGNS[d['decision']]}"
+            + (f" {err.removeprefix('type_')}" if err else ""))

@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_with_exit_2(files, case):
         path = _gold_csv(tmp, f"g-{value}.csv", body, header="item,label,inclusion_prob")
         expect = f"item '{body[3][0]}' has inclusion_prob {float(value)}"
     elif case == "missing column":
-        path, expect = _gold_csv(tmp, "g3.csv", rows), "no column 'age' for --covariates"
+        path, expect = _gold_csv(tmp, "g3.csv", rows), "no column 'age' for the covariates"
         extra = ["--estimand", "ols", "--target-class", names[0], "--covariates", "age", "--data", data]
     elif case == "not numeric":
         path, expect = _gold_csv(tmp, "g4.csv", rows), "column 'word' is not numeric"
@@ -117,3 +117,103 @@ def test_bad_input_is_one_line_with_exit_2(files, case):
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
     assert expect in lines[0] and "Traceback" not in r.stderr
     assert (str(path) in lines[0]) or (str(data) in lines[0])
+
+
+HYPOTHESES = """
+[[hypotheses]]
+name = "hate-above-10pct"
+estimand = "prevalence"
+target_class = "{c0}"
+threshold = 0.1
+level = 0.9
+
+[[hypotheses]]
+name = "long-tweets-differ"
+estimand = "difference"
+target_class = "{c1}"
+covariate = "long"
+groups = ["yes", "no"]
+level = 0.9
+"""
+
+
+def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path):
+    """Two teachers of different bias (two annotations files): each hypothesis decided by each, teacher as truth
+    and PPI++ against ppi_py called here on the same data, the reference from the gold sample alone (said so)."""
+    tmp, ann, data, records, gold, names = files
+    other, _, _, _ = synthetic_teacher(N, seed=7, noise=np.array([[0.2, 0.6, 0.2], [0.02, 0.9, 0.08],
+                                                                  [0.02, 0.5, 0.48]]))
+    ann2 = tmp_path / "overcalls.parquet"
+    other.to_parquet(ann2, index=False)
+    (tmp_path / "h.toml").write_text(HYPOTHESES.format(c0=names[0], c1=names[1]))
+    rows = [(it, gold[it]) for it in records["item"].iloc[:150]]
+    gpath = _gold_csv(tmp_path, "gold.csv", rows)
+    long = records["text"].str.len() > records["text"].str.len().median()
+    groups = pd.DataFrame({"item": records["item"], "long": np.where(long, "yes", "no")})
+    groups.to_csv(tmp_path / "groups.csv", index=False)
+    r = run("estimate", "--annotations", ann, "--annotations", ann2, "--gold", gpath, "--data",
+            tmp_path / "groups.csv", "--hypotheses", tmp_path / "h.toml", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)["hypotheses"]
+    assert [h["name"] for h in out] == ["hate-above-10pct", "long-tweets-differ"]
+    assert out[0]["reference"]["source"].startswith("each gold sample alone")
+    g_items = [str(i) for i, _ in rows]
+    for h in out:
+        assert [c["name"] for c in h["configurations"]] == ["ann", "overcalls"]
+        for conf, frame in zip(h["configurations"], (records, other)):
+            pop = frame[frame["label"].notna()].reset_index(drop=True)
+            pos = {it: i for i, it in enumerate(pop["item"].astype(str))}
+            keep = [it for it in g_items if it in pos]
+            idx = np.array([pos[it] for it in keep])
+            cls = names[0] if h["name"] == "hate-above-10pct" else names[1]
+            y = np.array([gold[it] == cls for it in keep], dtype=float)
+            f = pop[f"p:{cls}"].to_numpy()
+            naive = (pop["label"] == cls).to_numpy(dtype=float)
+            if h["name"] == "hate-above-10pct":
+                lo, hi = ppi_py.ppi_mean_ci(y, f[idx], f, alpha=0.1)
+                t_lo, t_hi = ppi_py.classical_mean_ci(naive, alpha=0.1)
+                null = 0.1
+            else:
+                x = pop["item"].astype(str).map(dict(zip(groups["item"].astype(str), groups["long"]))) == "yes"
+                X = np.column_stack([np.ones(len(pop)), x.to_numpy(dtype=float)])
+                lo, hi = (b[1] for b in ppi_py.ppi_ols_ci(X[idx], y, f[idx], X, f, alpha=0.1))
+                t_lo, t_hi = (b[1] for b in ppi_py.classical_ols_ci(X, naive, alpha=0.1))
+                # the OLS coefficient on the group indicator is the difference of the two shares
+                assert (t_lo + t_hi) / 2 == pytest.approx(naive[x.to_numpy()].mean() - naive[~x.to_numpy()].mean())
+                null = 0.0
+            got = conf["draws"][0]["ppi_teacher"]
+            assert (got["lower"], got["upper"]) == pytest.approx((float(np.ravel(lo)[0]), float(np.ravel(hi)[0])))
+            assert (conf["teacher"]["lower"], conf["teacher"]["upper"]) == pytest.approx(
+                (float(np.ravel(t_lo)[0]), float(np.ravel(t_hi)[0])))
+            want = "+" if got["lower"] > null else "-" if got["upper"] < null else "0"
+            assert got["decision"] == want
+    r = run("estimate", "--annotations", ann, "--annotations", ann2, "--gold", gpath, "--data",
+            tmp_path / "groups.csv", "--hypotheses", tmp_path / "h.toml")
+    assert r.returncode == 0 and "teacher as truth" in r.stdout and "by choosing a configuration" in r.stdout
+
+
+@pytest.mark.parametrize("case", ["same name", "missing file", "unknown group", "bad threshold"])
+def test_bad_hypotheses_input_is_one_line(files, tmp_path, case):
+    tmp, ann, data, records, gold, names = files
+    gpath = _gold_csv(tmp_path, "gold.csv", [(it, gold[it]) for it in records["item"].iloc[:60]])
+    text = HYPOTHESES.format(c0=names[0], c1=names[1])
+    anns = [ann, ann]
+    (tmp_path / "copy").mkdir()
+    extra = ["--data", tmp_path / "groups.csv"]
+    pd.DataFrame({"item": records["item"], "long": "no"}).to_csv(tmp_path / "groups.csv", index=False)
+    if case == "same name":
+        expect = "two configurations are called 'ann'"
+    else:
+        anns = [ann]
+        if case == "missing file":
+            text, expect = None, "no such file"
+        elif case == "unknown group":
+            expect = "no item has long = yes"
+        else:
+            text, expect = text.replace("threshold = 0.1", "threshold = 10"), "threshold between 0 and 1"
+    if text is not None:
+        (tmp_path / "h.toml").write_text(text)
+    args = [a for p in anns for a in ("--annotations", p)]
+    r = run("estimate", *args, "--gold", gpath, *extra, "--hypotheses", tmp_path / "h.toml")
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr

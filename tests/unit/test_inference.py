@@ -10,14 +10,8 @@ import pytest
 from scipy.stats import norm
 
 from silverlabel.errors import SilverlabelError
-from silverlabel.inference import (
-    cross_fit_student,
-    estimate,
-    needed_gold,
-    planning_gold,
-    prevalence_intervals,
-    regression_intervals,
-)
+from silverlabel.estimands import OLS, Logistic, Prevalence, Sample, fit_intervals, power
+from silverlabel.inference import cross_fit_student, estimate, planning_gold, prevalence_intervals
 from silverlabel.sampling import draw, inclusion_probabilities
 
 NAMES = ["neg", "pos"]
@@ -129,10 +123,15 @@ def test_ols_and_logistic_match_ppi_py():
     probs = ann[["p:neg", "p:pos"]].to_numpy()
     teacher = (ann["label"] == "pos").to_numpy().astype(int)
     y = (gold[idx] == 1).astype(float)
-    for kind, classical, ppi in (("ols", ppi_py.classical_ols_ci, ppi_py.ppi_ols_ci),
-                                 ("logistic", ppi_py.classical_logistic_ci, ppi_py.ppi_logistic_ci)):
-        out = {(i.method, i.parameter): i for i in regression_intervals(kind, gold[idx], idx, X, probs, teacher, 1,
-                                                                       ["intercept", "x"])}
+    cov = pd.DataFrame({"x": x}, index=ann["item"])
+
+    def regression_intervals(kind):
+        design = kind(target_class="pos", covariates=("x",)).design(NAMES, cov, ann["item"].tolist())
+        return fit_intervals(design, Sample(idx, gold[idx]), teacher, {"ppi_teacher": probs}, level=0.9)
+
+    for kind, classical, ppi in ((OLS, ppi_py.classical_ols_ci, ppi_py.ppi_ols_ci),
+                                 (Logistic, ppi_py.classical_logistic_ci, ppi_py.ppi_logistic_ci)):
+        out = {(i.method, i.parameter): i for i in regression_intervals(kind)}
         lo, hi = classical(X[idx], y, alpha=0.1)
         assert (out["classical", "x"].lower, out["classical", "x"].upper) == pytest.approx((lo[1], hi[1]))
         lo, hi = ppi(X[idx], y, probs[idx, 1], X, probs[:, 1], alpha=0.1)
@@ -141,8 +140,7 @@ def test_ols_and_logistic_match_ppi_py():
     import statsmodels.api as sm
 
     truth = sm.OLS(gold.astype(float), X).fit().params[1]
-    out = {(i.method, i.parameter): i for i in regression_intervals("ols", gold[idx], idx, X, probs, teacher, 1,
-                                                                   ["intercept", "x"])}
+    out = {(i.method, i.parameter): i for i in regression_intervals(OLS)}
     assert out["ppi_teacher", "x"].lower <= truth <= out["ppi_teacher", "x"].upper
 
 
@@ -152,8 +150,9 @@ def test_power_is_the_closed_form_and_delivers_the_width():
     idx = np.random.default_rng(2).choice(len(gold), 300, replace=False)
     y = (gold[idx] == 1).astype(float)
     h = 0.03
-    (power_neg, power_pos) = needed_gold("prevalence", gold[idx], idx, ann[["p:neg", "p:pos"]].to_numpy(),
-                                         half_width=h, level=0.9, parameters=NAMES)
+    design = Prevalence().design(NAMES, None, ann["item"].tolist())
+    (power_neg, power_pos) = power(design, Sample(idx, gold[idx]), {"ppi_teacher": ann[["p:neg", "p:pos"]].to_numpy()},
+                                   half_width=h, level=0.9)
     p = y.mean()
     assert power_pos.classical == math.ceil(Z90 ** 2 * p * (1 - p) / h ** 2)  # z^2 p(1-p) / h^2
     ref = ppi_py.ppi_mean_power(y, f[idx], cost_Y=1.0, cost_Yhat=1e-9, effective_n=power_pos.classical,
@@ -206,8 +205,12 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(SilverlabelError, match="item 'nope' is not in"):
         estimate(ann, NAMES, pd.Series(["pos"], index=["nope"]))
     with pytest.raises(SilverlabelError, match="3 usable gold labels for 3 parameter"):
-        estimate(ann, NAMES, g, estimand="ols", target_class="pos", covariate_names=["x", "z"],
+        estimate(ann, NAMES, g, OLS(target_class="pos", covariates=("x", "z")),
                  covariates=pd.DataFrame({"x": x, "z": x}, index=ann["item"]))
+    with pytest.raises(SilverlabelError, match="target_class 'maybe' is not one of the labels"):
+        estimate(ann, NAMES, g, Prevalence(target_class="maybe"))
+    with pytest.raises(SilverlabelError, match="estimand 'median' is unknown"):
+        estimate(ann, NAMES, g, "median")
     with pytest.raises(SilverlabelError, match="not in \\(0, 1\\]"):
         estimate(ann, NAMES, g, inclusion=pd.Series([0.1, 0.0, 0.2], index=g.index))
 
@@ -248,7 +251,7 @@ def test_study_section_estimates_against_the_truth_and_reports_it(tmp_path):
     md = "\n".join(conclusions_markdown(sections))
     assert "## What you can conclude" in md and "PPI++ (teacher P_S)" in md
     assert sections[0]["figure"].exists() and sections[0]["figure"].stat().st_size > 10_000
-    with pytest.raises(SilverlabelError, match="needs covariates"):
+    with pytest.raises(SilverlabelError, match="estimand .logistic. needs target_class, covariates"):
         StudyConfig.from_dict({"datasets": [{"source": "toxic"}], "teachers": [{"name": "t", "uri": "llamacpp:x"}],
                                "estimates": [{"estimand": "logistic"}]})
     with pytest.raises(SilverlabelError, match="unknown key 'estimates.0.sizes'"):

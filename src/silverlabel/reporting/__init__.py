@@ -22,6 +22,8 @@ from ..paper import TABLE1, TABLE1_COLUMNS, TABLE2
 from . import plots
 from .conclusions import INTRO as CONCLUSIONS_INTRO
 from .conclusions import conclusion_sections
+from .multiverse import INTRO as SURVIVAL_INTRO
+from .multiverse import survival_sections
 from .text import markdown_env, pct, split_line, takeaways
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def _data_uri(path: Path) -> str:
 def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dict:
     rows = [r for r in results["results"] if r["dataset"] == name]
     students = list(dict.fromkeys(r["student"] for r in rows))
-    largest = max(r["size"] for r in rows)
+    largest = max((r["size"] for r in rows), default=0)  # no rows: a study of teachers only (hypotheses, estimates)
     sizes = sorted({r["size"] for r in rows})
     tables = []
     for student in students:
@@ -100,15 +102,16 @@ def _dataset_section(name: str, info: dict, results: dict, figures: Path) -> dic
     paper = paper_rows(info.get("paper_dataset"))
     slug = "".join(ch if ch.isalnum() else "-" for ch in name)
     figs = {}
-    top_rows = [r for r in rows if r["student"] == students[0] and r["size"] == largest]
+    top_rows = [r for r in rows if r["student"] == students[0] and r["size"] == largest] if rows else []
     names = info["label_names"]
     support = info["test_class_counts"]
     rare_first = sorted(names, key=lambda n: (support.get(n, 0), names.index(n)))
     per_class_rows = [{"labels": r["label_source"], **{n: _pct((r["per_class"].get(n) or {}).get("f1"))
                                                          for n in rare_first}} for r in top_rows]
-    path = figures / f"{slug}-per-class-f1.png"
-    plots.per_class_f1(top_rows, rare_first, support, path)
-    figs["per_class"] = path
+    if top_rows:
+        path = figures / f"{slug}-per-class-f1.png"
+        plots.per_class_f1(top_rows, rare_first, support, path)
+        figs["per_class"] = path
     scaling = None
     if len(sizes) > 1:
         path = figures / f"{slug}-scaling.png"
@@ -183,9 +186,11 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
     titles = {"labels": "labels", **COLUMN_TITLES, "teacher_acc": "teacher acc", "n_train": "n_train"}
     md_path, html_path = out / "report.md", out / "report.html"
     conclusions = conclusion_sections(results, figures)  # "What you can conclude" (reporting/conclusions.py)
+    survival = survival_sections(results, figures)  # "Do the conclusions survive?" (reporting/multiverse.py)
     md = markdown_env().get_template("report.md.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, conclusions=conclusions,
-        conclusions_intro=CONCLUSIONS_INTRO, collapsed_note=COLLAPSED_NOTE,
+        conclusions_intro=CONCLUSIONS_INTRO, survival=survival, survival_intro=SURVIVAL_INTRO,
+        collapsed_note=COLLAPSED_NOTE,
         budget_titles={**titles, "gold_used": "gold"}, mitigation_columns=MITIGATION_COLUMNS,
         config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
         timing=results.get("timing", {}))
@@ -194,10 +199,11 @@ def write_study_report(out: str | Path) -> dict[str, Path]:
                       autoescape=select_autoescape(["html", "j2"], default=True))
     images = {str(p): _data_uri(p) for s in sections for p in s["figures"].values()}
     images.update({str(c["figure"]): _data_uri(c["figure"]) for c in conclusions if c["figure"]})
+    images.update({str(s["figure"]): _data_uri(s["figure"]) for s in survival})
     html = env.get_template("report.html.j2").render(
         results=results, sections=sections, columns=columns, titles=titles, images=images, pct=_pct,
         collapsed_note=COLLAPSED_NOTE, confusion_columns=plots.confusion_columns, conclusions=conclusions,
-        conclusions_intro=CONCLUSIONS_INTRO,
+        conclusions_intro=CONCLUSIONS_INTRO, survival=survival, survival_intro=SURVIVAL_INTRO,
         config_json=json.dumps(results["config"], indent=2), versions=results.get("versions", {}),
         timing=results.get("timing", {}))
     atomic_write_text(html_path, html)

@@ -43,9 +43,7 @@ def conclusion_sections(results: dict, figures: Path) -> list[dict]:
                   "ppi_teacher": p["ppi_teacher"], "ppi_student": "" if p["ppi_student"] is None else p["ppi_student"]}
                  for p in e.get("power") or []]
         out.append({**e, "rows": rows, "power_rows": power, "figure": path if e.get("power") else None,
-                    "title": f"{e['dataset']}: {e['estimand']}" + (f" of {e['target_class']} on "
-                                                                    f"{', '.join(e['covariates'])}"
-                                                                    if e["covariates"] else "")})
+                    "title": f"{e['dataset']}: {e.get('title') or e['estimand']}"})
     return out
 
 

@@ -49,8 +49,7 @@ class LabelSource:
         """What defines this source's labels (the teacher by its URI and prompt, not by its name)."""
         out = {"kind": self.kind}
         if self.teacher:
-            t = teachers[self.teacher].to_dict()
-            t.pop("name")
+            t = teachers[self.teacher].recipe()
             if self.policy != "ensemble":  # only the main demonstration set makes these labels
                 t["demo_seeds"] = t["demo_seeds"][:1]
             out["teacher"] = t
@@ -158,7 +157,7 @@ def sizes_for(config: StudyConfig, prepared: Prepared) -> list[int]:
 
 def grid_cells(config: StudyConfig, prepared: dict[str, Prepared]) -> list[Cell]:
     """Every cell of the grid with its run id (a hash of what makes the run, never of names or order)."""
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     students = {s.name: s for s in config.students}
     cells = []
     for name, prep in prepared.items():
@@ -215,7 +214,7 @@ def blocked_cells(config: StudyConfig, dataset: DatasetSpec) -> list[Cell]:
 
 def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:
     """Which demo sets of which teacher the grid needs (ensembles need all of a teacher's sets)."""
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     needs: dict[str, set[int]] = {}
     for s in label_sources(config):
         if s.teacher is None:
@@ -225,4 +224,9 @@ def teacher_needs(config: StudyConfig) -> dict[str, set[int]]:
     for e in config.estimates:  # estimates need the first demo set of their teacher
         name = e.teacher or config.teachers[0].name
         needs.setdefault(name, set()).add(teachers[name].demo_seeds[0])
+    for h in config.hypotheses:  # hypotheses are decided by every configuration of their teachers
+        for t in config.teachers:
+            if not h.teachers or t.name in h.teachers:
+                for _, v in t.variants():
+                    needs.setdefault(v.name, set()).update(v.demo_seeds)
     return needs

@@ -26,7 +26,8 @@ def prompt_for(prep: Prepared, teacher: TeacherSpec, demo_seed: int) -> Prompt:
     train = prep.splits.train
     demos = sample_demonstrations(train.texts, train.labels, train.label_names, k=teacher.k_shot, seed=demo_seed,
                                   balanced=teacher.balanced)
-    return Prompt(task=train.task, label_names=tuple(train.label_names), demonstrations=demos)
+    task = train.task if teacher.instruction is None else teacher.instruction.replace("{task}", train.task)
+    return Prompt(task=task, label_names=tuple(train.label_names), demonstrations=demos)
 
 
 def annotate(prep: Prepared, teacher: TeacherSpec, demo_seed: int, store: AnnotationStore) -> pd.DataFrame:
@@ -57,7 +58,7 @@ def annotate_all(config: StudyConfig, prepared: dict[str, Prepared], out: Path
                  ) -> tuple[dict[tuple[str, str], dict[int, pd.DataFrame]], list[dict], float]:
     """Every teacher table the grid needs, annotated (or read from the store) and written to ``teachers/``:
     ``records[(dataset, teacher)][demo seed]``, one summary per table, and the seconds spent annotating."""
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     records: dict[tuple[str, str], dict[int, pd.DataFrame]] = {}
     summaries, seconds = [], 0.0
     with AnnotationStore(out / "annotations.sqlite") as store:

@@ -28,6 +28,7 @@ from ..files import (
     check_writable,
     remove_stale_temp,
 )
+from ..multiverse import check_hypotheses, study_multiverse
 from ..progress import progress_bar
 from ..reporting import write_study_report
 from ..students import get_student
@@ -153,7 +154,7 @@ def dry_run(config: StudyConfig, out: str | Path, *, offline: bool | None = None
     cells = grid_cells(config, prepared)
     cells += [c for d in config.datasets if d.key in blocked for c in blocked_cells(config, d)]
     done = [c.dataset not in blocked and is_done(out, c) for c in cells]
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     todo: dict[str, int] = {}
     store = AnnotationStore(out / "annotations.sqlite") if (out / "annotations.sqlite").exists() else None
     try:
@@ -186,7 +187,7 @@ def training_jobs(config: StudyConfig, out: Path, prepared: dict[str, Prepared],
     data once, for finished cells too, so ``accounting`` (what each source dropped, flipped or spent) is complete;
     the mitigation policies' time goes to ``timing["mitigate_s"]``; a cell that saves its model gets the record
     its folder will hold in ``saved`` (by run id)."""
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     students = {s.name: s for s in config.students}
     cache: dict[tuple, TrainingData] = {}
     for cell in cells:
@@ -218,7 +219,7 @@ def training_jobs(config: StudyConfig, out: Path, prepared: dict[str, Prepared],
 def model_record(config: StudyConfig, cell: Cell, prep: Prepared, data: TrainingData,
                  train_config: TrainConfig) -> dict:
     """What a saved student's folder records about how it was made (students/saved.py reads it back)."""
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
     spec = cell.source.spec(teachers)  # the teacher by its URI and prompt options: what made the labels
     asset = STUDENT_ASSETS.get(train_config.model)
     splits = prep.splits
@@ -257,6 +258,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     out = Path(out)
     started = time.perf_counter()
     prepared = prepare_all(config, offline)  # a dataset too small for its split is refused before any work
+    check_hypotheses(config, prepared)  # so is a hypothesis naming a class a dataset lacks
     for student in config.students:
         get_student(student.backend)  # so is an unknown student backend
     check_writable(out)
@@ -265,7 +267,7 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     remove_stale_temp(out / "runs", any_hidden=True)  # runs/ holds run folders only: whatever is hidden is a leftover
     timing = {"annotate_s": 0.0, "train_s": 0.0, "mitigate_s": 0.0}
     atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2))
-    teachers = {t.name: t for t in config.teachers}
+    teachers = config.teacher_specs()
 
     # 1. teacher labels: once per dataset, teacher and demo set, shared by every cell that needs them
     records, summaries, timing["annotate_s"] = annotate_all(config, prepared, out)
@@ -303,6 +305,8 @@ def run_study(config: StudyConfig, out: str | Path, *, executor: str = "local", 
     results = summarise(config, out, prepared, cells, records, summaries, accounting)
     if config.estimates:  # "What you can conclude": estimates with intervals against the truth (conclusions.py)
         results["estimates"] = study_estimates(config, prepared, records)
+    if config.hypotheses:  # "Do the conclusions survive?": every hypothesis decided by every configuration
+        results["hypotheses"] = study_multiverse(config, prepared, records)
     wall = time.perf_counter() - started
     work = timing["annotate_s"] + timing["train_s"] + timing["mitigate_s"]
     results["timing"] = {"wall_s": wall, **timing, "overhead_s": wall - work,
