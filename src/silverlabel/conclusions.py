@@ -40,7 +40,7 @@ def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[
     out = []
     for k, spec in enumerate(config.estimates):
         tname = spec.teacher or config.teachers[0].name
-        teacher = next(t for t in config.teachers if t.name == tname)
+        teacher = config.teacher_specs()[tname]
         for name, prep in prepared.items():
             frames = records.get((name, tname), {})
             if not frames:

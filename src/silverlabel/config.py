@@ -299,19 +299,14 @@ class HypothesisSpec(_Question):
         est = self.estimand_object()
         try:
             est.tested(self.coefficient)
+            est.null(self.threshold)
         except SilverlabelError as exc:
             raise ValueError(f"hypothesis '{self.name}': {exc}") from None
-        if self.estimand == "prevalence":
-            if self.threshold is None or not 0 <= self.threshold <= 1:
-                raise ValueError(f"hypothesis '{self.name}': a prevalence needs a threshold between 0 and 1 (the "
-                                 f"share tested against), got {self.threshold}")
-        if self.coefficient is not None and self.estimand not in ("ols", "logistic"):
-            raise ValueError(f"hypothesis '{self.name}': coefficient is for ols and logistic only")
         return self
 
     @property
     def null(self) -> float:
-        return 0.0 if self.threshold is None else float(self.threshold)
+        return self.estimand_object().null(self.threshold)
 
 
 def _check_seeds(v: list[int]) -> list[int]:
@@ -397,20 +392,21 @@ class StudyConfig(_Config):
         if len(set(teachers)) != len(teachers):
             raise ValueError(f"teacher names repeat: {teachers}")
         for s in self.label_sources:
-            if s.startswith("teacher:") and s.split(":", 1)[1] not in teachers:
-                raise ValueError(f"label source '{s}' names no teacher of [[teachers]] ({', '.join(teachers)})")
+            if s.startswith("teacher:") and s.split(":", 1)[1] not in configurations:
+                raise ValueError(f"label source '{s}' names no teacher configuration of [[teachers]] "
+                                 f"({', '.join(configurations)})")
             if s.startswith("teacher") and not teachers:
                 raise ValueError("label source 'teacher' needs at least one [[teachers]] entry")
         for m in self.mitigations:
             if not teachers:
                 raise ValueError(f"mitigation '{m.policy}' needs at least one [[teachers]] entry")
-            if m.teacher is not None and m.teacher not in teachers:
+            if m.teacher is not None and m.teacher not in configurations:
                 raise ValueError(f"mitigation '{m.policy}' names teacher '{m.teacher}', which is not in [[teachers]]")
-            _check_policy(m, next(t for t in self.teachers if t.name == (m.teacher or teachers[0])))
+            _check_policy(m, self.teacher_specs()[m.teacher or teachers[0]])
         for e in self.estimates:
             if not teachers:
                 raise ValueError("[[estimates]] needs at least one [[teachers]] entry")
-            if e.teacher is not None and e.teacher not in teachers:
+            if e.teacher is not None and e.teacher not in configurations:
                 raise ValueError(f"[[estimates]] names teacher '{e.teacher}', which is not in [[teachers]]")
             e.text_covariates()
         hypotheses = [h.name for h in self.hypotheses]

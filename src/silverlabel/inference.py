@@ -137,7 +137,7 @@ def cross_fit_student(texts: Sequence[str], gold_index: np.ndarray, gold: np.nda
     n = len(gold)
     if n < 2 * folds:
         raise SilverlabelError(f"cross-fitting a student over {folds} folds needs at least {2 * folds} gold labels "
-                               f"(have {n}); pass --no-student or label more")
+                               f"(have {n}); estimate without the student (student=False, --no-student) or label more")
     counts = np.bincount(gold, minlength=num_labels)
     stratify = counts[counts > 0].min() >= folds
     splitter = (StratifiedKFold if stratify else KFold)(n_splits=folds, shuffle=True, random_state=seed)
@@ -173,14 +173,14 @@ def deployed_surrogate(predictions: pd.DataFrame, seen: dict, pop: pd.DataFrame,
     if seen.get("unrecorded"):
         raise SilverlabelError(f"{where}: made by students with no record of their training items "
                                f"({seen['unrecorded'][0]}), so their independence from the gold sample cannot be "
-                               "checked; use --student (cross-fitted) instead")
+                               "checked; use the cross-fitted student (student=True, --student) instead")
     frame = predictions.drop_duplicates("item").set_index(predictions["item"].drop_duplicates().astype(str))
     items = pop["item"].astype(str)
     absent = [it for it in items if it not in frame.index]
     if absent:
         raise SilverlabelError(f"{where}: no prediction for {len(absent)} of the {len(items)} annotated items "
                                f"(first: '{absent[0]}'); run `silverlabel predict` over the same data file, with "
-                               "the same --id-column, as annotate")
+                               "the same item ids (--id-column), as annotate")
     probs = frame.loc[items, [f"p:{n}" for n in names]].to_numpy(dtype=np.float64)
     blank = np.flatnonzero(np.isnan(probs).any(1))
     if len(blank):
@@ -197,7 +197,8 @@ def deployed_surrogate(predictions: pd.DataFrame, seen: dict, pop: pd.DataFrame,
     if overlap:
         raise SilverlabelError(f"{where}: its students were trained or selected on {len(overlap)} of the "
                                f"{len(gold_rows)} gold items (first: '{overlap[0]}'), so they are no valid PPI "
-                               "surrogate; use --student (cross-fitted) or students trained without the gold items")
+                               "surrogate; use the cross-fitted student (student=True, --student) or students "
+                               "trained without the gold items")
     return probs
 
 
@@ -253,7 +254,7 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
     if student:
         if "text" not in pop:
             raise SilverlabelError(f"{where['annotations']}: no column 'text' to train a student on; pass the "
-                                   "annotate output or use --no-student")
+                                   "annotate output or estimate without the student")
         surrogates["ppi_student"] = cross_fit_student(pop["text"].astype(str).tolist(), gold_index, sample.y,
                                                       len(names), folds=folds, config=student_config, seed=seed)
         student_info = {"folds": folds, "seed": seed,
@@ -268,7 +269,7 @@ def estimate(annotations: pd.DataFrame, label_names: Sequence[str], gold: pd.Ser
             # left the deployed student's 90 % intervals covering 0.866 (n=100) and 0.872 (n=200); uniform: 0.88-0.90
             log.warning("the gold sample was drawn with unequal inclusion probabilities (set from the teacher's "
                         "uncertainty); the deployed student's PPI++ intervals may cover less than %g %% then "
-                        "(docs/benchmarks.md); a uniform sample suits --predictions", 100 * level)
+                        "(docs/benchmarks.md); a uniform sample suits deployed students", 100 * level)
     intervals = fit_intervals(design, sample, teacher_labels(pop, names), surrogates, level=level)
     plan = [] if target_width is None else power(design, sample, surrogates, half_width=target_width, level=level)
     return Estimates(estimand=estimand.name, level=level, parameters=design.parameters, intervals=intervals,
@@ -375,8 +376,8 @@ def read_covariates(path: str | Path) -> pd.DataFrame:
         raise SilverlabelError(f"{path}: no such file")
     frame = read_table(path)
     if "item" not in frame.columns:
-        raise SilverlabelError(f"{path}: no column 'item'; --data needs the annotate output's item ids beside the "
-                               "covariates")
+        raise SilverlabelError(f"{path}: no column 'item'; the covariates' data needs the annotate output's item ids "
+                               "beside the covariates")
     frame = frame.assign(item=frame["item"].astype(str))
     dup = frame["item"].duplicated()
     if dup.any():

@@ -200,7 +200,7 @@ def evaluate_files(hypotheses: Sequence[HypothesisSpec], configurations: Sequenc
     gold_labels, inclusion = read_gold(gold, label_names=label_names)
     if inclusion is not None and not np.allclose(inclusion, inclusion.iloc[0]):
         raise SilverlabelError(f"{gold}: a designed sample (unequal inclusion_prob); hypotheses across "
-                               "configurations need a uniform gold sample (select without --design)")
+                               "configurations need a uniform gold sample (`select` without a design)")
     for conf in configurations:
         have = set(conf.annotations["item"].astype(str))
         absent = [it for it in gold_labels.index.astype(str) if it not in have]

@@ -87,8 +87,19 @@ class Estimand:
         raise NotImplementedError
 
     def tested(self, coefficient: str | None = None) -> str:
-        """The parameter a hypothesis about this estimand decides on."""
+        """The parameter a hypothesis about this estimand decides on (``coefficient`` only for a regression)."""
+        if coefficient is not None:
+            raise SilverlabelError(f"{self.name}: coefficient is for ols and logistic only")
+        return self.parameter()
+
+    def parameter(self) -> str:
         raise NotImplementedError
+
+    def null(self, threshold: float | None = None) -> float:
+        """The value a hypothesis tests against: 0 (no difference, no effect) unless the estimand says otherwise."""
+        if threshold is not None:
+            raise SilverlabelError(f"{self.name}: threshold is for a prevalence; a {self.name} is tested against 0")
+        return 0.0
 
     def describe(self) -> str:
         return self.title

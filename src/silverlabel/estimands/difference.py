@@ -74,7 +74,7 @@ class Difference(Estimand):
         X = np.column_stack([np.ones(len(rows)), first.astype(np.float64)])
         return Design("ols", rows, X, [(list(label_names).index(self.target_class), [("difference", 1)])])
 
-    def tested(self, coefficient: str | None = None) -> str:
+    def parameter(self) -> str:
         return "difference"
 
     def describe(self) -> str:

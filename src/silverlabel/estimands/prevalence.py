@@ -23,10 +23,16 @@ class Prevalence(Estimand):
         classes = range(len(label_names)) if self.target_class is None else [label_names.index(self.target_class)]
         return Design("mean", np.arange(len(items)), None, [(c, [(label_names[c], 0)]) for c in classes])
 
-    def tested(self, coefficient: str | None = None) -> str:
+    def parameter(self) -> str:
         if self.target_class is None:
             raise SilverlabelError("a prevalence hypothesis needs target_class (the class whose share is tested)")
         return self.target_class
+
+    def null(self, threshold: float | None = None) -> float:
+        if threshold is None or not 0 <= threshold <= 1:
+            raise SilverlabelError(f"a prevalence needs a threshold between 0 and 1 (the share tested against), got "
+                                   f"{threshold}")
+        return float(threshold)
 
     def describe(self) -> str:
         return f"prevalence of {self.target_class}" if self.target_class else "prevalence of each class"
