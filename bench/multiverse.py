@@ -23,14 +23,19 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
-from silverlabel.cache import AnnotationStore
-from silverlabel.config import load_study_config
-from silverlabel.multiverse import study_multiverse
-from silverlabel.study import prepare_dataset
-from silverlabel.study.labels import annotate
+# run as a script, this file's folder is first on sys.path and bench/coverage.py would shadow the `coverage`
+# package that numba (under ppi_py) imports; drop the folder
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from silverlabel.cache import AnnotationStore  # noqa: E402
+from silverlabel.config import StudyConfig, load_study_config  # noqa: E402
+from silverlabel.multiverse import study_multiverse  # noqa: E402
+from silverlabel.study import prepare_dataset  # noqa: E402
+from silverlabel.study.labels import annotate  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "multiverse"
@@ -64,7 +69,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.datasets.split(","):
-        config = load_study_config(HERE / "multiverse" / f"{name}{'-1.5b' if args.big else ''}.toml")
+        config = load_study_config(HERE / "multiverse" / f"{name}.toml")
+        if args.big:  # the 1.5B with the same instructions and demonstration sets (its GGUF must be installed)
+            data = config.to_dict()
+            data["teachers"].append({**data["teachers"][-1], "name": "qwen1.5b", "uri": "llamacpp:qwen2.5-1.5b"})
+            config = StudyConfig.from_dict(data)
         t0 = time.perf_counter()
         prepared, records, seconds = label(config, OUT)
         line = {"dataset": name, "configurations": len(seconds), "label_s": round(time.perf_counter() - t0, 1),
@@ -83,7 +92,8 @@ def summary(h: dict) -> dict:
     return {"name": h["name"], "reference": h["reference"]["decision"],
             "reference_estimate": round(h["reference"]["estimate"], 4),
             **{m: {k: round(h["errors"][m][k], 4) for k in ("type_I", "type_II", "type_S")} for m in h["errors"]},
-            "teacher_range": [round(h["range"]["teacher"]["low"], 4), round(h["range"]["teacher"]["high"], 4)],
+            "teacher_range": [None if v is None else round(v, 4) for v in (h["range"]["teacher"]["low"],
+                                                                           h["range"]["teacher"]["high"])],
             "teacher_decisions": h["range"]["teacher"]["decisions"]}
 
 

@@ -103,10 +103,20 @@ class _Fitted:
         y = np.array([names.index(lab) for lab in gold.loc[keep]], dtype=np.int64)
         return within(self.design, index, y, None, len(self.items))
 
-    def intervals(self, gold: pd.Series, names: list[str], level: float, *, teacher: bool) -> dict:
-        out = fit_intervals(self.design, self.sample(gold, names), self.labels if teacher else None,
-                            {"ppi_teacher": self.probs}, level=level)
-        return {(i.method, i.parameter): i for i in out}
+    def intervals(self, gold: pd.Series, names: list[str], level: float, *, teacher: bool, known: dict) -> dict:
+        """Every method's intervals with this gold draw. The gold-only interval depends on the gold items alone,
+        so ``known`` (gold items -> its intervals) spares refitting it for configurations that share them (the
+        logistic fits are the slow part of a multiverse)."""
+        sample = self.sample(gold, names)
+        key = tuple(sorted(self.items[self.design.rows[i]] for i in sample.index))
+        out = fit_intervals(self.design, sample, self.labels if teacher else None, {"ppi_teacher": self.probs},
+                            level=level, classical=key not in known)
+        got = {(i.method, i.parameter): i for i in out}
+        if key in known:
+            got.update(known[key])
+        else:
+            known[key] = {k: v for k, v in got.items() if k[0] == "classical"}
+        return got
 
 
 def evaluate(hypothesis: HypothesisSpec, configurations: Sequence[Configuration], label_names: Sequence[str],
@@ -135,14 +145,17 @@ def evaluate(hypothesis: HypothesisSpec, configurations: Sequence[Configuration]
         design = estimand.design(names, covariates, items, where=where)
         labels = np.array([names.index(lab) for lab in gold], dtype=np.int64)
         r = next(i for i in reference(design, labels, level=level) if i.parameter == param)
+        if not np.isfinite([r.lower, r.upper]).all():
+            raise SilverlabelError(f"hypothesis '{hypothesis.name}': the gold labels of all the items are one class "
+                                   f"for {param}, so there is no reference to decide against; test another class")
         ref = {"source": "all gold labels", "n": len(design.rows), "estimate": r.estimate, "lower": r.lower,
                "upper": r.upper, "decision": decide(r.lower, r.upper, null)}
     counts = {m: dict.fromkeys(ERRORS, 0) | {"decisions": 0} for m in METHODS}
-    rows = []
+    rows, known = [], {}
     for conf, fit in zip(configurations, fitted):
         row = {**conf.describe(), "n_items": len(fit.items), "draws": []}
         for d, gold in enumerate(draws):
-            got = fit.intervals(gold, names, level, teacher=d == 0)
+            got = fit.intervals(gold, names, level, teacher=d == 0, known=known)
             if d == 0:
                 t = got["teacher", param]
                 row["teacher"] = _decision(t, null)
@@ -177,6 +190,10 @@ def evaluate(hypothesis: HypothesisSpec, configurations: Sequence[Configuration]
 
 
 def _decision(interval, null: float) -> dict:
+    """An interval and its decision; one with no estimate (a logistic fit of labels all of one class) is kept as
+    None and decides "not significant": nothing could be claimed from it."""
+    if not np.isfinite([interval.lower, interval.upper]).all():
+        return {"estimate": None, "lower": None, "upper": None, "decision": "0", "note": "no estimate"}
     return {"estimate": interval.estimate, "lower": interval.lower, "upper": interval.upper,
             "decision": decide(interval.lower, interval.upper, null)}
 
@@ -187,7 +204,8 @@ def _ranges(rows: list[dict]) -> dict:
     out = {}
     for method in METHODS:
         vals = [r[method] if method == "teacher" else r["draws"][0][method] for r in rows]
-        out[method] = {"low": min(v["estimate"] for v in vals), "high": max(v["estimate"] for v in vals),
+        est = [v["estimate"] for v in vals if v["estimate"] is not None]
+        out[method] = {"low": min(est, default=None), "high": max(est, default=None),
                        "decisions": sorted({v["decision"] for v in vals})}
     return out
 

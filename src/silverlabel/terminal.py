@@ -250,16 +250,20 @@ def print_hypotheses(results: list[dict]) -> None:
         console.print("decision: + / − significant with that sign, 0 not significant; I, II, S: the error it makes "
                       "against the reference", style="dim")
         rng = h["range"]
-        console.print(f"by choosing a configuration: teacher as truth {rng['teacher']['low']:.4f} to "
-                      f"{rng['teacher']['high']:.4f} ({', '.join(DECISIONS[d] for d in rng['teacher']['decisions'])}); "
-                      f"PPI++ {rng['ppi_teacher']['low']:.4f} to {rng['ppi_teacher']['high']:.4f} "
-                      f"({', '.join(DECISIONS[d] for d in rng['ppi_teacher']['decisions'])})")
+        console.print("by choosing a configuration: " + "; ".join(
+            f"{name} {_num(rng[m]['low'])} to {_num(rng[m]['high'])} "
+            f"({', '.join(DECISIONS[d] for d in rng[m]['decisions'])})"
+            for m, name in (("teacher", "teacher as truth"), ("ppi_teacher", "PPI++"))))
         errs = "; ".join(f"{m}: Type I {e['type_I']:.0%}, II {e['type_II']:.0%}, S {e['type_S']:.0%}"
                          for m, e in h["errors"].items() if m != "classical")
         console.print(f"errors over {len(h['configurations'])} configurations x {h['draws']} gold draws: {errs}")
 
 
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
 def _cell(d: dict) -> str:
     err = d.get("error")
-    return (f"{d['estimate']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}] {_SIGNS[d['decision']]}"
-            + (f" {err.removeprefix('type_')}" if err else ""))
+    shown = "no estimate" if d["estimate"] is None else f"{d['estimate']:.3f} [{d['lower']:.3f}, {d['upper']:.3f}]"
+    return f"{shown} {_SIGNS[d['decision']]}" + (f" {err.removeprefix('type_')}" if err else "")

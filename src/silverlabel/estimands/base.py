@@ -235,7 +235,12 @@ def within(design: Design, gold_index: np.ndarray, y: np.ndarray, weights: np.nd
 
 
 def _bounds(fit: str, ppi, alpha: float, X, y, w, Xg=None, f_gold=None, f_all=None):
-    """(lower, upper) arrays of one fit: classical on (X, y) with weights w, or PPI++ with surrogate f."""
+    """(lower, upper) arrays of one fit: classical on (X, y) with weights w, or PPI++ with surrogate f. A logistic
+    fit of labels that are all one class has no estimate (the coefficients run off to infinity): NaN bounds, which
+    no interval test calls significant."""
+    if fit == "logistic" and f_all is None and np.ptp(y) == 0:
+        nan = np.full(X.shape[1], np.nan)
+        return nan, nan
     if f_all is None:
         if fit == "mean":
             return ppi.classical_mean_ci(y, w=w, alpha=alpha)
@@ -253,10 +258,11 @@ def _bounds(fit: str, ppi, alpha: float, X, y, w, Xg=None, f_gold=None, f_all=No
 
 
 def fit_intervals(design: Design, sample: Sample, teacher_labels: np.ndarray | None,
-                  surrogates: dict[str, np.ndarray], *, level: float) -> list[Interval]:
+                  surrogates: dict[str, np.ndarray], *, level: float, classical: bool = True) -> list[Interval]:
     """Every method's interval of every parameter: ``teacher`` (its labels over the rows taken as truth; skipped
-    when ``teacher_labels`` is None), ``classical`` (the gold sample alone) and one PPI++ interval per surrogate
-    (method name -> N x classes probabilities; ppi_py's ``lam`` tuned and clipped to [0, 1])."""
+    when ``teacher_labels`` is None), ``classical`` (the gold sample alone; skipped when ``classical`` is False)
+    and one PPI++ interval per surrogate (method name -> N x classes probabilities; ppi_py's ``lam`` tuned and
+    clipped to [0, 1])."""
     ppi = _ppi()
     alpha = _alpha(level)
     X = design.X
@@ -268,7 +274,8 @@ def fit_intervals(design: Design, sample: Sample, teacher_labels: np.ndarray | N
         if teacher_labels is not None:
             naive = (np.asarray(teacher_labels)[design.rows] == c).astype(np.float64)
             bounds["teacher"] = _bounds(design.fit, ppi, alpha, X, naive, None)
-        bounds["classical"] = _bounds(design.fit, ppi, alpha, Xg, y, sample.weights)
+        if classical:
+            bounds["classical"] = _bounds(design.fit, ppi, alpha, Xg, y, sample.weights)
         for method, probs in surrogates.items():
             if probs is not None:
                 f = np.asarray(probs)[design.rows, c].astype(np.float64)

@@ -73,6 +73,8 @@ def forest_plot(h: dict, path: Path) -> None:
         y = len(rows) - 1 - i
         for dy, d, style, color, label in ((0.15, r["teacher"], "o", "#c44e52", "teacher as truth"),
                                            (-0.15, r["draws"][0]["ppi_teacher"], "s", "#4c72b0", "PPI++ (1st draw)")):
+            if d["estimate"] is None:  # no estimate (a logistic fit of one class): nothing to draw
+                continue
             ax.errorbar(d["estimate"], y + dy, xerr=[[d["estimate"] - d["lower"]], [d["upper"] - d["estimate"]]],
                         fmt=style, color=color, ms=4, capsize=2, lw=1.2, label=label if i == 0 else None)
     ax.set_yticks(range(len(rows)), [r["name"] for r in reversed(rows)], fontsize=7)
