@@ -26,6 +26,9 @@ _API = {
     "run_study": "study", "demo_config": "study", "write_study_report": "reporting",
     "apply_policy": "mitigations", "GoldOracle": "mitigations",
     "predict": "corpus", "PredictSummary": "corpus",
+    "estimate": "inference", "Estimand": "estimands", "make_estimand": "estimands",
+    "register_estimand": "estimands", "HypothesisSpec": "config", "evaluate_hypothesis": "multiverse",
+    "Configuration": "multiverse",
 }
 
 __all__ = ["__version__", *_API]

@@ -255,9 +255,9 @@ class _Question(_Config):
     def text_covariates(self) -> list[str]:
         """The covariates a study computes from the texts for this question (checked: chars, words,
         contains:REGEX)."""
-        from .estimands import check_covariate_name
-
-        return [check_covariate_name(c) for c in self.estimand_object().covariate_names()]
+        estimand = self.estimand_object()
+        estimand.check_text_covariates()
+        return estimand.covariate_names()
 
 
 class EstimateSpec(_Question):

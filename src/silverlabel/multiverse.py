@@ -119,7 +119,7 @@ class _Fitted:
         return got
 
 
-def evaluate(hypothesis: HypothesisSpec, configurations: Sequence[Configuration], label_names: Sequence[str],
+def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Configuration], label_names: Sequence[str],
              draws: Sequence[pd.Series], *, all_gold: pd.Series | None = None, covariates: pd.DataFrame | None = None,
              where: str = "data") -> dict:
     """One hypothesis decided by every configuration and method for every gold draw, against the reference
@@ -226,7 +226,7 @@ def evaluate_files(hypotheses: Sequence[HypothesisSpec], configurations: Sequenc
             raise SilverlabelError(f"{gold}: item '{absent[0]}' is not in the annotations of configuration "
                                    f"'{conf.name}'; every configuration must label the gold items")
     covariates = read_covariates(data) if data is not None else None
-    return [evaluate(h, configurations, label_names, [gold_labels], covariates=covariates, where=str(data))
+    return [evaluate_hypothesis(h, configurations, label_names, [gold_labels], covariates=covariates, where=str(data))
             for h in hypotheses]
 
 
@@ -276,7 +276,7 @@ def study_multiverse(config: StudyConfig, prepared: dict, records: dict, *, draw
             try:
                 samples = uniform_draws(items, gold, h.gold_size, draws or h.draws, h.seed)
                 with progress_bar(f"hypothesis {h.name} on {name}", total=1) as advance:
-                    result = evaluate(h, confs, names, samples, all_gold=gold.loc[items], covariates=covariates,
+                    result = evaluate_hypothesis(h, confs, names, samples, all_gold=gold.loc[items], covariates=covariates,
                                       where=where)
                     advance(1)
             except SilverlabelError as exc:

@@ -15,7 +15,7 @@ import ppi_py
 import pytest
 from scipy.stats import norm
 
-from tests.helpers import require
+from tests.helpers import cli_in_process, require
 
 CONFIG = """
 name = "multiverse-tiny"
@@ -23,7 +23,7 @@ label_sources = []
 
 [[datasets]]
 source = "toxic"
-n_train = 60
+n_train = 45
 n_test = 10
 n_validation = 3
 
@@ -42,7 +42,7 @@ estimand = "prevalence"
 target_class = "hate speech"
 threshold = 0.05
 level = 0.9
-gold_size = 25
+gold_size = 20
 draws = 4
 
 [[hypotheses]]
@@ -51,7 +51,7 @@ estimand = "difference"
 target_class = "offensive language"
 covariate = "contains:@"
 level = 0.9
-gold_size = 25
+gold_size = 20
 draws = 4
 """
 PLAIN = "Decide whether the tweet is hate speech, offensive language, or neither."
@@ -122,7 +122,7 @@ def test_intervals_and_decisions_against_references_computed_here(study):
     assert ref["decision"] == ("+" if lo > 0.05 else "-" if hi < 0.05 else "0")
     # the first gold draw, by the rule the docs state: numpy's default_rng(seed).choice without replacement
     rng = np.random.default_rng(0)
-    pick = [items[i] for i in np.sort(rng.choice(len(items), 25, replace=False))]
+    pick = [items[i] for i in np.sort(rng.choice(len(items), 20, replace=False))]
     y = (gold.loc[pick] == "hate speech").to_numpy(dtype=float)
     for row in h["configurations"]:
         f = frames[row["name"]]
@@ -165,14 +165,16 @@ def test_the_report_shows_the_section_and_a_rerun_labels_nothing(study):
     (('covariate = "contains:@"', 'covariate = "age"'), "covariate 'age' is unknown"),
     (('plain = "@prompts/plain.txt"', 'plain = "@prompts/missing.txt"'), "prompt file"),
     (('name = "mentions-offend-more"', 'name = "hate-above-5pct"'), "hypothesis names repeat"),
+    (('covariate = "contains:@"', 'covariate = "contains:@"\ngroups = [2, 0]'),
+     "group '2' of covariate 'contains:@' does not exist"),
     (('plain = "@prompts/plain.txt"', 'plain = "@prompts/empty.txt"'), "is empty"),
 ])
-def test_bad_config_is_one_line_naming_the_entry(tmp_path, edit, expect):
+def test_bad_config_is_one_line_naming_the_entry(tmp_path, monkeypatch, edit, expect):
     (tmp_path / "prompts").mkdir()
     (tmp_path / "prompts" / "plain.txt").write_text(PLAIN)
     (tmp_path / "prompts" / "empty.txt").write_text("  \n")
     (tmp_path / "bad.toml").write_text(CONFIG.replace(*edit))
-    r = cli("study", "run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out"))
+    r = cli_in_process(monkeypatch, "study", "run", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "out"))
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr
     assert "bad.toml" in lines[0] or "[[hypotheses]]" in lines[0]

@@ -24,7 +24,8 @@ from scipy.stats import norm
 
 from silverlabel.config import HypothesisSpec
 from silverlabel.errors import SilverlabelError
-from silverlabel.multiverse import Configuration, decide, error_kind, evaluate, uniform_draws
+from silverlabel.multiverse import Configuration, decide, error_kind, uniform_draws
+from silverlabel.multiverse import evaluate_hypothesis as evaluate
 
 N = 2000
 NAMES = ["neg", "pos"]

@@ -82,6 +82,12 @@ class Estimand:
         """The covariate columns the design reads."""
         return []
 
+    def check_text_covariates(self) -> None:
+        """When a study computes the covariates from the texts (:func:`text_covariates`), what can be known of
+        their values before any labelling is checked here (a group no text can be in)."""
+        for name in self.covariate_names():
+            check_covariate_name(name)
+
     def design(self, label_names: Sequence[str], covariates: pd.DataFrame | None, items: Sequence[str], *,
                where: str = "data") -> Design:
         raise NotImplementedError

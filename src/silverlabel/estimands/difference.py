@@ -37,6 +37,17 @@ class Difference(Estimand):
     def covariate_names(self) -> list[str]:
         return [self.covariate]
 
+    def check_text_covariates(self) -> None:
+        super().check_text_covariates()
+        if self.covariate.startswith("contains:"):
+            bad = [g for g in (self.groups or ()) if str(g) not in ("0", "1", "0.0", "1.0")]
+            if bad:
+                raise ValueError(f"difference: group '{bad[0]}' of covariate '{self.covariate}' does not exist; a "
+                                 "contains: covariate is 1 (the text matches) or 0")
+        elif self.groups is None and self.split is None:
+            raise ValueError(f"difference: covariate '{self.covariate}' is a count; give split (a number: above it "
+                             "minus at or below it)")
+
     def group_names(self) -> tuple[str, str]:
         if self.split is not None:
             return f"{self.covariate} > {self.split:g}", f"{self.covariate} <= {self.split:g}"
