@@ -193,7 +193,7 @@ def study_run(
     if rehearse:
         cfg = rehearsal_config(cfg)
     if dry_run:  # the --dry-run flag; study.dry_run computes the StudyPlan it prints
-        print_plan(study.dry_run(cfg, out, offline=True if rehearse else None), cfg.name)
+        print_plan(study.dry_run(cfg, out, offline=True if rehearse else None), cfg.name, cfg.hypotheses)
         return
     options = {"address": ray_address, "cpus_per_run": cpus_per_run} if executor == "ray" else {}
     results = study.run_study(cfg, out, executor=executor, executor_options=options,

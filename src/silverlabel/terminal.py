@@ -59,8 +59,12 @@ def print_study(results: dict, out: Path) -> None:
     console.print(f"report: {out / 'report.html'} and {out / 'report.md'}; numbers in {out / 'results.json'}")
 
 
-def print_plan(plan, name: str) -> None:
+def print_plan(plan, name: str, hypotheses=()) -> None:
     blocked = len(plan.cells) - plan.runnable
+    for h in hypotheses:
+        console.print(f"hypothesis {h.name}: {h.estimand_object().describe()}, decided by every configuration of "
+                      f"{', '.join(h.teachers) or 'every teacher'} (gold samples of {h.gold_size}, {h.draws} draws)",
+                      highlight=False)
     table = Table(title=f"study {name}: {len(plan.cells)} runs, {sum(plan.done)} done"
                         + (f", {blocked} cannot run" if blocked else ""))
     for col in ("dataset", "labels", "student", "size", "seed", "run id", "done"):
