@@ -91,7 +91,8 @@ def summary(h: dict) -> dict:
     """One hypothesis: the reference, each method's error shares, and the range of teacher-as-truth estimates."""
     return {"name": h["name"], "reference": h["reference"]["decision"],
             "reference_estimate": round(h["reference"]["estimate"], 4),
-            **{m: {k: round(h["errors"][m][k], 4) for k in ("type_I", "type_II", "type_S")} for m in h["errors"]},
+            **{m: {**{k: round(h["errors"][m][k], 4) for k in ("type_I", "type_II", "type_S")},
+                   "no_estimate": h["errors"][m]["no_estimate"]} for m in h["errors"]},
             "teacher_range": [None if v is None else round(v, 4) for v in (h["range"]["teacher"]["low"],
                                                                            h["range"]["teacher"]["high"])],
             "teacher_decisions": h["range"]["teacher"]["decisions"]}
@@ -112,6 +113,7 @@ def pooled(result: list[dict]) -> dict:
         out[method] = {"decisions": n, "type_I": counts["type_I"] / max(null, 1), "type_I_of": null,
                        "type_II": counts["type_II"] / max(n - null, 1), "type_S": counts["type_S"] / max(n - null, 1),
                        "any_error": sum(counts.values()) / max(n, 1),
+                       "no_estimate": sum(h["errors"][method]["no_estimate"] for h in result),
                        "type_I_bound": alpha + 2 * math.sqrt(alpha * (1 - alpha) / max(null_draws, 1))}
     return out
 

@@ -150,7 +150,7 @@ def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Con
                                    f"for {param}, so there is no reference to decide against; test another class")
         ref = {"source": "all gold labels", "n": len(design.rows), "estimate": r.estimate, "lower": r.lower,
                "upper": r.upper, "decision": decide(r.lower, r.upper, null)}
-    counts = {m: dict.fromkeys(ERRORS, 0) | {"decisions": 0} for m in METHODS}
+    counts = {m: dict.fromkeys(ERRORS, 0) | {"decisions": 0, "no_estimate": 0} for m in METHODS}
     rows, known = [], {}
     for conf, fit in zip(configurations, fitted):
         row = {**conf.describe(), "n_items": len(fit.items), "draws": []}
@@ -166,6 +166,7 @@ def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Con
                 dec = row["teacher"] if method == "teacher" else _decision(i, null)
                 kind = error_kind(dec["decision"], draw_ref)
                 counts[method]["decisions"] += 1
+                counts[method]["no_estimate"] += dec["estimate"] is None
                 if kind:
                     counts[method][kind] += 1
                 if method != "teacher":
@@ -178,7 +179,8 @@ def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Con
             row[method] = {**decs[0], **{f"{k}_share": sum(e["error"] == k for e in decs) / len(decs)
                                          for k in ERRORS}}
         rows.append(row)
-    errors = {m: {**{f"n_{k}": c[k] for k in ERRORS}, "decisions": c["decisions"],
+    # no_estimate: decisions made without an estimate (counted as "not significant"), so a reader sees them
+    errors = {m: {**{f"n_{k}": c[k] for k in ERRORS}, "decisions": c["decisions"], "no_estimate": c["no_estimate"],
                   **{k: c[k] / c["decisions"] for k in ERRORS},
                   "any": sum(c[k] for k in ERRORS) / c["decisions"]} for m, c in counts.items()}
     return {"name": hypothesis.name, "question": estimand.to_dict(), "title": estimand.describe(), "parameter": param,

@@ -195,3 +195,21 @@ def test_bad_hypotheses_are_one_line_errors(world):
                  confs[:1], NAMES, draws, covariates=cov)
     with pytest.raises(SilverlabelError, match="gold_size 2000 is not below"):
         uniform_draws(items, gold_s, 2000, 1, seed=0)
+
+
+def test_a_fit_with_no_estimate_decides_not_significant_and_is_counted():
+    """A teacher that calls every item neg has no logistic estimate (the coefficients run off to infinity):
+    its decision is "not significant", a Type II error against h's true effect, and counted as no_estimate."""
+    g, h, gold = population()
+    items = [f"i{i}" for i in range(N)]
+    gold_s = pd.Series(np.array(NAMES)[gold], index=items, dtype=object)
+    confs = [Configuration("all-neg", frame(np.zeros(N, dtype=int), 0)), Configuration("faithful", frame(gold, 1))]
+    hyp = HypothesisSpec(name="h-logit", estimand="logistic", target_class="pos", covariates=["h"], level=LEVEL)
+    res = evaluate(hyp, confs, NAMES, uniform_draws(items, gold_s, 200, 2, seed=1), all_gold=gold_s,
+                   covariates=pd.DataFrame({"h": h}, index=items))
+    assert res["reference"]["decision"] == "+"
+    neg, faithful = res["configurations"]
+    assert neg["teacher"]["estimate"] is None and neg["teacher"]["decision"] == "0"
+    assert neg["teacher"]["error"] == "type_II" and faithful["teacher"]["error"] is None
+    assert res["errors"]["teacher"]["no_estimate"] == 2  # its one decision, counted once per gold draw
+    assert res["range"]["teacher"]["low"] == res["range"]["teacher"]["high"] == faithful["teacher"]["estimate"]

@@ -242,8 +242,8 @@ def within(design: Design, gold_index: np.ndarray, y: np.ndarray, weights: np.nd
 
 def _bounds(fit: str, ppi, alpha: float, X, y, w, Xg=None, f_gold=None, f_all=None):
     """(lower, upper) arrays of one fit: classical on (X, y) with weights w, or PPI++ with surrogate f. A logistic
-    fit of labels that are all one class has no estimate (the coefficients run off to infinity): NaN bounds, which
-    no interval test calls significant."""
+    fit of labels that are all one class has no estimate (the coefficients run off to infinity), nor has a PPI++
+    logistic fit whose Hessian is singular: NaN bounds, which no interval test calls significant."""
     if fit == "logistic" and f_all is None and np.ptp(y) == 0:
         nan = np.full(X.shape[1], np.nan)
         return nan, nan
@@ -259,8 +259,13 @@ def _bounds(fit: str, ppi, alpha: float, X, y, w, Xg=None, f_gold=None, f_all=No
         return ppi.ppi_logistic_ci(X, y, zero, X, zero, alpha=alpha, lam=0, w=w)
     if fit == "mean":
         return ppi.ppi_mean_ci(y, f_gold, f_all, alpha=alpha, w=w)
-    fn = ppi.ppi_ols_ci if fit == "ols" else ppi.ppi_logistic_ci
-    return fn(Xg, y, f_gold, X, f_all, alpha=alpha, w=w)
+    if fit == "ols":
+        return ppi.ppi_ols_ci(Xg, y, f_gold, X, f_all, alpha=alpha, w=w)
+    try:
+        return ppi.ppi_logistic_ci(Xg, y, f_gold, X, f_all, alpha=alpha, w=w)
+    except (np.linalg.LinAlgError, ValueError):  # e.g. a surrogate near 0 or 1 everywhere: a singular Hessian
+        nan = np.full(X.shape[1], np.nan)
+        return nan, nan
 
 
 def fit_intervals(design: Design, sample: Sample, teacher_labels: np.ndarray | None,

@@ -15,7 +15,8 @@ INTRO = ("Each hypothesis is tested two-sided against its null value by every te
          "uniform gold sample (drawn several times; the same draws for every configuration). The reference decision "
          "is the classical test on the gold labels of all the items. Type I: significant where the reference is not; "
          "Type II: not significant where it is; Type S: significant with the wrong sign. Shares are over "
-         "configurations x gold draws.")
+         "configurations x gold draws. A fit with no estimate (a logistic regression of labels all of one class, or a "
+         "singular PPI++ fit) decides \"not significant\" and is counted.")
 DECISIONS = {"+": "significant +", "-": "significant −", "0": "not significant", None: "—"}
 
 
@@ -28,7 +29,7 @@ def survival_sections(results: dict, figures: Path) -> list[dict]:
     out = []
     for k, h in enumerate(results.get("hypotheses") or []):
         ref = h["reference"]
-        errors = [{"method": METHOD_TITLES[m], "decisions": e["decisions"],
+        errors = [{"method": METHOD_TITLES[m], "decisions": e["decisions"], "no_estimate": e.get("no_estimate", 0),
                    **{t: f"{100 * e[t]:.1f} %" for t in ("type_I", "type_II", "type_S", "any")}}
                   for m, e in h["errors"].items()]
         ranges = [{"method": METHOD_TITLES[m], "low": _f(r["low"]), "high": _f(r["high"]),
