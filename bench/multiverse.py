@@ -31,11 +31,10 @@ from pathlib import Path
 # package that numba (under ppi_py) imports; drop the folder
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from silverlabel.cache import AnnotationStore  # noqa: E402
 from silverlabel.config import StudyConfig, load_study_config  # noqa: E402
 from silverlabel.multiverse import study_multiverse  # noqa: E402
-from silverlabel.study import prepare_dataset  # noqa: E402
-from silverlabel.study.labels import annotate  # noqa: E402
+from silverlabel.study import prepare_all  # noqa: E402
+from silverlabel.study.labels import annotate_all  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "multiverse"
@@ -43,19 +42,10 @@ OUT = HERE / "out" / "multiverse"
 
 def label(config, out: Path):
     """Every configuration's records {(dataset, teacher configuration): {demo seed: frame}} and its labelling
-    seconds, through the study's own annotate (so `study run` on the same config reuses the store)."""
-    records, seconds, prepared = {}, {}, {}
-    teachers = config.teacher_specs()
-    with AnnotationStore(out / "annotations.sqlite") as store:
-        for spec in config.datasets:
-            prep = prepared[spec.key] = prepare_dataset(spec, sizes=None)
-            for name, teacher in teachers.items():
-                for d in teacher.demo_seeds:
-                    t0 = time.perf_counter()
-                    frame = annotate(prep, teacher, d, store)
-                    seconds[f"{name}/d{d}"] = round(time.perf_counter() - t0, 1)
-                    frame.attrs.pop("summary", None)
-                    records.setdefault((spec.key, name), {})[d] = frame
+    seconds, by the study's own labelling step (so `study run` on the same config and folder reuses the store)."""
+    prepared = prepare_all(config, offline=None)
+    records, summaries, _ = annotate_all(config, prepared, out)
+    seconds = {f"{s['teacher']}/d{s['demo_seed']}": round(s["seconds"], 1) for s in summaries}
     return prepared, records, seconds
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import StudyConfig
-from .estimands import reference, text_covariates
+from .estimands import gold_reference, text_covariates
 from .inference import estimate
 from .sampling import draw, inclusion_probabilities
 
@@ -25,11 +25,9 @@ log = logging.getLogger(__name__)
 
 def truth(frame: pd.DataFrame, label_names, estimand, covariates: pd.DataFrame | None) -> dict:
     """The parameters computed from every item's gold label (what the intervals should cover)."""
-    names = list(label_names)
-    items = frame["item"].astype(str).tolist()
-    design = estimand.design(names, covariates, items)
-    labels = np.array([names.index(g) for g in frame["gold"].astype(str)], dtype=np.int64)
-    return {i.parameter: i.estimate for i in reference(design, labels, level=0.9)}
+    gold = pd.Series(frame["gold"].astype(str).to_numpy(), index=frame["item"].astype(str).to_numpy())
+    _, intervals = gold_reference(estimand, label_names, gold, covariates, level=0.9)
+    return {i.parameter: i.estimate for i in intervals}
 
 
 def study_estimates(config: StudyConfig, prepared: dict, records: dict) -> list[dict]:

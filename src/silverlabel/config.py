@@ -431,6 +431,13 @@ class StudyConfig(_Config):
         return self
 
 
+def _beside(value, folder: Path):
+    """An ``@file`` instruction with a relative path, made relative to ``folder``; anything else as it is."""
+    if isinstance(value, str) and value.startswith("@") and not Path(value[1:]).is_absolute():
+        return f"@{folder / value[1:]}"
+    return value
+
+
 def load_study_config(path: str | Path) -> StudyConfig:
     """Read a study TOML file; a bare name (``quick``) means a config shipped with silverlabel."""
     path = Path(path)
@@ -442,14 +449,10 @@ def load_study_config(path: str | Path) -> StudyConfig:
     data = _read_toml(path)
     for t in data.get("teachers", []) if isinstance(data.get("teachers"), list) else []:
         if isinstance(t, dict):  # "@file" prompts are relative to the config file
-            for key in ("instruction", "instructions"):
-                values = t.get(key)
-                named = values if isinstance(values, dict) else {None: values}
-                fixed = {k: f"@{path.parent / v[1:]}" if isinstance(v, str) and v.startswith("@")
-                         and not Path(v[1:]).is_absolute() else v for k, v in named.items()}
-                t[key] = fixed if isinstance(values, dict) else fixed[None]
-                if values is None:
-                    t.pop(key)
+            if "instruction" in t:
+                t["instruction"] = _beside(t["instruction"], path.parent)
+            if isinstance(t.get("instructions"), dict):
+                t["instructions"] = {k: _beside(v, path.parent) for k, v in t["instructions"].items()}
     return StudyConfig.from_dict(data, where=str(path))
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from .config import HypothesisSpec, StudyConfig
 from .errors import SilverlabelError
-from .estimands import Sample, fit_intervals, reference, text_covariates, within
+from .estimands import Sample, fit_intervals, gold_reference, text_covariates, within
 from .inference import population, read_covariates, read_gold, teacher_labels
 from .progress import progress_bar
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 METHODS = ("teacher", "classical", "ppi_teacher")
 ERRORS = ("type_I", "type_II", "type_S")
+DECISIONS = {"+": "significant +", "-": "significant −", "0": "not significant", None: "—"}  # in words
 
 
 @dataclass
@@ -119,9 +120,9 @@ class _Fitted:
         return got
 
 
-def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Configuration], label_names: Sequence[str],
-             draws: Sequence[pd.Series], *, all_gold: pd.Series | None = None, covariates: pd.DataFrame | None = None,
-             where: str = "data") -> dict:
+def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Configuration],
+                        label_names: Sequence[str], draws: Sequence[pd.Series], *, all_gold: pd.Series | None = None,
+                        covariates: pd.DataFrame | None = None, where: str = "data") -> dict:
     """One hypothesis decided by every configuration and method for every gold draw, against the reference
     (classical on ``all_gold``, item -> label for every item, when given; else each draw's classical decision).
     ``covariates``: indexed by item, the columns the estimand names."""
@@ -139,12 +140,8 @@ def evaluate_hypothesis(hypothesis: HypothesisSpec, configurations: Sequence[Con
     fitted = [_Fitted(c, names, estimand, covariates, where) for c in configurations]
     ref = None
     if all_gold is not None:
-        gold = all_gold.copy()
-        gold.index = gold.index.astype(str)
-        items = [str(i) for i in gold.index]
-        design = estimand.design(names, covariates, items, where=where)
-        labels = np.array([names.index(lab) for lab in gold], dtype=np.int64)
-        r = next(i for i in reference(design, labels, level=level) if i.parameter == param)
+        design, intervals = gold_reference(estimand, names, all_gold, covariates, level=level, where=where)
+        r = next(i for i in intervals if i.parameter == param)
         if not np.isfinite([r.lower, r.upper]).all():
             raise SilverlabelError(f"hypothesis '{hypothesis.name}': the gold labels of all the items are one class "
                                    f"for {param}, so there is no reference to decide against; test another class")

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .multiverse import DECISIONS
 from .teachers.base import P_S_METHODS
 
 console = Console()
@@ -230,7 +231,6 @@ def print_estimates(est, *, source: str | None = None) -> None:
         console.print(power)
 
 
-DECISIONS = {"+": "significant +", "-": "significant −", "0": "not significant", None: "—"}
 _SIGNS = {"+": "+", "-": "−", "0": "0", None: "—"}
 
 

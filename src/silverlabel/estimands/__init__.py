@@ -17,6 +17,7 @@ from .base import (
     check_covariate_name,
     covariate_columns,
     fit_intervals,
+    gold_reference,
     make_estimand,
     power,
     reference,
@@ -30,4 +31,4 @@ from .regression import OLS, Logistic
 
 __all__ = ["ESTIMANDS", "TEXT_COVARIATES", "Design", "Difference", "Estimand", "Interval", "Logistic", "OLS",
            "Power", "Prevalence", "Sample", "as_estimand", "check_covariate_name", "covariate_columns",
-           "fit_intervals", "make_estimand", "power", "reference", "register_estimand", "text_covariates", "within"]
+           "fit_intervals", "gold_reference", "make_estimand", "power", "reference", "register_estimand", "text_covariates", "within"]

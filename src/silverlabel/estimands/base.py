@@ -365,6 +365,15 @@ def power(design: Design, sample: Sample, surrogates: dict[str, np.ndarray], *, 
     return out
 
 
+def gold_reference(estimand: Estimand, label_names: Sequence[str], gold: pd.Series, covariates, *, level: float,
+                   where: str = "data") -> tuple[Design, list[Interval]]:
+    """:func:`reference` for the items of ``gold`` (item -> gold label), every one of them labelled, with the
+    design it was fitted on (its rows: the items the estimand uses)."""
+    names = list(label_names)
+    design = estimand.design(names, covariates, [str(i) for i in gold.index], where=where)
+    return design, reference(design, np.array([names.index(lab) for lab in gold], dtype=np.int64), level=level)
+
+
 def reference(design: Design, labels: np.ndarray, *, level: float) -> list[Interval]:
     """Every parameter from every row's gold label (class indices over the N population items): the classical
     interval on all of them, what a study with full gold would conclude (method ``gold``)."""

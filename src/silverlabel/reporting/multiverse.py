@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..inference import METHOD_TITLES
+from ..multiverse import DECISIONS
 from .text import markdown_env
 
 INTRO = ("Each hypothesis is tested two-sided against its null value by every teacher configuration (teacher x "
@@ -17,7 +18,6 @@ INTRO = ("Each hypothesis is tested two-sided against its null value by every te
          "Type II: not significant where it is; Type S: significant with the wrong sign. Shares are over "
          "configurations x gold draws. A fit with no estimate (a logistic regression of labels all of one class, or a "
          "singular PPI++ fit) decides \"not significant\" and is counted.")
-DECISIONS = {"+": "significant +", "-": "significant −", "0": "not significant", None: "—"}
 
 
 def _f(v) -> str:
