@@ -36,6 +36,9 @@ def main() -> None:
     from silverlabel.data import load_preset
     from silverlabel.splits import split
     from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+    from silverlabel.teachers.llamacpp import avoid_amx_buffers
+
+    avoid_amx_buffers(llama_cpp)  # the bench's own Llama, as the teacher's (it segfaults on AMX CPUs otherwise)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="qwen2.5-0.5b")

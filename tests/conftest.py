@@ -10,6 +10,18 @@ os.environ.setdefault("SILVERLABEL_QUIET", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _llama_cpp_guard():
+    """The tests' own llama_cpp.Llama objects (references, the contract test) get the AMX guard the product's
+    teacher applies (silverlabel.teachers.llamacpp.avoid_amx_buffers); without it they segfault on AMX CPUs."""
+    if has_module("llama_cpp"):
+        import llama_cpp
+
+        from silverlabel.teachers.llamacpp import avoid_amx_buffers
+
+        avoid_amx_buffers(llama_cpp)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     old = os.environ.get("SILVERLABEL_CACHE")
     os.environ["SILVERLABEL_CACHE"] = str(tmp_path_factory.mktemp("silverlabel-cache"))

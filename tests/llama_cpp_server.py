@@ -35,7 +35,12 @@ def server_command(binary: Path, model: Path, port: int) -> list[str]:
     # one slot and continuous batching off: requests are answered one at a time, as their log-probabilities are
     # read (the tests compare numbers, not throughput); --jinja reads the GGUF's own chat template
     return [str(binary), "-m", str(model), "--alias", SERVED, "--host", "127.0.0.1", "--port", str(port),
-            "-c", "2048", "-t", "2", "-np", "1", "--jinja", "--no-webui", "--seed", "0"]
+            "-c", "2048", "-t", "2", "-np", "1", "--jinja", "--no-webui", "--seed", "0"] + NO_AMX
+
+
+# the binary is built for this CPU (GGML_NATIVE); on an AMX CPU its AMX weight buffers segfault on the first
+# decode, and --no-repack turns them off, as silverlabel's llamacpp teacher does in process (avoid_amx_buffers)
+NO_AMX = ["--no-repack"] if " amx_int8" in Path("/proc/cpuinfo").read_text() else []
 
 
 @contextmanager

@@ -35,7 +35,11 @@ def llama_server(log_dir):
     log_file = log_dir / "server.log"
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path("smollm2-135m")),
+            # llama_cpp.server's own entry point, run after silverlabel's AMX guard (teachers/llamacpp.py): on an
+            # AMX CPU the unguarded server segfaults on its first request
+            [sys.executable, "-c", "import llama_cpp, runpy; from silverlabel.teachers.llamacpp import "
+             "avoid_amx_buffers; avoid_amx_buffers(llama_cpp); runpy.run_module('llama_cpp.server', "
+             "run_name='__main__')", "--model", str(gguf_path("smollm2-135m")),
              "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
              "--n_threads", "2", "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -35,6 +35,7 @@ from ..students import get_student
 from ..students.saved import RECORD, finish_saved_model, training_record, write_model_card
 from ..summary import summarise
 from ..teachers import get_teacher
+from ..teachers.llamacpp import avoid_amx_buffers
 from .executors import EXECUTORS
 from .grid import (
     Cell,
@@ -105,6 +106,8 @@ def machine() -> dict:
         import llama_cpp
 
         out["llama_cpp_system_info"] = llama_cpp.llama_print_system_info().decode().strip(" |")
+        # True where this build has AMX and its weight buffers are therefore off (teachers/llamacpp.py says why)
+        out["llama_cpp_amx_buffers_off"] = avoid_amx_buffers(llama_cpp)
     except ImportError:
         pass
     return out

@@ -32,7 +32,34 @@ def _import_llama_cpp():
         raise SilverlabelError(
             "the llamacpp teacher needs llama-cpp-python: pip install 'silverlabel[llamacpp]' "
             "(it compiles from source, about 5 minutes)") from None
+    avoid_amx_buffers(llama_cpp)
     return llama_cpp
+
+
+def avoid_amx_buffers(llama_cpp) -> bool:
+    """On a CPU with AMX (Intel Sapphire Rapids and later), a llama.cpp built for it moves Q4 weights into AMX
+    buffers, and the first decode then segfaults (ggml-org/llama.cpp#20824; seen here on 2026-12-03 with
+    llama-cpp-python 0.3.36 and the shipped Qwen2.5 Q4_K_M). llama.cpp's ``use_extra_bufts=False`` avoids those
+    buffers, but ``llama_cpp.Llama`` exposes no such argument, so, only where the build reports ``AMX_INT8 = 1``,
+    the model parameters every ``Llama`` starts from get it (a process-wide patch written by hand: no library does
+    this). The CPU's weight repacking goes with it, so such a machine's P_S differs from an AVX2 one's in the last
+    digits, as it would anyway; results.json's ``machine`` records the system info. Returns whether it applied."""
+    from llama_cpp import llama_cpp as lib
+
+    if getattr(lib.llama_model_default_params, "_silverlabel_no_amx", False):
+        return True
+    if "AMX_INT8 = 1" not in lib.llama_print_system_info().decode(errors="replace"):
+        return False
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    without_extra_buffers._silverlabel_no_amx = True
+    lib.llama_model_default_params = without_extra_buffers
+    return True
 
 
 def resolve_gguf(name: str) -> tuple[Path, str]:
