@@ -1,6 +1,10 @@
-"""The command line, run as a user runs it (a subprocess): help, version, listing, evaluate, and one-line
-errors with exit code 2 and no traceback."""
+"""The command line as a user runs it: help, version, listing, evaluate, and one-line errors with exit code 2 and
+no traceback. A real subprocess where the process is the point (the version, the first error, the --debug
+traceback, the annotate-then-train round trip and its progress lines, the demo's first line); the rest through the
+console script's entry point in this process (``tests.helpers.cli_in_process``: what ``silverlabel`` runs,
+without a fresh interpreter's ~2.5 s of imports per call)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -10,6 +14,7 @@ import pandas as pd
 import pytest
 
 from silverlabel import __version__
+from tests.helpers import cli_in_process
 
 
 def run(*args, cwd=None):
@@ -24,14 +29,14 @@ def test_version():
 
 @pytest.mark.parametrize("command", ["demo", "datasets", "annotate", "train", "evaluate", "study", "study run",
                                      "study report", "select", "merge"])
-def test_every_command_explains_itself(command):
-    r = run(*command.split(), "--help")
+def test_every_command_explains_itself(command, monkeypatch):
+    r = cli_in_process(monkeypatch, *command.split(), "--help")
     assert r.returncode == 0
     assert len(r.stdout.split()) > 20 and "Usage" in r.stdout
 
 
-def test_datasets_lists_presets_with_provenance():
-    r = run("datasets")
+def test_datasets_lists_presets_with_provenance(monkeypatch):
+    r = cli_in_process(monkeypatch, "datasets")
     assert r.returncode == 0, r.stderr
     for name in ("imdb", "ecommerce", "manifestos", "toxic"):
         assert name in r.stdout
@@ -51,8 +56,8 @@ def _table(tmp_path, fmt="csv"):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_evaluate_json(tmp_path, fmt):
-    r = run("evaluate", str(_table(tmp_path, fmt)), "--json")
+def test_evaluate_json(tmp_path, fmt, monkeypatch):
+    r = cli_in_process(monkeypatch, "evaluate", str(_table(tmp_path, fmt)), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"n_items", "n_runs", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
@@ -65,8 +70,8 @@ def test_evaluate_json(tmp_path, fmt):
     assert set(out["per_class"]) == {"x", "y"} and out["per_class"]["x"]["support"] == 3
 
 
-def test_evaluate_readable_table(tmp_path):
-    r = run("evaluate", str(_table(tmp_path)))
+def test_evaluate_readable_table(tmp_path, monkeypatch):
+    r = cli_in_process(monkeypatch, "evaluate", str(_table(tmp_path)))
     assert r.returncode == 0 and "86.67" in r.stdout
 
 
@@ -80,19 +85,20 @@ def _one_line_error(r, *needles):
     assert text.startswith("error:")
 
 
-def test_errors_are_one_line(tmp_path):
-    _one_line_error(run("evaluate", str(tmp_path / "missing.csv")), "missing.csv")
+def test_errors_are_one_line(tmp_path, monkeypatch):
+    _one_line_error(run("evaluate", str(tmp_path / "missing.csv")), "missing.csv")  # a real process
+    cli = functools.partial(cli_in_process, monkeypatch)  # the rest through the same entry point, in process
     bad = tmp_path / "bad.csv"
     bad.write_text("item,run,pred\n1,a,x\n")
-    _one_line_error(run("evaluate", str(bad)), "gold")
+    _one_line_error(cli("evaluate", str(bad)), "gold")
     data = tmp_path / "d.csv"
     data.write_text("body,y\n" + "".join(f"t{i},{i % 2}\n" for i in range(20)))
-    _one_line_error(run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--text-column", "text",
+    _one_line_error(cli("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--text-column", "text",
                         "--teacher", "llamacpp:smollm2-135m"), "no column 'text'", "body, y")
-    _one_line_error(run("demo", "--seeds", "1,x", "--out", str(tmp_path / "o")), "--seeds")
-    _one_line_error(run("annotate", "imdb", "--out", str(tmp_path / "o.parquet"), "--teacher", "gpt4"),
+    _one_line_error(cli("demo", "--seeds", "1,x", "--out", str(tmp_path / "o")), "--seeds")
+    _one_line_error(cli("annotate", "imdb", "--out", str(tmp_path / "o.parquet"), "--teacher", "gpt4"),
                     "BACKEND:MODEL")
-    _one_line_error(run("annotate", "imdb", "--out", str(tmp_path / "o.parquet"), "--teacher",
+    _one_line_error(cli("annotate", "imdb", "--out", str(tmp_path / "o.parquet"), "--teacher",
                         f"llamacpp:{tmp_path / 'nope.gguf'}"), "nope.gguf")
 
 
@@ -184,7 +190,8 @@ def _small_csv(tmp_path, n=20):
     return path
 
 
-def test_annotate_a_small_csv_keeps_no_unused_validation_split(tmp_path):
+def test_annotate_a_small_csv_keeps_no_unused_validation_split(tmp_path, monkeypatch):
+    run = functools.partial(cli_in_process, monkeypatch)
     data = _small_csv(tmp_path)
     r = run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher", "llamacpp:smollm2-135m",
             "--n-test", "10", "--dry-run", "--cache", str(tmp_path / "c.sqlite"))

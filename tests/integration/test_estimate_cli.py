@@ -1,6 +1,7 @@
 """`silverlabel estimate` as a person runs it (a subprocess): a designed gold sample from `select --design`, labelled
 (simulated with the gold labels), read back by `merge`, estimated; the numbers checked against ppi_py called
-directly on the same data; and every bad input a one-line error with exit code 2."""
+directly on the same data; and every bad input a one-line error with exit code 2 (those through the console
+script's entry point in this process, ``tests.helpers.cli_in_process``)."""
 
 import json
 import subprocess
@@ -11,6 +12,7 @@ import pandas as pd
 import ppi_py
 import pytest
 
+from tests.helpers import cli_in_process
 from tests.synthetic_teacher import synthetic_teacher
 
 N = 400
@@ -88,7 +90,7 @@ def _some_gold(records, gold, k=30):
 
 @pytest.mark.parametrize("case", ["bad label", "unknown item", "inclusion 0", "inclusion 1.5", "missing column",
                                   "not numeric", "too few gold"])
-def test_bad_input_is_one_line_with_exit_2(files, case):
+def test_bad_input_is_one_line_with_exit_2(files, case, monkeypatch):
     tmp, ann, data, records, gold, names = files
     rows = _some_gold(records, gold)
     extra = []
@@ -111,7 +113,8 @@ def test_bad_input_is_one_line_with_exit_2(files, case):
     else:
         path, expect = _gold_csv(tmp, "g5.csv", rows[:2]), "2 usable gold labels for 2 parameter"
         extra = ["--estimand", "ols", "--target-class", names[0], "--covariates", "chars", "--data", data]
-    r = run("estimate", "--annotations", ann, "--gold", path, *extra)
+    # in process through the console script's entry point: a subprocess would add ~5 s of imports (ppi_py)
+    r = cli_in_process(monkeypatch, "estimate", "--annotations", ann, "--gold", path, *extra)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
@@ -193,7 +196,7 @@ def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["same name", "missing file", "unknown group", "bad threshold"])
-def test_bad_hypotheses_input_is_one_line(files, tmp_path, case):
+def test_bad_hypotheses_input_is_one_line(files, tmp_path, case, monkeypatch):
     tmp, ann, data, records, gold, names = files
     gpath = _gold_csv(tmp_path, "gold.csv", [(it, gold[it]) for it in records["item"].iloc[:60]])
     text = HYPOTHESES.format(c0=names[0], c1=names[1])
@@ -214,6 +217,6 @@ def test_bad_hypotheses_input_is_one_line(files, tmp_path, case):
     if text is not None:
         (tmp_path / "h.toml").write_text(text)
     args = [a for p in anns for a in ("--annotations", p)]
-    r = run("estimate", *args, "--gold", gpath, *extra, "--hypotheses", tmp_path / "h.toml")
+    r = cli_in_process(monkeypatch, "estimate", *args, "--gold", gpath, *extra, "--hypotheses", tmp_path / "h.toml")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr

@@ -1,27 +1,29 @@
 """The gold-label workflow as a person runs it: `silverlabel select` exports what a policy chose, a person labels
 it (simulated with the gold labels), `silverlabel merge` reads it back. CSV, JSONL and Label Studio."""
 
+import functools
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from silverlabel.mitigations import GoldOracle, apply_policy
+from tests.helpers import cli_in_process
 from tests.synthetic_teacher import synthetic_teacher
 
 N = 150
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "silverlabel.cli", *map(str, args)], check=False,
-                          capture_output=True, text=True, timeout=300)
+@pytest.fixture
+def run(monkeypatch):
+    """The console script's entry point in this process (``tests.helpers.cli_in_process``): what `silverlabel`
+    runs, without a fresh interpreter's ~2.5 s of imports per call (test_cli.py runs the real process)."""
+    return functools.partial(cli_in_process, monkeypatch)
 
 
 @pytest.mark.parametrize("command", ["select", "merge"])
-def test_commands_explain_themselves(command):
+def test_commands_explain_themselves(command, run):
     r = run(command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout and "--annotations" in r.stdout
 
@@ -63,7 +65,7 @@ def _label_like_a_person(selection, fmt, gold, out):
 
 
 @pytest.mark.parametrize("fmt, suffix", [("csv", ".csv"), ("jsonl", ".jsonl"), ("labelstudio", ".json")])
-def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix):
+def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix, run):
     ann, records, gold, names = annotated
     selection = tmp_path / f"to-label{suffix}"
     r = run("select", "--annotations", ann, "--policy", "entropy", "--budget", "10%", "--out", selection,
@@ -104,7 +106,7 @@ def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix):
     assert f"({100 * wrong / len(human):.1f} %)" in r.stdout
 
 
-def test_merge_refuses_an_unknown_label(tmp_path, annotated):
+def test_merge_refuses_an_unknown_label(tmp_path, annotated, run):
     ann, records, gold, names = annotated
     item = records["item"].iloc[3]
     bad = tmp_path / "human.csv"
@@ -121,7 +123,7 @@ def test_merge_refuses_an_unknown_label(tmp_path, annotated):
     assert r.returncode == 2 and "no-such-item" in r.stderr
 
 
-def test_learned_selects_in_two_rounds(tmp_path, annotated):
+def test_learned_selects_in_two_rounds(tmp_path, annotated, run):
     ann, records, gold, _ = annotated
     first = tmp_path / "round1.csv"
     common = ["--annotations", ann, "--policy", "learned", "--budget", "30", "--option", "use_embeddings=false"]
@@ -153,7 +155,7 @@ def test_learned_selects_in_two_rounds(tmp_path, annotated):
     assert set(records["item"][lib.chosen]) == set(round1["item"]) | set(round2["item"])
 
 
-def test_select_ensemble_needs_and_uses_other_runs(tmp_path, annotated):
+def test_select_ensemble_needs_and_uses_other_runs(tmp_path, annotated, run):
     ann, records, _, names = annotated
     other = records.copy()
     other.loc[:19, "label"] = [names[(names.index(v) + 1) % 3] if v else None for v in other["label"][:20]]

@@ -1,4 +1,5 @@
-"""A tiny study grid run as a user runs it (the CLI in a subprocess), on a data file whose label names carry
+"""A tiny study grid run as a user runs it (the CLI in a subprocess; the quick commands around it through the
+console script's entry point in this process), on a data file whose label names carry
 HTML: the files it writes, resume after a lost run, the dry run, a real local Ray instance giving the same
 results, and the report rendered in headless Chromium with no console errors, every image loaded and the
 dataset's HTML shown as text."""
@@ -17,7 +18,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from silverlabel.data import load_preset
-from tests.helpers import require
+from tests.helpers import cli_in_process, require
 
 POS, NEG = "<b>positive</b>", "negative<script>window.__xss = 1</script>"
 
@@ -113,13 +114,13 @@ def test_grid_results_and_files(study):
         r["one_class"] for r in rows if r["size"] == 48)
 
 
-def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study):
+def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study, monkeypatch):
     config, out = study
     before = results(out)
     lost = sorted((out / "runs").iterdir())[3]
     shutil.rmtree(lost)
     (out / "runs" / f".{lost.name}.partial").mkdir()  # what a killed run leaves: a temporary folder
-    dry = cli("study", "run", str(config), "--out", str(out), "--dry-run")
+    dry = cli_in_process(monkeypatch, "study", "run", str(config), "--out", str(out), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "work left: 1 student runs" in " ".join(dry.stdout.split())
     assert "0 items to annotate" in dry.stdout
@@ -165,12 +166,12 @@ def _chromium() -> str:
     return path
 
 
-def test_report_renders_in_headless_chromium(study):
+def test_report_renders_in_headless_chromium(study, monkeypatch):
     require("playwright", "pip install playwright")
     from playwright.sync_api import sync_playwright
 
     _, out = study
-    report = cli("study", "report", str(out))
+    report = cli_in_process(monkeypatch, "study", "report", str(out))
     assert report.returncode == 0, report.stderr
     html = (out / "report.html").read_text()
     assert "<script" not in html and "&lt;script&gt;" in html  # the label name is escaped, not executed
@@ -214,10 +215,10 @@ def test_table1_at_80_columns_is_not_cut_and_explains_the_mark(study_run):
     assert ("‡ every run predicted one class" in " ".join(first.stdout.split())) == any(r["one_class"] for r in rows)
 
 
-def test_evaluate_the_study_predictions_per_group(study):
+def test_evaluate_the_study_predictions_per_group(study, monkeypatch):
     _, out = study
     table = out / "predictions.parquet"
-    r = cli("evaluate", str(table), "--json")
+    r = cli_in_process(monkeypatch, "evaluate", str(table), "--json")  # the entry point, in process
     assert r.returncode == 0, r.stderr  # before: one pooled row of gold and teacher runs
     got = json.loads(r.stdout)
     assert got["group_by"] == ["dataset", "label_source", "student", "size"]
@@ -244,7 +245,7 @@ def test_evaluate_the_study_predictions_per_group(study):
             alpha = krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal")
             assert g["krippendorff_alpha"] == pytest.approx(alpha)
         assert g["p_unchanged"] == pytest.approx((matrix == matrix[0]).all(axis=0).mean())
-    printed = cli("evaluate", str(table))
+    printed = cli_in_process(monkeypatch, "evaluate", str(table))
     assert printed.returncode == 0, printed.stderr
     text = printed.stdout  # 80 columns: no terminal
     assert "4 groups, dataset reviews <i>html</i>, student minilm (percent" in " ".join(text.split())

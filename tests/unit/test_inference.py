@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import ppi_py
 import pytest
-from scipy.stats import norm
+from scipy.stats import binom, chi2, norm
 
 from silverlabel.errors import SilverlabelError
 from silverlabel.estimands import OLS, Logistic, Prevalence, Sample, fit_intervals, power
@@ -36,6 +36,7 @@ def test_teacher_as_truth_misses_and_ppi_covers_a_known_bias():
     ann, gold, _ = biased_teacher()
     truth = gold.mean()
     misses_teacher = covered_ppi = covered_classical = 0
+    z2 = {"ppi_teacher": [], "classical": []}
     draws = 60
     for r in range(draws):
         idx = np.random.default_rng(100 + r).choice(len(gold), 150, replace=False)
@@ -46,9 +47,21 @@ def test_teacher_as_truth_misses_and_ppi_covers_a_known_bias():
         covered_ppi += p.lower <= truth <= p.upper
         covered_classical += c.lower <= truth <= c.upper
         assert p.width < c.width  # an informative surrogate narrows the interval
+        for method, i in (("ppi_teacher", p), ("classical", c)):
+            # the standardised error: (centre - truth) / se, with se = half-width / z
+            z2[method].append(((i.lower + i.upper) / 2 - truth) ** 2 / ((i.upper - i.lower) / 2 / Z90) ** 2)
     assert misses_teacher == draws  # the teacher's bias (0.445 vs 0.3) is far outside its narrow interval
-    # nominal 90 %: over 60 draws the binomial sd is 0.04; 0.75 is more than 3 sd below
-    assert covered_ppi / draws >= 0.75 and covered_classical / draws >= 0.75
+    # Coverage, two-sided: nominal 90 % over 60 draws is Binomial(60, 0.9); its central 99.9 % range is
+    # [binom.ppf(0.0005), binom.ppf(0.9995)] = [45, 60] hits, so only under-coverage is detectable by the count.
+    lo, hi = binom.ppf(0.0005, draws, 0.9), binom.ppf(0.9995, draws, 0.9)
+    assert lo <= covered_ppi <= hi and lo <= covered_classical <= hi
+    # Calibration, which also catches intervals that are too wide (the count above cannot): if the intervals are
+    # right, z is ~N(0, 1) and the sum of z^2 over the draws is chi2(60); its central 99.9 % range is [29.8, 99.6],
+    # i.e. mean z^2 in [0.50, 1.66]. Measured (PPI / classical): 1.06 / 1.22; with the half-widths scaled by 1.5
+    # (too wide) 0.47 / 0.54, by 1/1.5 (too narrow) 2.39 / 2.75: the PPI check fails either way.
+    zlo, zhi = chi2.ppf(0.0005, draws) / draws, chi2.ppf(0.9995, draws) / draws
+    for method, values in z2.items():
+        assert zlo <= np.mean(values) <= zhi, (method, np.mean(values), zlo, zhi)
 
 
 def test_prevalence_intervals_are_ppi_py_and_the_closed_form():
