@@ -30,11 +30,11 @@ def require(module: str, why: str) -> None:
         missing(f"{module} is not installed ({why})")
 
 
-def cli_in_process(monkeypatch, *args: str) -> subprocess.CompletedProcess:
+def cli_in_process(monkeypatch, *args: str, columns: int = 80) -> subprocess.CompletedProcess:
     """A command through the console script's entry point (``silverlabel.cli.main``) in this process, returned as
     a subprocess would return it, without the ~2-3 s of imports a fresh interpreter costs per call. A bug (an
     exception main() does not turn into one line) is written to stderr as its traceback, with exit code 1."""
-    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("COLUMNS", str(columns))
     monkeypatch.setattr(sys, "argv", ["silverlabel", *map(str, args)])
     out, err = io.StringIO(), io.StringIO()
     code = 0

@@ -6,7 +6,6 @@ without a fresh interpreter's ~2.5 s of imports per call)."""
 
 import functools
 import json
-import os
 import subprocess
 import sys
 
@@ -116,7 +115,7 @@ def test_annotate_dry_run_does_not_load_the_model(tmp_path):
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_annotate_then_train_on_teacher_labels(tmp_path):
+def test_annotate_then_train_on_teacher_labels(tmp_path, monkeypatch):
     from tests.helpers import require
 
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
@@ -131,10 +130,10 @@ def test_annotate_then_train_on_teacher_labels(tmp_path):
     assert {"p:negative", "p:positive", "model", "demo_seed", "prompt_tokens", "seconds", "gold"} <= set(ann.columns)
     assert len(ann) == 40 and ann["label"].isin(["negative", "positive"]).all()
     assert "40 items" in r.stdout and "accuracy vs gold" in r.stdout
-    again = run("annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
+    again = cli_in_process(monkeypatch, "annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
                 "--cache", str(tmp_path / "c.sqlite"), *common)
     assert "(40 cached, 0 labelled" in again.stdout
-    dry = run("annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
+    dry = cli_in_process(monkeypatch, "annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
               "--cache", str(tmp_path / "c.sqlite"), "--dry-run", *common)
     assert "cached: 40" in dry.stdout  # the dry run looks up the same keys the teacher wrote
     assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
@@ -152,19 +151,21 @@ def test_annotate_then_train_on_teacher_labels(tmp_path):
     assert len(runs) == 2 and all(r["train_config"]["labels"] == "soft" for r in runs)  # as trained
     pred = pd.read_parquet(out / "predictions.parquet")
     assert len(pred) == 60 and set(pred["seed"]) == {1, 2} and set(pred["label_source"]) == {row["label_source"]}
-    again = run("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
+    again = cli_in_process(monkeypatch, "train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
                 "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
     assert again.returncode == 0 and "0 to train" in again.stderr + again.stdout  # resumed: nothing retrained
 
 
-def _help(*command):
-    r = subprocess.run([sys.executable, "-m", "silverlabel.cli", *command, "--help"], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
-    assert r.returncode == 0, r.stderr
-    return " ".join(r.stdout.replace("│", " ").split())
+@pytest.fixture
+def _help(monkeypatch):
+    def read(*command):
+        r = cli_in_process(monkeypatch, *command, "--help", columns=200)
+        assert r.returncode == 0, r.stderr
+        return " ".join(r.stdout.replace("│", " ").split())
+    return read
 
 
-def test_demo_help_reads_quick_toml_and_flags_take_no_value():
+def test_demo_help_reads_quick_toml_and_flags_take_no_value(_help):
     from silverlabel.config import load_study_config
 
     quick = load_study_config("quick")
@@ -178,7 +179,7 @@ def test_demo_help_reads_quick_toml_and_flags_take_no_value():
     assert "--version Print the version." in _help()
 
 
-def test_evaluate_help_says_which_output_is_percent():
+def test_evaluate_help_says_which_output_is_percent(_help):
     text = _help("evaluate")
     assert "printed tables are in percent" in text and "--json gives fractions in [0, 1]" in text
 
