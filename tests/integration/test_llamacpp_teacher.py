@@ -126,3 +126,22 @@ def test_an_item_longer_than_the_context_is_cut_not_fatal(toxic):
         assert short.prompt_tokens < cut.prompt_tokens
     finally:
         t.close()
+
+
+def test_amx_buffers_are_off_exactly_where_the_build_has_amx():
+    """llama.cpp's AMX weight buffers segfault on the first decode (teachers/llamacpp.py): the guard turns the
+    extra buffer types off where, and only where, the build reports AMX_INT8 (read here from llama.cpp itself), so
+    an AVX2 machine keeps its repacked weights and the README's numbers. On an AMX machine every other llama.cpp
+    test here would also crash without it; on another machine a guard that never applies cannot be told apart."""
+    from tests.helpers import require
+
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    import llama_cpp
+    from llama_cpp import llama_cpp as lib
+
+    from silverlabel.teachers.llamacpp import avoid_amx_buffers
+
+    amx = "AMX_INT8 = 1" in lib.llama_print_system_info().decode(errors="replace")
+    assert avoid_amx_buffers(llama_cpp) is amx
+    assert avoid_amx_buffers(llama_cpp) is amx  # idempotent: applied once
+    assert bool(lib.llama_model_default_params().use_extra_bufts) is (not amx)
