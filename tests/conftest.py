@@ -1,5 +1,6 @@
 """Shared test setup: offline, quiet, and a private cache folder so tests never touch the user's cache."""
 
+import functools
 import os
 
 import pytest
@@ -45,3 +46,13 @@ def pytest_collection_modifyitems(config, items):
     other test keeps its order."""
     items.sort(key=lambda item: "vllm" in getattr(item, "fixturenames", ()) or
                item.get_closest_marker("uses_vllm") is not None)
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """A command through the console script's entry point in this process (``tests.helpers.cli_in_process``):
+    what `silverlabel` runs, without a fresh interpreter's ~2.5 s of imports per call. Tests that need the real
+    process (kills, progress lines on stderr, the first error) start a subprocess themselves."""
+    from tests.helpers import cli_in_process
+
+    return functools.partial(cli_in_process, monkeypatch)

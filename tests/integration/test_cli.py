@@ -4,7 +4,6 @@ traceback, the annotate-then-train round trip and its progress lines, the demo's
 console script's entry point in this process (``tests.helpers.cli_in_process``: what ``silverlabel`` runs,
 without a fresh interpreter's ~2.5 s of imports per call)."""
 
-import functools
 import json
 import subprocess
 import sys
@@ -28,14 +27,14 @@ def test_version():
 
 @pytest.mark.parametrize("command", ["demo", "datasets", "annotate", "train", "evaluate", "study", "study run",
                                      "study report", "select", "merge"])
-def test_every_command_explains_itself(command, monkeypatch):
-    r = cli_in_process(monkeypatch, *command.split(), "--help")
+def test_every_command_explains_itself(command, cli):
+    r = cli(*command.split(), "--help")
     assert r.returncode == 0
     assert len(r.stdout.split()) > 20 and "Usage" in r.stdout
 
 
-def test_datasets_lists_presets_with_provenance(monkeypatch):
-    r = cli_in_process(monkeypatch, "datasets")
+def test_datasets_lists_presets_with_provenance(cli):
+    r = cli("datasets")
     assert r.returncode == 0, r.stderr
     for name in ("imdb", "ecommerce", "manifestos", "toxic"):
         assert name in r.stdout
@@ -55,8 +54,8 @@ def _table(tmp_path, fmt="csv"):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_evaluate_json(tmp_path, fmt, monkeypatch):
-    r = cli_in_process(monkeypatch, "evaluate", str(_table(tmp_path, fmt)), "--json")
+def test_evaluate_json(tmp_path, fmt, cli):
+    r = cli("evaluate", str(_table(tmp_path, fmt)), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"n_items", "n_runs", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std",
@@ -69,8 +68,8 @@ def test_evaluate_json(tmp_path, fmt, monkeypatch):
     assert set(out["per_class"]) == {"x", "y"} and out["per_class"]["x"]["support"] == 3
 
 
-def test_evaluate_readable_table(tmp_path, monkeypatch):
-    r = cli_in_process(monkeypatch, "evaluate", str(_table(tmp_path)))
+def test_evaluate_readable_table(tmp_path, cli):
+    r = cli("evaluate", str(_table(tmp_path)))
     assert r.returncode == 0 and "86.67" in r.stdout
 
 
@@ -84,9 +83,8 @@ def _one_line_error(r, *needles):
     assert text.startswith("error:")
 
 
-def test_errors_are_one_line(tmp_path, monkeypatch):
-    _one_line_error(run("evaluate", str(tmp_path / "missing.csv")), "missing.csv")  # a real process
-    cli = functools.partial(cli_in_process, monkeypatch)  # the rest through the same entry point, in process
+def test_errors_are_one_line(tmp_path, cli):
+    _one_line_error(run("evaluate", str(tmp_path / "missing.csv")), "missing.csv")  # a real process; the rest in it
     bad = tmp_path / "bad.csv"
     bad.write_text("item,run,pred\n1,a,x\n")
     _one_line_error(cli("evaluate", str(bad)), "gold")
@@ -115,7 +113,7 @@ def test_annotate_dry_run_does_not_load_the_model(tmp_path):
     assert not (tmp_path / "o.parquet").exists()
 
 
-def test_annotate_then_train_on_teacher_labels(tmp_path, monkeypatch):
+def test_annotate_then_train_on_teacher_labels(tmp_path, cli):
     from tests.helpers import require
 
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
@@ -130,10 +128,10 @@ def test_annotate_then_train_on_teacher_labels(tmp_path, monkeypatch):
     assert {"p:negative", "p:positive", "model", "demo_seed", "prompt_tokens", "seconds", "gold"} <= set(ann.columns)
     assert len(ann) == 40 and ann["label"].isin(["negative", "positive"]).all()
     assert "40 items" in r.stdout and "accuracy vs gold" in r.stdout
-    again = cli_in_process(monkeypatch, "annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
+    again = cli("annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
                 "--cache", str(tmp_path / "c.sqlite"), *common)
     assert "(40 cached, 0 labelled" in again.stdout
-    dry = cli_in_process(monkeypatch, "annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
+    dry = cli("annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
               "--cache", str(tmp_path / "c.sqlite"), "--dry-run", *common)
     assert "cached: 40" in dry.stdout  # the dry run looks up the same keys the teacher wrote
     assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
@@ -151,7 +149,7 @@ def test_annotate_then_train_on_teacher_labels(tmp_path, monkeypatch):
     assert len(runs) == 2 and all(r["train_config"]["labels"] == "soft" for r in runs)  # as trained
     pred = pd.read_parquet(out / "predictions.parquet")
     assert len(pred) == 60 and set(pred["seed"]) == {1, 2} and set(pred["label_source"]) == {row["label_source"]}
-    again = cli_in_process(monkeypatch, "train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
+    again = cli("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
                 "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
     assert again.returncode == 0 and "0 to train" in again.stderr + again.stdout  # resumed: nothing retrained
 
@@ -191,18 +189,17 @@ def _small_csv(tmp_path, n=20):
     return path
 
 
-def test_annotate_a_small_csv_keeps_no_unused_validation_split(tmp_path, monkeypatch):
-    run = functools.partial(cli_in_process, monkeypatch)
+def test_annotate_a_small_csv_keeps_no_unused_validation_split(tmp_path, cli):
     data = _small_csv(tmp_path)
-    r = run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher", "llamacpp:smollm2-135m",
+    r = cli("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher", "llamacpp:smollm2-135m",
             "--n-test", "10", "--dry-run", "--cache", str(tmp_path / "c.sqlite"))
     assert r.returncode == 0, r.stderr  # before: "k=3 demonstrations but only 2 training items"
     assert "items: 10" in r.stdout  # every row the test split left, none held back for validation
-    _one_line_error(run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
+    _one_line_error(cli("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
                         "llamacpp:smollm2-135m", "--n-test", "10", "--k", "11", "--dry-run"),
                     "--k 11 demonstrations but only 10 training items", "--n-test 10", "took 10 of the 20 rows",
                     "pass a smaller --n-test", "--k 10 or fewer")
-    _one_line_error(run("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
+    _one_line_error(cli("annotate", str(data), "--out", str(tmp_path / "o.parquet"), "--teacher",
                         "llamacpp:smollm2-135m", "--n-train", "2", "--n-test", "10", "--dry-run"),
                     "only 2 training items", "--n-train 2 caps them")
 

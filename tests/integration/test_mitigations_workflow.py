@@ -1,7 +1,6 @@
 """The gold-label workflow as a person runs it: `silverlabel select` exports what a policy chose, a person labels
 it (simulated with the gold labels), `silverlabel merge` reads it back. CSV, JSONL and Label Studio."""
 
-import functools
 import json
 
 import numpy as np
@@ -9,22 +8,14 @@ import pandas as pd
 import pytest
 
 from silverlabel.mitigations import GoldOracle, apply_policy
-from tests.helpers import cli_in_process
 from tests.synthetic_teacher import synthetic_teacher
 
 N = 150
 
 
-@pytest.fixture
-def run(monkeypatch):
-    """The console script's entry point in this process (``tests.helpers.cli_in_process``): what `silverlabel`
-    runs, without a fresh interpreter's ~2.5 s of imports per call (test_cli.py runs the real process)."""
-    return functools.partial(cli_in_process, monkeypatch)
-
-
 @pytest.mark.parametrize("command", ["select", "merge"])
-def test_commands_explain_themselves(command, run):
-    r = run(command, "--help")
+def test_commands_explain_themselves(command, cli):
+    r = cli(command, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout and "--annotations" in r.stdout
 
 
@@ -65,10 +56,10 @@ def _label_like_a_person(selection, fmt, gold, out):
 
 
 @pytest.mark.parametrize("fmt, suffix", [("csv", ".csv"), ("jsonl", ".jsonl"), ("labelstudio", ".json")])
-def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix, run):
+def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix, cli):
     ann, records, gold, names = annotated
     selection = tmp_path / f"to-label{suffix}"
-    r = run("select", "--annotations", ann, "--policy", "entropy", "--budget", "10%", "--out", selection,
+    r = cli("select", "--annotations", ann, "--policy", "entropy", "--budget", "10%", "--out", selection,
             "--format", fmt)
     assert r.returncode == 0, r.stderr
     b = round(0.1 * N)
@@ -91,7 +82,7 @@ def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix, run):
     human_file = tmp_path / f"human{suffix}"
     human = _label_like_a_person(selection, fmt, gold, human_file)
     out = tmp_path / "train.csv"
-    r = run("merge", "--annotations", ann, "--labels", human_file, "--out", out)
+    r = cli("merge", "--annotations", ann, "--labels", human_file, "--out", out)
     assert r.returncode == 0, r.stderr
     merged = pd.read_csv(out, dtype={"item": str}, keep_default_na=False, na_values=[""])
     by_item = merged.set_index("item")
@@ -106,28 +97,28 @@ def test_select_label_merge_round_trip(tmp_path, annotated, fmt, suffix, run):
     assert f"({100 * wrong / len(human):.1f} %)" in r.stdout
 
 
-def test_merge_refuses_an_unknown_label(tmp_path, annotated, run):
+def test_merge_refuses_an_unknown_label(tmp_path, annotated, cli):
     ann, records, gold, names = annotated
     item = records["item"].iloc[3]
     bad = tmp_path / "human.csv"
     pd.DataFrame({"item": [records["item"].iloc[0], item], "label": [gold[records["item"].iloc[0]], "spam"]}).to_csv(
         bad, index=False)
-    r = run("merge", "--annotations", ann, "--labels", bad, "--out", tmp_path / "o.csv")
+    r = cli("merge", "--annotations", ann, "--labels", bad, "--out", tmp_path / "o.csv")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     text = " ".join(r.stderr.split())
     assert text.startswith("error:") and "human.csv" in text and f"'{item}'" in text and "'spam'" in text
     assert all(n in text for n in names)
     stranger = tmp_path / "stranger.jsonl"
     stranger.write_text(json.dumps({"item": "no-such-item", "label": names[0]}) + "\n")
-    r = run("merge", "--annotations", ann, "--labels", stranger, "--out", tmp_path / "o.csv")
+    r = cli("merge", "--annotations", ann, "--labels", stranger, "--out", tmp_path / "o.csv")
     assert r.returncode == 2 and "no-such-item" in r.stderr
 
 
-def test_learned_selects_in_two_rounds(tmp_path, annotated, run):
+def test_learned_selects_in_two_rounds(tmp_path, annotated, cli):
     ann, records, gold, _ = annotated
     first = tmp_path / "round1.csv"
     common = ["--annotations", ann, "--policy", "learned", "--budget", "30", "--option", "use_embeddings=false"]
-    r = run("select", *common, "--out", first)
+    r = cli("select", *common, "--out", first)
     assert r.returncode == 0, r.stderr
     round1 = pd.read_csv(first, dtype=str)
     failed = int(records["label"].isna().sum())
@@ -135,13 +126,13 @@ def test_learned_selects_in_two_rounds(tmp_path, annotated, run):
     labelled1 = tmp_path / "labels1.csv"
     round1.assign(label=round1["item"].map(gold)).to_csv(labelled1, index=False)
     second = tmp_path / "round2.jsonl"
-    r = run("select", *common, "--labels", labelled1, "--out", second)
+    r = cli("select", *common, "--labels", labelled1, "--out", second)
     assert r.returncode == 0, r.stderr
     round2 = pd.read_json(second, lines=True, dtype=False)
     assert len(round2) == 30 - len(round1) and not set(round2["item"]) & set(round1["item"])
     labelled2 = tmp_path / "labels2.jsonl"
     round2.assign(label=round2["item"].map(gold)).to_json(labelled2, orient="records", lines=True)
-    r = run("merge", "--annotations", ann, "--labels", labelled1, "--labels", labelled2, "--out",
+    r = cli("merge", "--annotations", ann, "--labels", labelled1, "--labels", labelled2, "--out",
             tmp_path / "train.jsonl")
     assert r.returncode == 0, r.stderr
     # the count and the teacher's errors on those 30, counted here from the records and the gold labels
@@ -155,15 +146,15 @@ def test_learned_selects_in_two_rounds(tmp_path, annotated, run):
     assert set(records["item"][lib.chosen]) == set(round1["item"]) | set(round2["item"])
 
 
-def test_select_ensemble_needs_and_uses_other_runs(tmp_path, annotated, run):
+def test_select_ensemble_needs_and_uses_other_runs(tmp_path, annotated, cli):
     ann, records, _, names = annotated
     other = records.copy()
     other.loc[:19, "label"] = [names[(names.index(v) + 1) % 3] if v else None for v in other["label"][:20]]
     other_path = tmp_path / "run2.csv"
     other.to_csv(other_path, index=False)
-    r = run("select", "--annotations", ann, "--policy", "ensemble", "--budget", "10", "--out", tmp_path / "e.csv")
+    r = cli("select", "--annotations", ann, "--policy", "ensemble", "--budget", "10", "--out", tmp_path / "e.csv")
     assert r.returncode == 2 and "--ensemble" in r.stderr
-    r = run("select", "--annotations", ann, "--policy", "ensemble", "--budget", "10", "--ensemble", other_path,
+    r = cli("select", "--annotations", ann, "--policy", "ensemble", "--budget", "10", "--ensemble", other_path,
             "--out", tmp_path / "e.csv")
     assert r.returncode == 0, r.stderr
     chosen = set(pd.read_csv(tmp_path / "e.csv", dtype=str)["item"])

@@ -2,24 +2,14 @@
 that cannot run and why; `study run` refuses such a grid before any work, naming the dataset, its size and what
 to change; paper.toml is the paper's grid (Tables 1 and 2) and its rehearsal keeps that shape and can run."""
 
-import functools
-
 import pytest
 
 from silverlabel.config import SHIPPED_CONFIGS, StudyConfig, load_study_config
 from silverlabel.errors import SilverlabelError
 from silverlabel.rehearsal import rehearsal_config
 from silverlabel.study import dry_run, label_sources, run_study
-from tests.helpers import cli_in_process
 
 SHIPPED = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))
-
-
-@pytest.fixture
-def cli(monkeypatch):
-    """The console script's entry point in this process (``tests.helpers.cli_in_process``): what `silverlabel`
-    runs, without a fresh interpreter's ~2.5 s of imports per call."""
-    return functools.partial(cli_in_process, monkeypatch)
 
 
 @pytest.mark.parametrize("name", SHIPPED)

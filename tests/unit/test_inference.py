@@ -56,9 +56,9 @@ def test_teacher_as_truth_misses_and_ppi_covers_a_known_bias():
     lo, hi = binom.ppf(0.0005, draws, 0.9), binom.ppf(0.9995, draws, 0.9)
     assert lo <= covered_ppi <= hi and lo <= covered_classical <= hi
     # Calibration, which also catches intervals that are too wide (the count above cannot): if the intervals are
-    # right, z is ~N(0, 1) and the sum of z^2 over the draws is chi2(60); its central 99.9 % range is [29.8, 99.6],
-    # i.e. mean z^2 in [0.50, 1.66]. Measured (PPI / classical): 1.06 / 1.22; with the half-widths scaled by 1.5
-    # (too wide) 0.47 / 0.54, by 1/1.5 (too narrow) 2.39 / 2.75: the PPI check fails either way.
+    # right, z is ~N(0, 1) and the sum of z^2 over the draws is chi2(60); its central 99.9 % range is
+    # [30.3, 102.7], i.e. mean z^2 in [0.51, 1.71]. Measured (PPI / classical): 1.06 / 1.22; with the half-widths
+    # scaled by 1.5 (too wide) 0.47 / 0.54, by 1/1.5 (too narrow) 2.39 / 2.75: the PPI check fails either way.
     zlo, zhi = chi2.ppf(0.0005, draws) / draws, chi2.ppf(0.9995, draws) / draws
     for method, values in z2.items():
         assert zlo <= np.mean(values) <= zhi, (method, np.mean(values), zlo, zhi)
