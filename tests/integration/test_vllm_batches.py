@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 N = 16
 PRICES = {"price_input": 2.0, "price_output": 8.0}  # per million tokens
 FAST = {"batch_poll_max": 0.2}
-# vLLM answers the batch's lines one by one, as the synchronous run (concurrency=1) sends them: the same requests,
-# each alone in vLLM's batch. Not bit-identical even so (its prefix cache holds other blocks by then): measured
+# In the comparison with the synchronous run (concurrency=1) the batch server answers the lines one by one: the same
+# requests, each alone in vLLM's batch. Not bit-identical even so (its prefix cache holds other blocks by then): measured
 # max |dp| 0 over these 16 items, 2.3e-6 over 200 (bench/batch_cost.py). 1e-4 is 40 times that and still fails a
 # reply matched to the wrong item or request (which moves P_S by 1e-2 and more).
 ATOL = 1e-4
@@ -65,9 +65,13 @@ def test_batched_labels_equal_the_synchronous_ones_at_the_batch_price(openai_bat
     with AnnotationStore(tmp_path / "sync.sqlite") as store:
         sync = _annotate(uri, items, store, **common)
     before = len(server.submitted)
-    with AnnotationStore(tmp_path / "batch.sqlite") as store:
-        batched = _annotate(uri, items, store, batch=True, batch_max_requests=6, **FAST, **common)
-        recorded = store.batches()
+    server.concurrency = 1  # each line alone in vLLM's batch, as the synchronous run sent it
+    try:
+        with AnnotationStore(tmp_path / "batch.sqlite") as store:
+            batched = _annotate(uri, items, store, batch=True, batch_max_requests=6, **FAST, **common)
+            recorded = store.batches()
+    finally:
+        server.concurrency = 4
     ids = server.submitted[before:]
     # split at the cap: 16 requests, at most 6 a batch
     assert [len(server.batches[i]["lines"]) for i in ids] == [6, 6, 4]
