@@ -401,22 +401,18 @@ def test_anthropic_label_alone_is_the_greedy_answer_or_a_counted_failure(vllm, i
     assert ann.frame["label"][ok].tolist() == exact_turns.frame["label"][ok].tolist()
 
 
-def test_annotate_command_takes_teacher_options_and_reports_method_and_money(vllm, tmp_path):
-    import subprocess
-    import sys
-
+def test_annotate_command_takes_teacher_options_and_reports_method_and_money(vllm, tmp_path, cli):
     import pandas as pd
 
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "silverlabel.cli", "annotate", "imdb", "--teacher",
-                               f"chat:{vllm}/v1#smol", "--n-train", "20", "--n-test", "20", "--cache",
-                               str(tmp_path / "c.sqlite"), *args], capture_output=True, text=True, timeout=300)
+    def annotate(*args, url=vllm):
+        return cli("annotate", "imdb", "--teacher", f"chat:{url}/v1#smol", "--n-train", "20", "--n-test", "20",
+                   "--cache", str(tmp_path / "c.sqlite"), *args)
 
     prices = ["--option", "price_input=0.15", "--option", "price_output=0.6", "--option", "p_s_method=top_logprobs"]
-    dry = cli("--out", str(tmp_path / "x.parquet"), "--dry-run", *prices)
+    dry = annotate("--out", str(tmp_path / "x.parquet"), "--dry-run", *prices)
     assert dry.returncode == 0, dry.stderr
     assert "estimated spend (top_logprobs, prompt tokens by one call's usage): 20 requests" in dry.stdout
-    r = cli("--out", str(tmp_path / "a.parquet"), *prices)
+    r = annotate("--out", str(tmp_path / "a.parquet"), *prices)
     assert r.returncode == 0, r.stderr
     table = pd.read_parquet(tmp_path / "a.parquet")
     assert (table["p_s_method"] == "top_logprobs").all() and table["cost"].notna().all()
@@ -428,22 +424,19 @@ def test_annotate_command_takes_teacher_options_and_reports_method_and_money(vll
     spent = table["cost"].sum()
     assert 0.9 * spent <= estimated <= 1.1 * spent + 20 * 24 * 0.6 / 1e6, (estimated, spent)
     with openai_rules_proxy(vllm, rules="none") as (url, proxy):
-        again = subprocess.run([sys.executable, "-m", "silverlabel.cli", "annotate", "imdb", "--teacher",
-                                f"chat:{url}/v1#smol", "--n-train", "20", "--n-test", "20", "--cache",
-                                str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "y.parquet"), "--dry-run",
-                                *prices], capture_output=True, text=True, timeout=300)
+        again = annotate("--out", str(tmp_path / "y.parquet"), "--dry-run", *prices, url=url)
         sent = [e["body"] for e in proxy.log if e["body"]]
     assert again.returncode == 0, again.stderr
     # the model_id names the URL, so the proxy's port is another key: nothing cached there; what matters is that
     # the dry run sent one request of one token (to count prompt tokens) and no labelling call
     assert "cached: 0" in again.stdout
     assert len(sent) == 1 and sent[0]["max_completion_tokens"] == 1
-    cached = cli("--out", str(tmp_path / "z.parquet"), "--dry-run", *prices)
+    cached = annotate("--out", str(tmp_path / "z.parquet"), "--dry-run", *prices)
     assert "cached: 20" in cached.stdout, cached.stdout  # under any P_S method, found without probing
-    bad = cli("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method=logits")
+    bad = annotate("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method=logits")
     assert bad.returncode == 2 and "teacher options for 'chat': p_s_method: Input should be" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    form = cli("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method")
+    form = annotate("--out", str(tmp_path / "b.parquet"), "--option", "p_s_method")
     assert form.returncode == 2 and "--option 'p_s_method' is not KEY=VALUE" in form.stderr
 
 
@@ -506,7 +499,7 @@ n_test = 30
 name = "chatsmol"
 uri = "chat:{url}/v1#smol"
 k_shot = 2
-options = {{ p_s_method = "sample", samples = 4, concurrency = 1, price_input = 0.15, price_output = 0.6 }}
+options = {{ p_s_method = "sample", samples = 4, concurrency = 4, price_input = 0.15, price_output = 0.6 }}
 
 [[students]]
 name = "minilm"
