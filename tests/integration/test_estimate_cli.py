@@ -1,11 +1,9 @@
-"""`silverlabel estimate` as a person runs it (a subprocess): a designed gold sample from `select --design`, labelled
-(simulated with the gold labels), read back by `merge`, estimated; the numbers checked against ppi_py called
-directly on the same data; and every bad input a one-line error with exit code 2 (those through the console
-script's entry point in this process, ``tests.helpers.cli_in_process``)."""
+"""`silverlabel estimate` as a person runs it (the console script's entry point, in this process:
+``tests.helpers.cli_in_process``): a designed gold sample from `select --design`, labelled (simulated with the gold
+labels), read back by `merge`, estimated; the numbers checked against ppi_py called directly on the same data; and
+every bad input a one-line error with exit code 2."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -19,8 +17,10 @@ N = 400
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "silverlabel.cli", *map(str, args)], check=False,
-                          capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", **__import__("os").environ})
+    """The command through the console script's entry point in this process (a fresh interpreter adds ~5 s of
+    imports per call here, ppi_py's included); ``test_cli.py`` and ``test_bad_inputs.py`` run real processes."""
+    with pytest.MonkeyPatch.context() as mp:
+        return cli_in_process(mp, *args, columns=200)
 
 
 @pytest.fixture(scope="module")
