@@ -41,9 +41,9 @@ def has_module(name: str) -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """Tests that need the vLLM server run last, so the session's one server starts as late as possible and is
-    torn down at once. While up, vLLM's CPU engine busy-polls about 0.8 of a core (measured with `top`), which on a
-    2-core machine halves the speed of everything running beside it (torch trains with 2 threads). Stable: every
-    other test keeps its order."""
+    torn down at once (it holds ~1.5 GB). Its engine runs in the server's process (tests/vllm_server.py
+    ``server_env``): idle, it takes 0.02 of a core, where vLLM's default engine process busy-polled 0.8 of one and
+    halved the speed of everything beside it on 2 cores. Stable: every other test keeps its order."""
     items.sort(key=lambda item: "vllm" in getattr(item, "fixturenames", ()) or
                item.get_closest_marker("uses_vllm") is not None)
 

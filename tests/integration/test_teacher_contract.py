@@ -46,7 +46,7 @@ BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # teachers send it; anthropic runs on vLLM's /v1/messages with the demonstrations as turns.
 ESTIMATES = ("anthropic",)
 EXACT = tuple(b for b in BACKENDS if b not in ESTIMATES)
-ON_VLLM_SERVER = {"vllm-server", "chat", "anthropic"}  # run last (tests/conftest.py): the server busy-polls
+ON_VLLM_SERVER = {"vllm-server", "chat", "anthropic"}  # run last, with the one vLLM server (tests/conftest.py)
 
 
 def _params(backends) -> list:
