@@ -42,8 +42,9 @@ def has_module(name: str) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Tests that need the vLLM server run last, so the session's one server starts as late as possible and is
     torn down at once (it holds ~1.5 GB). Its engine runs in the server's process (tests/vllm_server.py
-    ``server_env``): idle, it takes 0.02 of a core, where vLLM's default engine process busy-polled 0.8 of one and
-    halved the speed of everything beside it on 2 cores. Stable: every other test keeps its order."""
+    ``server_env``): idle, it takes 0.03 of the machine's CPU against 0.13 for vLLM's default engine process
+    (bench/vllm_cpu_engine.py), which took that from everything running beside it. Stable: every other test keeps
+    its order."""
     items.sort(key=lambda item: "vllm" in getattr(item, "fixturenames", ()) or
                item.get_closest_marker("uses_vllm") is not None)
 
