@@ -8,10 +8,11 @@ parse every reply here), the answers are vLLM's. Every other route goes to the p
 synchronous probes reach the same model.
 
 A batch's lines are answered ``concurrency`` at a time (4 by default: vLLM decodes them together, as a provider's
-batch fleet would, about 3.4 times the throughput of one at a time on 2 cores, measured); a test that compares a
-batch with the same requests sent one by one sets it to 1 (each line then alone in vLLM's batch). Faults, set by a test: ``expire_after`` (the next batch expires after that
-many lines, the rest unanswered), ``fail_every`` (every k-th line fails with HTTP 500), ``extra_polls`` (a batch
-still shows in progress for that many polls after its last line), ``line_delay`` (seconds per line). ``executed``
+batch fleet would; 3.4 times the throughput of one at a time on 2 cores, ``bench/vllm_cpu_engine.py``); a test that
+compares a batch with the same requests sent one by one sets it to 1 (each line then alone in vLLM's batch).
+Faults, set by a test: ``expire_after`` (the next batch expires after that many lines, the rest unanswered),
+``fail_every`` (every k-th line fails with HTTP 500), ``extra_polls`` (a batch still shows in progress for that many
+polls after its last line), ``line_delay`` (seconds per line). ``executed``
 counts how often each custom_id was answered: the test's check that nothing was paid twice.
 """
 

@@ -30,10 +30,10 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 N = 16
 PRICES = {"price_input": 2.0, "price_output": 8.0}  # per million tokens
 FAST = {"batch_poll_max": 0.2}
-# In the comparison with the synchronous run (concurrency=1) the batch server answers the lines one by one: the same
-# requests, each alone in vLLM's batch. Not bit-identical even so (its prefix cache holds other blocks by then): measured
-# max |dp| 0 over these 16 items, 2.3e-6 over 200 (bench/batch_cost.py). 1e-4 is 40 times that and still fails a
-# reply matched to the wrong item or request (which moves P_S by 1e-2 and more).
+# In the comparison with the synchronous run (concurrency=1) the batch server answers the lines one by one: the
+# same requests, each alone in vLLM's batch. Not bit-identical even so (its prefix cache holds other blocks by then):
+# measured max |dp| 0 over these 16 items, 2.3e-6 over 200 (bench/batch_cost.py). 1e-4 is 40 times that and still
+# fails a reply matched to the wrong item or request (which moves P_S by 1e-2 and more).
 ATOL = 1e-4
 
 
