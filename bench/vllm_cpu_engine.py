@@ -42,43 +42,33 @@ def _busy(seconds: float = 5.0) -> float:
 
 
 def measure(tests_env: bool) -> dict:
-    original = vllm_server.server_env
+    env = vllm_server.server_env()
+    if not tests_env:
+        for k in DEFAULT_KEYS:
+            env.pop(k, None)
+    started = time.monotonic()
+    with vllm_server.vllm_server(Path(tempfile.mkdtemp()), env=env) as url:
+        ready = time.monotonic() - started
+        client = httpx.Client(timeout=300)
+        body = {"model": vllm_server.SERVED, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
 
-    def env():
-        e = original()
-        if not tests_env:
-            for k in DEFAULT_KEYS:
-                e.pop(k, None)
-        return e
+        def one(i: int) -> None:
+            r = client.post(url + "/v1/completions", json={**body, "prompt": f"Story {i}: once upon a time"})
+            r.raise_for_status()
 
-    vllm_server.server_env = env
-    try:
-        started = time.monotonic()
-        with vllm_server.vllm_server(Path(tempfile.mkdtemp())) as url:
-            ready = time.monotonic() - started
-            client = httpx.Client(timeout=300)
-            body = {"model": vllm_server.SERVED, "prompt": "Once upon a time", "max_tokens": 16, "temperature": 0,
-                    "ignore_eos": True}
-
-            def one(i: int) -> None:
-                r = client.post(url + "/v1/completions", json={**body, "prompt": f"Story {i}: once upon a time"})
-                r.raise_for_status()
-
-            one(-1)
-            singles = []
-            for i in range(5):
-                t = time.monotonic()
-                one(i)
-                singles.append(time.monotonic() - t)
-            per_request = {}
-            for inflight in (1, 4):
-                t = time.monotonic()
-                with ThreadPoolExecutor(inflight) as pool:
-                    list(pool.map(one, range(100, 116)))
-                per_request[inflight] = (time.monotonic() - t) / 16
-            idle = _busy()
-    finally:
-        vllm_server.server_env = original
+        one(-1)
+        singles = []
+        for i in range(5):
+            t = time.monotonic()
+            one(i)
+            singles.append(time.monotonic() - t)
+        per_request = {}
+        for inflight in (1, 4):
+            t = time.monotonic()
+            with ThreadPoolExecutor(inflight) as pool:
+                list(pool.map(one, range(100, 116)))
+            per_request[inflight] = (time.monotonic() - t) / 16
+        idle = _busy()
     return {"ready_s": ready, "ms_per_token": 1000 * min(singles) / 16, "s_per_request_1": per_request[1],
             "s_per_request_4": per_request[4], "idle_busy": idle}
 

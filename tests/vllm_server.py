@@ -145,15 +145,17 @@ def server_env() -> dict[str, str]:
 
 @contextmanager
 def vllm_server(log_dir: Path, *, enforce_eager: bool = True, model_dir: Path | None = None,
-                extra: tuple[str, ...] = ()):
-    """A vLLM server on a free port; yields its base URL (without /v1) once /v1/models answers; killed on exit."""
+                extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+    """A vLLM server on a free port; yields its base URL (without /v1) once /v1/models answers; killed on exit.
+    ``env`` replaces ``server_env()`` (bench/vllm_cpu_engine.py compares vLLM's defaults with it)."""
     py = require_vllm()
     model_dir = model_dir or hf_model_dir()
     port = free_port()
     log_file = Path(log_dir) / "vllm.log"
     with open(log_file, "wb") as out:
         proc = subprocess.Popen(server_command(py, model_dir, port, enforce_eager=enforce_eager, extra=extra),
-                                env=server_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                env=server_env() if env is None else env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, url, log_file)

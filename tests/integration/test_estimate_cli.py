@@ -3,6 +3,7 @@
 labels), read back by `merge`, estimated; the numbers checked against ppi_py called directly on the same data; and
 every bad input a one-line error with exit code 2."""
 
+import functools
 import json
 
 import numpy as np
@@ -10,17 +11,9 @@ import pandas as pd
 import ppi_py
 import pytest
 
-from tests.helpers import cli_in_process
 from tests.synthetic_teacher import synthetic_teacher
 
 N = 400
-
-
-def run(*args):
-    """The command through the console script's entry point in this process (a fresh interpreter adds ~5 s of
-    imports per call here, ppi_py's included); ``test_cli.py`` and ``test_bad_inputs.py`` run real processes."""
-    with pytest.MonkeyPatch.context() as mp:
-        return cli_in_process(mp, *args, columns=200)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,8 @@ def files(tmp_path_factory):
     return tmp, ann, data, records, dict(zip(records["item"], gold)), names
 
 
-def test_designed_sample_round_trip_matches_ppi_py(files):
+def test_designed_sample_round_trip_matches_ppi_py(files, cli):
+    run = functools.partial(cli, columns=200)  # wide enough that no table row wraps
     tmp, ann, data, records, gold, names = files
     sel = tmp / "sel.csv"
     r = run("select", "--annotations", ann, "--budget", "120", "--design", "active", "--out", sel,
@@ -90,7 +84,7 @@ def _some_gold(records, gold, k=30):
 
 @pytest.mark.parametrize("case", ["bad label", "unknown item", "inclusion 0", "inclusion 1.5", "missing column",
                                   "not numeric", "too few gold"])
-def test_bad_input_is_one_line_with_exit_2(files, case, monkeypatch):
+def test_bad_input_is_one_line_with_exit_2(files, case, cli):
     tmp, ann, data, records, gold, names = files
     rows = _some_gold(records, gold)
     extra = []
@@ -114,7 +108,7 @@ def test_bad_input_is_one_line_with_exit_2(files, case, monkeypatch):
         path, expect = _gold_csv(tmp, "g5.csv", rows[:2]), "2 usable gold labels for 2 parameter"
         extra = ["--estimand", "ols", "--target-class", names[0], "--covariates", "chars", "--data", data]
     # in process through the console script's entry point: a subprocess would add ~5 s of imports (ppi_py)
-    r = cli_in_process(monkeypatch, "estimate", "--annotations", ann, "--gold", path, *extra)
+    r = cli("estimate", "--annotations", ann, "--gold", path, *extra)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
@@ -140,7 +134,8 @@ level = 0.9
 """
 
 
-def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path):
+def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path, cli):
+    run = functools.partial(cli, columns=200)
     """Two teachers of different bias (two annotations files): each hypothesis decided by each, teacher as truth
     and PPI++ against ppi_py called here on the same data, the reference from the gold sample alone (said so)."""
     tmp, ann, data, records, gold, names = files
@@ -196,7 +191,7 @@ def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["same name", "missing file", "unknown group", "bad threshold"])
-def test_bad_hypotheses_input_is_one_line(files, tmp_path, case, monkeypatch):
+def test_bad_hypotheses_input_is_one_line(files, tmp_path, case, cli):
     tmp, ann, data, records, gold, names = files
     gpath = _gold_csv(tmp_path, "gold.csv", [(it, gold[it]) for it in records["item"].iloc[:60]])
     text = HYPOTHESES.format(c0=names[0], c1=names[1])
@@ -217,6 +212,6 @@ def test_bad_hypotheses_input_is_one_line(files, tmp_path, case, monkeypatch):
     if text is not None:
         (tmp_path / "h.toml").write_text(text)
     args = [a for p in anns for a in ("--annotations", p)]
-    r = cli_in_process(monkeypatch, "estimate", *args, "--gold", gpath, *extra, "--hypotheses", tmp_path / "h.toml")
+    r = cli("estimate", *args, "--gold", gpath, *extra, "--hypotheses", tmp_path / "h.toml")
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr

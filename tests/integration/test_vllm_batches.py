@@ -65,13 +65,13 @@ def test_batched_labels_equal_the_synchronous_ones_at_the_batch_price(openai_bat
     with AnnotationStore(tmp_path / "sync.sqlite") as store:
         sync = _annotate(uri, items, store, **common)
     before = len(server.submitted)
-    server.concurrency = 1  # each line alone in vLLM's batch, as the synchronous run sent it
+    concurrency, server.concurrency = server.concurrency, 1  # each line alone in vLLM's batch, as sync sent it
     try:
         with AnnotationStore(tmp_path / "batch.sqlite") as store:
             batched = _annotate(uri, items, store, batch=True, batch_max_requests=6, **FAST, **common)
             recorded = store.batches()
     finally:
-        server.concurrency = 4
+        server.concurrency = concurrency
     ids = server.submitted[before:]
     # split at the cap: 16 requests, at most 6 a batch
     assert [len(server.batches[i]["lines"]) for i in ids] == [6, 6, 4]
