@@ -1,9 +1,11 @@
 """vLLM's CPU server two ways, side by side in one run: its defaults, and the settings the tests start it with.
 
-(a) default - vLLM's engine core in its own process (it busy-polls its queue) and its automatic OpenMP binding,
-              which reserves one core for that process;
-(b) tests   - ``tests/vllm_server.py``'s ``server_env``: ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` (the engine in the
-              server's process) and ``VLLM_CPU_OMP_THREADS_BIND`` = every core this process may use.
+(a) default - vLLM's automatic OpenMP binding, which reserves one core for the engine core's process;
+(b) tests   - ``tests/vllm_server.py``'s ``server_env``: ``VLLM_CPU_OMP_THREADS_BIND`` = every core this process
+              may use. The engine core is a child process of the API server either way.
+
+(Until 3 December 2026, (b) also set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; the API server never reads it, only the
+offline engine does, so the numbers measured then are the binding's alone.)
 
 Both serve the shipped SmolLM2-135M as float32 weights with the tests' flags (``--enforce-eager``, block size 32).
 Measured for each: seconds until ``/v1/models`` answers, milliseconds per generated token for one request at a
@@ -29,7 +31,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests import vllm_server  # noqa: E402  (the tests' own start command and environment)
 
-DEFAULT_KEYS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")
+DEFAULT_KEYS = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_OMP_THREADS_BIND")  # unset for (a), whoever set them
 
 
 def _busy(seconds: float = 5.0) -> float:

@@ -10,6 +10,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("SILVERLABEL_QUIET", "1")
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker runs on its own share of the cores (on 2 cores: one each), and so does every
+    process it starts (affinity is inherited). Every thread pool here sizes itself from the affinity: OpenMP's
+    (torch, vLLM's ``VLLM_CPU_OMP_THREADS_BIND`` from ``tests.vllm_server.cpu_list``), llama.cpp's
+    (``silverlabel.devices.usable_cpus``, the servers' ``-t``). Unpinned, two workers each ran 2-thread pools on
+    the 2 cores and the suite was slower than one worker (docs/testing.md). Runs before any test module imports
+    torch, whose OpenMP reads the affinity once, at load."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cores, n = sorted(os.sched_getaffinity(0)), int(worker["workercount"])
+    if len(cores) >= n:
+        i, share = int(worker["workerid"].removeprefix("gw")), len(cores) // n
+        os.sched_setaffinity(0, cores[i * share:(i + 1) * share])
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _llama_cpp_guard():
     """The tests' own llama_cpp.Llama objects (references, the contract test) get the AMX guard the product's
@@ -39,14 +55,42 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+# Session fixtures too costly to start in two workers: under pytest-xdist every file that uses one is pinned to one
+# worker (`--dist loadgroup`), so each is started once, as without xdist.
+SHARED_SERVERS = ("vllm", "hf_smol")
+
+
+def _uses_vllm(item) -> bool:
+    return "vllm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("uses_vllm") is not None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks into the node ids
 def pytest_collection_modifyitems(config, items):
-    """Tests that need the vLLM server run last, so the session's one server starts as late as possible and is
-    torn down at once (it holds ~1.5 GB). Its engine runs in the server's process (tests/vllm_server.py
-    ``server_env``): idle, it takes 0.03 of the machine's CPU against 0.13 for vLLM's default engine process
-    (bench/vllm_cpu_engine.py), which took that from everything running beside it. Stable: every other test keeps
-    its order."""
-    items.sort(key=lambda item: "vllm" in getattr(item, "fixturenames", ()) or
-               item.get_closest_marker("uses_vllm") is not None)
+    """Without xdist, the tests that need the vLLM server run last, so the session's one server starts as late as
+    possible and is torn down at once (it holds ~1.5 GB). Its engine runs in the server's process
+    (tests/vllm_server.py ``server_env``): idle, it takes 0.03 of the machine's CPU against 0.13 for vLLM's
+    default engine process (bench/vllm_cpu_engine.py), which took that from everything running beside it.
+
+    Under xdist (``-n 2 --dist loadgroup --no-loadscope-reorder``, the README's test command) each test file is
+    one unit of work, so a module's fixtures (a study several tests read) are built once; files that share a
+    costly session server (``SHARED_SERVERS``) form one unit, and that unit goes first: it is the longest and
+    cannot be split, so the other worker fills the time beside it with the rest (xdist hands out units in this
+    order when told not to reorder them). Stable: every other test keeps its order."""
+    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
+    if not xdist:
+        items.sort(key=_uses_vllm)
+        return
+    files: dict[str, set[str]] = {}
+    for item in items:
+        used = files.setdefault(item.nodeid.split("::")[0], set())
+        used.update(name for name in SHARED_SERVERS if name in getattr(item, "fixturenames", ()))
+        if _uses_vllm(item):
+            used.add("vllm")
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        group = "servers" if files[file] else file
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not files[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture

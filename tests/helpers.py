@@ -10,7 +10,7 @@ import traceback
 
 import pytest
 
-from silverlabel import cli
+from silverlabel import cli, terminal
 
 
 def in_ci() -> bool:
@@ -35,6 +35,9 @@ def cli_in_process(monkeypatch, *args: str, columns: int = 80) -> subprocess.Com
     a subprocess would return it, without the ~2-3 s of imports a fresh interpreter costs per call. A bug (an
     exception main() does not turn into one line) is written to stderr as its traceback, with exit code 1."""
     monkeypatch.setenv("COLUMNS", str(columns))
+    # the commands' console read COLUMNS once, when this process imported it (a fresh process reads it then too);
+    # pytest-xdist's workers start with COLUMNS=80, which would otherwise stick
+    monkeypatch.setattr(terminal.console, "width", columns)
     monkeypatch.setattr(sys, "argv", ["silverlabel", *map(str, args)])
     out, err = io.StringIO(), io.StringIO()
     code = 0

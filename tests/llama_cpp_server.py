@@ -13,6 +13,7 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
+from silverlabel.devices import usable_cpus
 from tests.vllm_server import REPO, free_port, in_ci, stop, wait_ready
 
 BINARY = REPO / ".llama-server"
@@ -35,7 +36,7 @@ def server_command(binary: Path, model: Path, port: int) -> list[str]:
     # one slot and continuous batching off: requests are answered one at a time, as their log-probabilities are
     # read (the tests compare numbers, not throughput); --jinja reads the GGUF's own chat template
     return [str(binary), "-m", str(model), "--alias", SERVED, "--host", "127.0.0.1", "--port", str(port),
-            "-c", "2048", "-t", "2", "-np", "1", "--jinja", "--no-webui", "--seed", "0"] + NO_AMX
+            "-c", "2048", "-t", str(usable_cpus()), "-np", "1", "--jinja", "--no-webui", "--seed", "0"] + NO_AMX
 
 
 # the binary is built for this CPU (GGML_NATIVE); on an AMX CPU its AMX weight buffers segfault on the first

@@ -130,15 +130,16 @@ def cpu_list() -> str:
 
 
 def server_env() -> dict[str, str]:
-    """vLLM's CPU engine in the server's own process, its OpenMP threads on every core this machine lends.
+    """vLLM's CPU engine with its OpenMP threads on every core this machine lends.
 
-    By default vLLM runs its engine core in a second process that polls its queue and reserves one core for it,
-    so on 2 cores the model ran on one thread. Measured side by side with ``python bench/vllm_cpu_engine.py`` on
-    the 2-core Xeon (SmolLM2-135M): start-up 44.5 -> 30.1 s, 75.7 -> 60.3 ms a token, 4 requests in flight 1.31
+    By default vLLM's automatic OpenMP binding reserves one core for the engine core's process (a child of the
+    API server, whatever ``VLLM_ENABLE_V1_MULTIPROCESSING`` says: only the offline engine reads that), so on 2
+    cores the model ran on one thread. Measured side by side with ``python bench/vllm_cpu_engine.py`` on the
+    2-core Xeon (SmolLM2-135M): start-up 44.5 -> 30.1 s, 75.7 -> 60.3 ms a token, 4 requests in flight 1.31
     times faster, an idle server 0.128 -> 0.027 of the machine's CPU."""
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
-           "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_OMP_THREADS_BIND": cpu_list()}
+           "VLLM_CPU_OMP_THREADS_BIND": cpu_list()}
     env.pop("PYTHONPATH", None)  # the project's src must not shadow anything in vLLM's venv
     return env
 

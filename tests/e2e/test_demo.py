@@ -61,6 +61,7 @@ def test_results_json_has_every_field(demo):
     assert m["llama_cpp_system_info"] == llama_cpp.llama_print_system_info().decode().strip(" |")
     assert m["llama_cpp_amx_buffers_off"] == ("AMX_INT8 = 1" in m["llama_cpp_system_info"])
     assert m["torch_threads"] == torch.get_num_threads() and m["cpu_count"] == os.cpu_count()
+    assert m["cpus_usable"] == len(os.sched_getaffinity(0))
     assert m["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     flags = open("/proc/cpuinfo").read()
     assert ("avx2" in m["cpu_features"]) == (" avx2" in flags) and ("avx512f" in m["cpu_features"]) == (" avx512f" in flags)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from silverlabel.devices import usable_cpus
 from tests.helpers import require
 
 CANARY = f"sk-canary-{uuid.uuid4().hex}"  # the server demands it, so every request must carry it
@@ -41,7 +42,7 @@ def llama_server(log_dir):
              "avoid_amx_buffers; avoid_amx_buffers(llama_cpp); runpy.run_module('llama_cpp.server', "
              "run_name='__main__')", "--model", str(gguf_path("smollm2-135m")),
              "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
-             "--n_threads", "2", "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
+             "--n_threads", str(usable_cpus()), "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

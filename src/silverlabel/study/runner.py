@@ -21,6 +21,7 @@ from ..assets import STUDENT_ASSETS
 from ..cache import AnnotationStore
 from ..conclusions import study_estimates
 from ..config import StudyConfig, TrainConfig, load_study_config
+from ..devices import usable_cpus
 from ..errors import SilverlabelError
 from ..files import (
     atomic_folder,
@@ -78,10 +79,10 @@ MACHINE_FLAGS = ("avx", "avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni"
 
 
 def machine() -> dict:
-    """What makes a run's numbers machine-dependent: the CPU and its features, torch's threads and BLAS, and the
-    kernels llama.cpp picked. The same config and seed give the same labels and predictions on one machine; on
-    another, llama.cpp's quantised kernels can move a teacher's close calls (docs/testing.md), and these fields
-    say why two results.json differ."""
+    """What makes a run's numbers machine-dependent: the CPU, its features and how many of its cores this run may
+    use, torch's threads and BLAS, and the kernels llama.cpp picked. The same config and seed give the same labels
+    and predictions on one machine; on another, llama.cpp's quantised kernels can move a teacher's close calls
+    (docs/testing.md), and these fields say why two results.json differ."""
     import torch
 
     cpu, flags = platform.processor() or platform.machine(), set()
@@ -97,6 +98,7 @@ def machine() -> dict:
         pass
     blas = dict(re.findall(r"\b(BLAS_INFO|LAPACK_INFO)=(\w+)", torch.__config__.show()))
     out = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+           "cpus_usable": usable_cpus(),
            "cpu_features": [f for f in MACHINE_FLAGS if f in flags],
            "torch_threads": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "torch_blas": blas.get("BLAS_INFO"), "torch_lapack": blas.get("LAPACK_INFO"),

@@ -10,13 +10,13 @@ distribution. This uses llama.cpp's low-level batch API, which the high-level ``
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
 
+from ..devices import usable_cpus
 from ..errors import SilverlabelError
 from .base import Scored, Teacher, TeacherOptions, register_teacher
 from .prompts import Prompt
@@ -144,7 +144,7 @@ class LlamaCppTeacher(Teacher):
         self.n_ctx = n_ctx
         self.batch_items = batch_items
         self.n_batch = n_batch
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads or usable_cpus()
         self.n_gpu_layers = n_gpu_layers
         self._llm = None
         self._prefix_len = 0
