@@ -4,7 +4,7 @@
 (b) tests   - ``tests/vllm_server.py``'s ``server_env``: ``VLLM_CPU_OMP_THREADS_BIND`` = every core this process
               may use. The engine core is a child process of the API server either way.
 
-(Until 3 December 2026, (b) also set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; the API server never reads it, only the
+(Until 3 December 2026, (b) also set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; the API server never acts on it, only the
 offline engine does, so the numbers measured then are the binding's alone.)
 
 Both serve the shipped SmolLM2-135M as float32 weights with the tests' flags (``--enforce-eager``, block size 32).

@@ -18,12 +18,21 @@ def pytest_configure(config):
     the 2 cores and the suite was slower than one worker (docs/testing.md). Runs before any test module imports
     torch, whose OpenMP reads the affinity once, at load."""
     worker = getattr(config, "workerinput", None)
-    if worker is None or not hasattr(os, "sched_setaffinity"):
+    if worker is None:
+        numprocesses = config.getoption("numprocesses", None)
+        if numprocesses and (config.getoption("dist") != "loadgroup" or config.getoption("loadscopereorder")):
+            raise pytest.UsageError("run the tests on several workers with --dist loadgroup --no-loadscope-reorder "
+                                    "(the README's command): any other distribution starts the vLLM server on "
+                                    "every worker (tests/conftest.py)")
+        return
+    if not hasattr(os, "sched_setaffinity"):
         return
     cores, n = sorted(os.sched_getaffinity(0)), int(worker["workercount"])
-    if len(cores) >= n:
-        i, share = int(worker["workerid"].removeprefix("gw")), len(cores) // n
-        os.sched_setaffinity(0, cores[i * share:(i + 1) * share])
+    try:  # a worker xdist starts again after a crash gets a new id (gw2 of 2): it takes the core of its number mod n
+        i = int(worker["workerid"].removeprefix("gw")) % n
+    except ValueError:  # a custom --tx id: leave it unpinned
+        return
+    os.sched_setaffinity(0, cores[i::n] if len(cores) >= n else [cores[i % len(cores)]])
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -55,37 +64,35 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-# Session fixtures too costly to start in two workers: under pytest-xdist every file that uses one is pinned to one
-# worker (`--dist loadgroup`), so each is started once, as without xdist.
-SHARED_SERVERS = ("vllm", "hf_smol")
+# Session fixtures too costly to start on two workers: under pytest-xdist every file that uses one is one unit of
+# work (`--dist loadgroup`), so each is started once, as without xdist. A test that takes one through
+# request.getfixturevalue (which fixturenames does not show) names it with the uses_server mark.
+SHARED_SERVERS = ("vllm", "hf_smol", "llama_cpp_server")
 
 
-def _uses_vllm(item) -> bool:
-    return "vllm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("uses_vllm") is not None
+def _servers(item) -> set[str]:
+    named = {name for mark in item.iter_markers("uses_server") for name in mark.args}
+    return named | {name for name in SHARED_SERVERS if name in getattr(item, "fixturenames", ())}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """Without xdist, the tests that need the vLLM server run last, so the session's one server starts as late as
-    possible and is torn down at once (it holds ~1.5 GB). Its engine runs in the server's process
-    (tests/vllm_server.py ``server_env``): idle, it takes 0.03 of the machine's CPU against 0.13 for vLLM's
-    default engine process (bench/vllm_cpu_engine.py), which took that from everything running beside it.
+    possible and is torn down at once (it holds ~1.5 GB).
 
     Under xdist (``-n 2 --dist loadgroup --no-loadscope-reorder``, the README's test command) each test file is
     one unit of work, so a module's fixtures (a study several tests read) are built once; files that share a
     costly session server (``SHARED_SERVERS``) form one unit, and that unit goes first: it is the longest and
     cannot be split, so the other worker fills the time beside it with the rest (xdist hands out units in this
-    order when told not to reorder them). Stable: every other test keeps its order."""
-    xdist = config.getoption("dist", "no") != "no" or hasattr(config, "workerinput")
-    if not xdist:
-        items.sort(key=_uses_vllm)
+    order when told not to reorder them; pytest_configure refuses other modes). On 2 cores the vLLM server then
+    stays up beside the other worker's tests after its unit, idle at 0.03 of the machine's CPU. Stable: every
+    other test keeps its order."""
+    if not hasattr(config, "workerinput"):
+        items.sort(key=lambda item: "vllm" in _servers(item))
         return
     files: dict[str, set[str]] = {}
     for item in items:
-        used = files.setdefault(item.nodeid.split("::")[0], set())
-        used.update(name for name in SHARED_SERVERS if name in getattr(item, "fixturenames", ()))
-        if _uses_vllm(item):
-            used.add("vllm")
+        files.setdefault(item.nodeid.split("::")[0], set()).update(_servers(item))
     for item in items:
         file = item.nodeid.split("::")[0]
         group = "servers" if files[file] else file

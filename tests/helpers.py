@@ -36,8 +36,9 @@ def cli_in_process(monkeypatch, *args: str, columns: int = 80) -> subprocess.Com
     exception main() does not turn into one line) is written to stderr as its traceback, with exit code 1."""
     monkeypatch.setenv("COLUMNS", str(columns))
     # the commands' console read COLUMNS once, when this process imported it (a fresh process reads it then too);
-    # pytest-xdist's workers start with COLUMNS=80, which would otherwise stick
-    monkeypatch.setattr(terminal.console, "width", columns)
+    # pytest-xdist's workers start with COLUMNS=80, which would otherwise stick. The private field, not the width
+    # property, so that undoing restores "follow COLUMNS" (None) rather than the width computed at patch time
+    monkeypatch.setattr(terminal.console, "_width", columns)
     monkeypatch.setattr(sys, "argv", ["silverlabel", *map(str, args)])
     out, err = io.StringIO(), io.StringIO()
     code = 0

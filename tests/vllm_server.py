@@ -133,7 +133,7 @@ def server_env() -> dict[str, str]:
     """vLLM's CPU engine with its OpenMP threads on every core this machine lends.
 
     By default vLLM's automatic OpenMP binding reserves one core for the engine core's process (a child of the
-    API server, whatever ``VLLM_ENABLE_V1_MULTIPROCESSING`` says: only the offline engine reads that), so on 2
+    API server, whatever ``VLLM_ENABLE_V1_MULTIPROCESSING`` says: only the offline engine acts on it), so on 2
     cores the model ran on one thread. Measured side by side with ``python bench/vllm_cpu_engine.py`` on the
     2-core Xeon (SmolLM2-135M): start-up 44.5 -> 30.1 s, 75.7 -> 60.3 ms a token, 4 requests in flight 1.31
     times faster, an idle server 0.128 -> 0.027 of the machine's CPU."""

@@ -1,10 +1,11 @@
 """Where the work runs: the CPUs this process may use, and shape and kernel choices for CUDA, shared by the
 student trainer and the ``hf:`` teacher.
 
-The CPUs: a thread pool sized by the machine's core count (``os.cpu_count()``) oversubscribes a process that a
-container, a Slurm job, ``taskset`` or a test worker confined to fewer cores, and llama.cpp's threads spin at their
-barriers, so two such pools on the same cores slow each other down many times over. ``usable_cpus`` counts the
-cores this process may actually run on.
+The CPUs: a thread pool sized by the machine's core count (``os.cpu_count()``) oversubscribes a process confined
+to fewer cores by a cpuset (``docker --cpuset-cpus``, a Slurm job's cores, ``taskset``, a test worker), and
+llama.cpp's threads spin at their barriers, so two such pools on the same cores slow each other down many times
+over. ``usable_cpus`` counts the cores this process may actually run on. A CPU quota (``docker --cpus``, a
+Kubernetes limit) does not show in the affinity; set ``n_threads`` there.
 
 CUDA: both feed the model padded-to-fit batches, so nearly every batch has a new shape. On CUDA in half precision,
 PyTorch's scaled-dot-product attention then picks cuDNN's kernel, which plans a graph per new shape: measured on

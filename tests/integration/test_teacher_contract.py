@@ -46,11 +46,14 @@ BACKENDS = (*sorted(TEACHERS), *SERVED_BY)
 # teachers send it; anthropic runs on vLLM's /v1/messages with the demonstrations as turns.
 ESTIMATES = ("anthropic",)
 EXACT = tuple(b for b in BACKENDS if b not in ESTIMATES)
-ON_VLLM_SERVER = {"vllm-server", "chat", "anthropic"}  # run last, with the one vLLM server (tests/conftest.py)
+# the session servers a backend takes through request.getfixturevalue, named for tests/conftest.py's ordering
+# (without xdist, the vLLM ones run last) and grouping (under xdist, one worker starts each server once)
+SERVERS = {"vllm-server": "vllm", "chat": "vllm", "anthropic": "vllm", "hf": "hf_smol",
+           "llama-server": "llama_cpp_server"}
 
 
 def _params(backends) -> list:
-    return [pytest.param(b, marks=pytest.mark.uses_vllm) if b in ON_VLLM_SERVER else b for b in backends]
+    return [pytest.param(b, marks=pytest.mark.uses_server(SERVERS[b])) if b in SERVERS else b for b in backends]
 # Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
 # openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;

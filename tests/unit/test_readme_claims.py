@@ -44,6 +44,7 @@ def test_ci_runs_exactly_the_readmes_second_command_and_the_first_installs_no_te
     assert len(ci) == 1
     # -q and --durations change what pip and pytest print, not what they install or run
     assert re.sub(r" -q\b| --durations=\d+", "", ci[0]) == second
-    assert first.endswith("silverlabel demo") and second.endswith('python -m pytest -m "not slow or ci" -n 2 --dist loadgroup --no-loadscope-reorder')
+    assert first.endswith("silverlabel demo")
+    assert second.endswith('python -m pytest -m "not slow or ci" -n 2 --dist loadgroup --no-loadscope-reorder')
     for test_only in ("setup_vllm", "setup_llama_server", "test]", "pytest"):
         assert test_only not in first and test_only in second
