@@ -90,14 +90,13 @@ def pytest_collection_modifyitems(config, items):
     if not hasattr(config, "workerinput"):
         items.sort(key=lambda item: "vllm" in _servers(item))
         return
-    files: dict[str, set[str]] = {}
+    file = {item: item.nodeid.split("::")[0] for item in items}
+    servers: dict[str, set[str]] = {}
     for item in items:
-        files.setdefault(item.nodeid.split("::")[0], set()).update(_servers(item))
+        servers.setdefault(file[item], set()).update(_servers(item))
     for item in items:
-        file = item.nodeid.split("::")[0]
-        group = "servers" if files[file] else file
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: not files[item.nodeid.split("::")[0]])
+        item.add_marker(pytest.mark.xdist_group("servers" if servers[file[item]] else file[item]))
+    items.sort(key=lambda item: not servers[file[item]])
 
 
 @pytest.fixture

@@ -135,9 +135,9 @@ level = 0.9
 
 
 def test_hypotheses_across_annotation_files_match_ppi_py(files, tmp_path, cli):
-    run = functools.partial(cli, columns=200)
     """Two teachers of different bias (two annotations files): each hypothesis decided by each, teacher as truth
     and PPI++ against ppi_py called here on the same data, the reference from the gold sample alone (said so)."""
+    run = functools.partial(cli, columns=200)
     tmp, ann, data, records, gold, names = files
     other, _, _, _ = synthetic_teacher(N, seed=7, noise=np.array([[0.2, 0.6, 0.2], [0.02, 0.9, 0.08],
                                                                   [0.02, 0.5, 0.48]]))
