@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -58,7 +59,13 @@ from .labels import (
 log = logging.getLogger(__name__)
 
 
+OPTIONAL_PACKAGES = {"llama-cpp": "llama_cpp_python", "ray": "ray", "cleanlab": "cleanlab",
+                     "krippendorff": "krippendorff"}  # results.json's name: the distribution's
+
+
 def versions() -> dict:
+    """The installed versions, read from the packages' metadata: importing Ray or llama.cpp only to read a version
+    cost a study that uses neither a second or more of start-up."""
     import sklearn
     import torch
     import transformers
@@ -66,10 +73,10 @@ def versions() -> dict:
     out = {"silverlabel": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__,
            "pandas": pd.__version__}
-    for name in ("llama_cpp", "ray", "cleanlab", "krippendorff"):
+    for key, dist in OPTIONAL_PACKAGES.items():
         try:
-            out[name.replace("_", "-")] = __import__(name).__version__
-        except (ImportError, AttributeError):
+            out[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return out
 
