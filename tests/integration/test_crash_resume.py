@@ -36,7 +36,7 @@ from silverlabel.files import temp_path
 from silverlabel.splits import split
 from tests.helpers import require
 
-N_ITEMS = 60
+N_ITEMS = 40
 ANNOTATE_SEED = 20240901
 STUDY_SEED = 20240902
 # results.json fields that measure this run rather than describe its results: wall-clock timing, how much of the

@@ -23,7 +23,7 @@ label_sources = []
 
 [[datasets]]
 source = "toxic"
-n_train = 45
+n_train = 30
 n_test = 10
 n_validation = 3
 

@@ -25,7 +25,7 @@ POS, NEG = "<b>positive</b>", "negative<script>window.__xss = 1</script>"
 CONFIG = """
 name = "tiny"
 seeds = [1, 2]
-sizes = [24, 48]
+sizes = [12, 24]
 bootstrap = 200
 
 [[datasets]]
@@ -34,7 +34,7 @@ name = "reviews <i>html</i>"
 text_column = "text"
 label_column = "label"
 task = "Classify the sentiment of the movie review."
-n_train = 48
+n_train = 24
 n_test = 40
 
 [[teachers]]
@@ -91,7 +91,7 @@ def test_grid_results_and_files(study):
     rows = res["results"]
     # 2 label sources x 2 sizes, each summarised over the 2 seeds
     assert sorted((r["label_source"], r["size"]) for r in rows) == [
-        ("gold", 24), ("gold", 48), ("teacher:smol", 24), ("teacher:smol", 48)]
+        ("gold", 12), ("gold", 24), ("teacher:smol", 12), ("teacher:smol", 24)]
     assert len(list((out / "runs").iterdir())) == 8
     for r in rows:
         assert r["seeds"] == [1, 2] and r["n_test"] == 40
@@ -100,7 +100,7 @@ def test_grid_results_and_files(study):
             assert 0 <= lo <= r[metric] + 1e-9 and r[metric] - 1e-9 <= hi <= 1
     teacher = res["teachers"][0]
     table = pd.read_parquet(next((out / "teachers").glob("*.parquet")))
-    assert teacher["train_items"] == 48 and teacher["items"] == len(table) > 48  # training + validation texts
+    assert teacher["train_items"] == 24 and teacher["items"] == len(table) > 24  # training + validation texts
     assert set(teacher["confusion"]) == {POS, NEG}
     assert {p["metric"] for p in res["plateaus"]} == {"macro_f1", "krippendorff_alpha"}
     assert res["timing"]["runs_trained"] == 8 and 0 <= res["timing"]["overhead_share"] < 1
@@ -111,7 +111,7 @@ def test_grid_results_and_files(study):
         cell = preds[(preds["label_source"] == r["label_source"]) & (preds["size"] == r["size"])]
         assert r["one_class"] == (cell["pred"].nunique() == 1)
     assert ("every run predicted one class" in (out / "report.md").read_text()) == any(
-        r["one_class"] for r in rows if r["size"] == 48)
+        r["one_class"] for r in rows if r["size"] == 24)
 
 
 def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study, monkeypatch):
@@ -139,7 +139,7 @@ def test_ray_executor_gives_the_same_results(study, tmp_path):
     config, out = study
     ray_out = tmp_path / "ray"
     shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("report*", "figures", "results.json"))
-    for run in (ray_out / "runs").glob("*-n48-*"):  # Ray trains half the grid; the rest is resumed from disk
+    for run in (ray_out / "runs").glob("*-n24-*"):  # Ray trains half the grid; the rest is resumed from disk
         shutil.rmtree(run)
     r = cli("study", "run", str(config), "--out", str(ray_out), "--executor", "ray")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -200,7 +200,7 @@ def test_without_a_terminal_each_stage_and_run_prints_a_line(study_run):
     log = " ".join(first.stderr.split())  # the log handler wraps long lines
     assert "done: smol labels reviews <i>html</i> (demos 0)" in log
     for source in ("gold", "teacher:smol"):
-        for size in (24, 48):
+        for size in (12, 24):
             for seed in (1, 2):
                 assert f"done: reviews <i>html</i> · {source} · n={size} · seed {seed} (" in log
     assert "done: study tiny: runs (8/8 in" in log
@@ -211,7 +211,7 @@ def test_table1_at_80_columns_is_not_cut_and_explains_the_mark(study_run):
     assert "…" not in first.stdout and all(len(line) <= 80 for line in first.stdout.splitlines())
     for header in ("macro-F1", "teacher", "n_train", "p_uc", "σacc"):
         assert header in first.stdout
-    rows = [r for r in results(out)["results"] if r["size"] == 48]
+    rows = [r for r in results(out)["results"] if r["size"] == 24]
     assert ("‡ every run predicted one class" in " ".join(first.stdout.split())) == any(r["one_class"] for r in rows)
 
 
@@ -225,7 +225,7 @@ def test_evaluate_the_study_predictions_per_group(study, monkeypatch):
     pred = pd.read_parquet(table)
     assert pred.groupby("run")["dataset"].nunique().max() == 1 and pred["run"].str.startswith("reviews").all()
     groups = {(g["label_source"], g["size"]): g for g in got["groups"]}
-    assert set(groups) == {("gold", 24), ("gold", 48), ("teacher:smol", 24), ("teacher:smol", 48)}
+    assert set(groups) == {("gold", 12), ("gold", 24), ("teacher:smol", 12), ("teacher:smol", 24)}
     for (source, size), g in groups.items():
         cell = pred[(pred["label_source"] == source) & (pred["size"] == size)]
         runs = sorted(cell["run"].unique())
@@ -256,7 +256,7 @@ def test_evaluate_the_study_predictions_per_group(study, monkeypatch):
 
 
 def _takeaway_numbers(out):
-    rows = [r for r in results(out)["results"] if r["size"] == 48]
+    rows = [r for r in results(out)["results"] if r["size"] == 24]
     gold = next(r for r in rows if r["label_source"] == "gold")
     teacher = next(r for r in rows if r["label_source"] == "teacher:smol")
 
@@ -283,7 +283,7 @@ def test_report_opens_with_the_takeaway_and_shows_no_dicts_or_machine_paths(stud
     page = (out / "report.html").read_text()
     text = html_lib.unescape(page)
     for doc in (md, text):
-        assert "{'" not in doc  # no Python dict reprs: before, "split: {'train': 48, ...}"
+        assert "{'" not in doc  # no Python dict reprs: before, "split: {'train': 24, ...}"
         assert "../shared" not in doc and str(Path(silverlabel.__file__).parent) not in doc
     split = results(out)["datasets"]["reviews <i>html</i>"]["split"]
     line = f"{split['train']} train, {split['validation']} validation, {split['test']} test texts"
