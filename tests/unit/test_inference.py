@@ -316,3 +316,37 @@ def test_effective_n_is_the_gold_a_ppi_interval_is_worth_and_demonstrations_are_
     row = est.table().query("parameter == 'pos' and method == 'ppi_teacher'").iloc[0]
     assert row["effective_n"] == pytest.approx(want, rel=1e-6) and want > 160  # an informative teacher helps
     assert est.table().query("method == 'classical'")["effective_n"].isna().all()
+
+
+def test_a_second_process_reads_ppi_pys_compiled_kernels_from_numbas_cache(tmp_path):
+    """ppi_py compiles its OLS statistics with numba in every process (5 s on one core); silverlabel turns on
+    numba's on-disk cache. Two fresh processes share an empty NUMBA_CACHE_DIR: the first compiles and writes the
+    kernel, the second reads it (numba's own hit and miss counters) and gives the same interval as ppi_py called
+    here, in this process, without silverlabel in between."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, numpy as np, ppi_py\n"
+        "from silverlabel.estimands.base import _ppi\n"
+        "_ppi()\n"  # how silverlabel reaches ppi_py for every interval
+        "rng = np.random.default_rng(0); X = np.column_stack([np.ones(200), rng.normal(size=200)])\n"
+        "y = X[:, 1] + rng.normal(size=200)\n"
+        "lo, hi = ppi_py.ppi_ols_ci(X[:40], y[:40], y[:40] + 0.3, X, y + 0.3, alpha=0.1)\n"
+        "s = ppi_py.ppi._ols_get_stats.stats\n"
+        "print(json.dumps({'hits': sum(s.cache_hits.values()), 'misses': sum(s.cache_misses.values()),"
+        " 'ci': [lo.tolist(), hi.tolist()]}))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                                      check=True, timeout=300).stdout) for _ in range(2)]
+    assert runs[0]["misses"] >= 1 and runs[0]["hits"] == 0  # compiled, and written to the empty folder
+    assert any(tmp_path.rglob("*ols_get_stats*.nbi"))
+    assert runs[1]["misses"] == 0 and runs[1]["hits"] >= 1  # read back: no compilation
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(200), rng.normal(size=200)])
+    y = X[:, 1] + rng.normal(size=200)
+    lo, hi = ppi_py.ppi_ols_ci(X[:40], y[:40], y[:40] + 0.3, X, y + 0.3, alpha=0.1)
+    for run in runs:
+        assert np.allclose(run["ci"], [lo, hi], rtol=0, atol=1e-12)
