@@ -28,7 +28,9 @@ from tests.helpers import guided_reference, require
 from tests.integration.grammar_reference import label_grammar
 from tests.integration.llama_server import CANARY, TEMPLATE
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# llama-cpp-python's server (the session's `server` fixture): one unit with the contract test's openai backend
+# under xdist, so it starts once, not on both workers (tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.uses_server("server")]
 require("llama_cpp", "pip install 'silverlabel[llamacpp]'")  # a failure in CI, not a silent skip
 import llama_cpp  # noqa: E402
 

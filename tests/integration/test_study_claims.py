@@ -17,7 +17,9 @@ from silverlabel.study import run_study
 from tests.helpers import require
 from tests.integration.llama_server import CANARY
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# llama-cpp-python's server (the session's `server` fixture): one unit with the contract test's openai backend
+# under xdist, so it starts once, not on both workers (tests/conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.uses_server("server")]
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 

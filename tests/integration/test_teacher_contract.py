@@ -49,7 +49,7 @@ EXACT = tuple(b for b in BACKENDS if b not in ESTIMATES)
 # the session servers a backend takes through request.getfixturevalue, named for tests/conftest.py's ordering
 # (without xdist, the vLLM ones run last) and grouping (under xdist, one worker starts each server once)
 SERVERS = {"vllm-server": "vllm", "chat": "vllm", "anthropic": "vllm", "hf": "hf_smol",
-           "llama-server": "llama_cpp_server"}
+           "llama-server": "llama_cpp_server", "openai": "server"}
 
 
 def _params(backends) -> list:
