@@ -74,7 +74,8 @@ def has_module(name: str) -> bool:
 
 # Session fixtures too costly to start on two workers: under pytest-xdist every file that uses one is one unit of
 # work (`--dist loadgroup`), so each is started once, as without xdist. A test that takes one through
-# request.getfixturevalue (which fixturenames does not show) names it with the uses_server mark.
+# request.getfixturevalue (which fixturenames does not show) names it with the uses_server mark, and so do the
+# files using llama-cpp-python's `server` fixture: toy servers' module fixtures share that name.
 SHARED_SERVERS = ("vllm", "hf_smol", "llama_cpp_server")
 
 
