@@ -48,7 +48,10 @@ def _cache_numba_kernels(module) -> None:
         return
     for value in vars(module).values():
         if isinstance(value, CPUDispatcher):
-            value.enable_caching()
+            try:
+                value.enable_caching()
+            except RuntimeError:  # numba found no writable cache folder: compile per process, as before
+                return
 
 
 @dataclass
