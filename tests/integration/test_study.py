@@ -283,7 +283,7 @@ def test_report_opens_with_the_takeaway_and_shows_no_dicts_or_machine_paths(stud
     page = (out / "report.html").read_text()
     text = html_lib.unescape(page)
     for doc in (md, text):
-        assert "{'" not in doc  # no Python dict reprs: before, "split: {'train': 24, ...}"
+        assert "{'" not in doc  # no Python dict reprs: before, "split: {'train': 48, ...}"
         assert "../shared" not in doc and str(Path(silverlabel.__file__).parent) not in doc
     split = results(out)["datasets"]["reviews <i>html</i>"]["split"]
     line = f"{split['train']} train, {split['validation']} validation, {split['test']} test texts"

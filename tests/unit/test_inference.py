@@ -1,7 +1,11 @@
 """Estimates and intervals of `silverlabel.inference` against ppi_py's own functions and closed forms, with a
 synthetic teacher of known bias, the sampling designs, the power analysis and the cross-fitting."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -323,11 +327,6 @@ def test_a_second_process_reads_ppi_pys_compiled_kernels_from_numbas_cache(tmp_p
     numba's on-disk cache. Two fresh processes share an empty NUMBA_CACHE_DIR: the first compiles and writes the
     kernel, the second reads it (numba's own hit and miss counters) and gives the same interval as ppi_py called
     here, in this process, without silverlabel in between."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import json, numpy as np, ppi_py\n"
         "from silverlabel.estimands.base import _ppi\n"
