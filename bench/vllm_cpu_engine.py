@@ -2,10 +2,13 @@
 
 (a) default - vLLM's automatic OpenMP binding, which reserves one core for the engine core's process;
 (b) tests   - ``tests/vllm_server.py``'s ``server_env``: ``VLLM_CPU_OMP_THREADS_BIND`` = every core this process
-              may use. The engine core is a child process of the API server either way.
+              may use, and (since 4 December 2026) ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, which with the command's
+              ``--distributed-executor-backend uni`` runs the model in the engine core's process instead of a
+              third one; unset for (a), where vLLM's CPU platform turns ``uni`` back into its multiprocess
+              executor. The engine core is a child process of the API server either way.
 
-(Until 3 December 2026, (b) also set ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; the API server never acts on it, only the
-offline engine does, so the numbers measured then are the binding's alone.)
+(On 3 December 2026, (b) set ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` without ``uni``, which changes nothing for the
+server, so the numbers measured then are the binding's alone.)
 
 Both serve the shipped SmolLM2-135M as float32 weights with the tests' flags (``--enforce-eager``, block size 32).
 Measured for each: seconds until ``/v1/models`` answers, milliseconds per generated token for one request at a

@@ -58,8 +58,14 @@ def split(
         raise SilverlabelError(f"n_test={n_test} is smaller than the number of classes ({n_classes})")
     if n_validation is None:
         n_validation = max(n_classes, n_train // 10)
+    if n_validation < 1:
+        raise SilverlabelError(f"n_validation must be at least 1 (got {n_validation})")
     if dataset.periods is not None:
         return _temporal_split(dataset, n_train=n_train, n_test=n_test, n_validation=n_validation, seed=seed)
+    if n_validation < n_classes:  # scikit-learn's stratified draw would stop with a traceback
+        raise SilverlabelError(f"dataset '{dataset.name}': n_validation={n_validation} is smaller than the number "
+                               f"of classes ({n_classes}); a stratified validation split takes one item of each, "
+                               f"so use {n_classes} or more")
     index = np.arange(n)
     rest, test = train_test_split(index, test_size=n_test, stratify=dataset.labels, random_state=seed)
     n_validation = min(n_validation, len(rest) - n_classes)

@@ -218,6 +218,8 @@ CASES = [
      STUDY_RUN, "150%"),
     ("config-test-split-too-large", _edited("n_test = 12", "n_test = 1000"), STUDY_RUN,
      "a test split of 1000 leaves too little"),
+    ("config-validation-below-classes", _edited("n_test = 12", "n_test = 12\nn_validation = 1"), STUDY_RUN,
+     "n_validation=1 is smaller than the number of classes (2)"),
     ("sizes-above-n-train", _study(extra="sizes = [10, 100]"), STUDY_RUN, "sizes: 100 is above"),
     ("unknown-teacher-backend", _edited('["gold"]', '["gold", "teacher"]', TEACHER_TOML.format(uri="gpt:four")),
      STUDY_RUN, "teacher backend 'gpt' is unknown"),

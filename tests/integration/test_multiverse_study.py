@@ -23,7 +23,7 @@ label_sources = []
 
 [[datasets]]
 source = "toxic"
-n_train = 30
+n_train = 24
 n_test = 10
 n_validation = 3
 
@@ -42,7 +42,7 @@ estimand = "prevalence"
 target_class = "hate speech"
 threshold = 0.05
 level = 0.9
-gold_size = 20
+gold_size = 16
 draws = 4
 
 [[hypotheses]]
@@ -51,9 +51,14 @@ estimand = "difference"
 target_class = "offensive language"
 covariate = "contains:@"
 level = 0.9
-gold_size = 20
+gold_size = 16
 draws = 4
 """
+# 24 training and 3 validation items (one per class, the fewest a stratified split takes) are what each of the
+# four configurations labels (no student trains): 108 calls where 30 + 3 made 132 (each 33 took 13.5 s of SmolLM2
+# on one core). Up to 4 of the 24 are demonstrations, which no configuration's estimate uses, so at least 20 items
+# remain for the 16 gold items a draw takes.
+GOLD_SIZE = 16
 PLAIN = "Decide whether the tweet is hate speech, offensive language, or neither."
 
 
@@ -122,7 +127,8 @@ def test_intervals_and_decisions_against_references_computed_here(study):
     assert ref["decision"] == ("+" if lo > 0.05 else "-" if hi < 0.05 else "0")
     # the first gold draw, by the rule the docs state: numpy's default_rng(seed).choice without replacement
     rng = np.random.default_rng(0)
-    pick = [items[i] for i in np.sort(rng.choice(len(items), 20, replace=False))]
+    assert len(items) >= 20  # the premise above: a draw of GOLD_SIZE is a real subset
+    pick = [items[i] for i in np.sort(rng.choice(len(items), GOLD_SIZE, replace=False))]
     y = (gold.loc[pick] == "hate speech").to_numpy(dtype=float)
     for row in h["configurations"]:
         f = frames[row["name"]]

@@ -255,6 +255,18 @@ def test_test_split_larger_than_the_data():
         split(ds, n_test=5000)
 
 
+def test_a_validation_split_smaller_than_the_classes_is_refused_by_name():
+    """scikit-learn's stratified draw needs one item of each class; below that it raised a ValueError with a
+    traceback from inside study run (found when a test config set n_validation = 1 on the 3-class toxic data)."""
+    ds = load_preset("toxic", offline=True)
+    with pytest.raises(SilverlabelError, match=r"dataset 'toxic': n_validation=2 is smaller than the number of "
+                                               r"classes \(3\).* use 3 or more"):
+        split(ds, n_train=20, n_test=10, n_validation=2)
+    assert len(split(ds, n_train=20, n_test=10, n_validation=3).validation) == 3  # the boundary itself is fine
+    with pytest.raises(SilverlabelError, match="n_validation must be at least 1"):
+        split(ds, n_train=20, n_test=10, n_validation=0)
+
+
 def test_class_too_small_to_split():
     ds = Dataset(name="toy", items=[str(i) for i in range(12)], texts=[f"t{i}" for i in range(12)],
                  labels=[0] * 6 + [1] * 5 + [2], label_names=["a", "b", "c"])

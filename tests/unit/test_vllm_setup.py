@@ -32,6 +32,9 @@ def test_the_server_command_is_the_one_the_tests_measured():
     for flag, value in (("--dtype", "float32"), ("--max-model-len", "2048"), ("--block-size", "32")):
         assert cmd[cmd.index(flag) + 1] == value
     assert "--enforce-eager" in cmd and vllm_server.server_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    # the model in the engine core's process: vLLM's CPU platform keeps ``uni`` only when this variable is 0
+    assert cmd[cmd.index("--distributed-executor-backend") + 1] == "uni"
+    assert vllm_server.server_env()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
 
 
 def test_the_setup_scripts_build_once_and_start_over_after_a_killed_build(tmp_path):
