@@ -133,7 +133,7 @@ def server_env() -> dict[str, str]:
     """vLLM's CPU engine with its OpenMP threads on every core this machine lends.
 
     By default vLLM's automatic OpenMP binding reserves one core for the engine core's process (a child of the
-    API server, whatever ``VLLM_ENABLE_V1_MULTIPROCESSING`` says: only the offline engine acts on it), so on 2
+    API server whatever ``VLLM_ENABLE_V1_MULTIPROCESSING`` says; what the variable does change is below), so on 2
     cores the model ran on one thread. Measured side by side with ``python bench/vllm_cpu_engine.py`` on the
     2-core Xeon (SmolLM2-135M): start-up 44.5 -> 30.1 s, 75.7 -> 60.3 ms a token, 4 requests in flight 1.31
     times faster, an idle server 0.128 -> 0.027 of the machine's CPU.
@@ -144,9 +144,9 @@ def server_env() -> dict[str, str]:
     the model runs inside the engine core's process. Measured one after the other on one core of the 2-core Xeon
     (4 December 2026, /v1/models answering): start-up 30.6, 30.1 s -> 22.5, 21.6 s; a token 61.1, 60.7 ->
     59.8, 61.6 ms; 8 requests 4 at a time 4.55, 4.62 -> 4.41, 4.56 s; idle 0.008 of a core either way."""
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_LOGGING_LEVEL": "WARNING",
-           "VLLM_CPU_OMP_THREADS_BIND": cpu_list()}
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+           "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_LOGGING_LEVEL": "WARNING", "VLLM_CPU_OMP_THREADS_BIND": cpu_list()}
     env.pop("PYTHONPATH", None)  # the project's src must not shadow anything in vLLM's venv
     return env
 

@@ -2,9 +2,9 @@
 llama.cpp SmolLM2-135M teacher loaded per worker), against the local run of the same command.
 
 The reference is the local executor's output file and SQLite store, written by the same command (its entry point,
-in the test's process); what is compared is what a user reads: the rows (item, label, p:<label>), the summary line, and that a killed
-Ray job, rerun, asks the teacher only for what the store did not hold (a record made before the kill is never made
-again: its per-item ``seconds``, measured when it was scored, is unchanged).
+in the test's process); what is compared is what a user reads: the rows (item, label, p:<label>), the summary
+line, and that a killed Ray job, rerun, asks the teacher only for what the store did not hold (a record made
+before the kill is never made again: its per-item ``seconds``, measured when it was scored, is unchanged).
 """
 
 from __future__ import annotations

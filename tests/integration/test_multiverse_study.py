@@ -56,8 +56,8 @@ draws = 4
 """
 # 24 training and 3 validation items (one per class, the fewest a stratified split takes) are what each of the
 # four configurations labels (no student trains), with one demonstration per set: measured on one core, 47 s for
-# the study where 30 + 3 items and two demonstrations took 60 s (the demonstrations are decoded once per
-# configuration, and 24 items at k_shot 2 drew long ones: 57 s). The two demonstration sets still differ (four
+# the study where 30 + 3 items and two demonstrations took 60 s (24 items at two demonstrations took 57 s: that
+# split drew longer ones, 426 prompt tokens an item against 210). The two demonstration sets still differ (four
 # prompts, checked below). At most 2 of the 24 are demonstrations, which no configuration's estimate uses, so at
 # least 22 items remain for the 16 gold items a draw takes.
 GOLD_SIZE = 16
