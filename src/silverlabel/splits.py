@@ -37,8 +37,8 @@ def split(
 
     n = len(dataset)
     k = dataset.num_labels
-    for value, flag in ((n_train, "n_train"), (n_test, "n_test")):
-        if value < 1:
+    for value, flag in ((n_train, "n_train"), (n_test, "n_test"), (n_validation, "n_validation")):
+        if value is not None and value < 1:
             raise SilverlabelError(f"{flag} must be at least 1 (got {value})")
     counts = np.bincount(dataset.labels, minlength=k)
     present = counts > 0
@@ -58,8 +58,6 @@ def split(
         raise SilverlabelError(f"n_test={n_test} is smaller than the number of classes ({n_classes})")
     if n_validation is None:
         n_validation = max(n_classes, n_train // 10)
-    if n_validation < 1:
-        raise SilverlabelError(f"n_validation must be at least 1 (got {n_validation})")
     if dataset.periods is not None:
         return _temporal_split(dataset, n_train=n_train, n_test=n_test, n_validation=n_validation, seed=seed)
     if n_validation < n_classes:  # scikit-learn's stratified draw would stop with a traceback

@@ -35,10 +35,15 @@ def _env() -> dict:
     return {**os.environ, "SILVERLABEL_QUIET": "1"}
 
 
+def _annotate_args(tmp: Path, name: str, cache: Path, *extra: str) -> list[str]:
+    return ["-q", "annotate", "toxic", "--out", str(tmp / name), "--teacher", "llamacpp:smollm2-135m", "--n-train",
+            str(N_TRAIN), "--n-test", "50", "--cache", str(cache), "--option", "batch_items=2",
+            *extra]  # 12 batches: a kill can land between two
+
+
 def _annotate(tmp: Path, name: str, cache: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "silverlabel.cli", "-q", "annotate", "toxic", "--out", str(tmp / name),
-            "--teacher", "llamacpp:smollm2-135m", "--n-train", str(N_TRAIN), "--n-test", "50", "--cache",
-            str(cache), "--option", "batch_items=2", *extra]  # 12 batches: a kill can land between two
+    """The command as a user types it, in a process of its own."""
+    return [sys.executable, "-m", "silverlabel.cli", *_annotate_args(tmp, name, cache, *extra)]
 
 
 def _rows(db: Path) -> dict[str, tuple]:
@@ -57,7 +62,7 @@ def local(tmp_path_factory):
     # executor's output, not a process of its own (the Ray runs below are real processes, killed and rerun)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SILVERLABEL_QUIET", "1")
-        done = cli_in_process(mp, *_annotate(tmp, "local.csv", tmp / "local.sqlite")[3:])
+        done = cli_in_process(mp, *_annotate_args(tmp, "local.csv", tmp / "local.sqlite"))
     assert done.returncode == 0, done.stderr
     return pd.read_csv(tmp / "local.csv"), done.stdout
 
