@@ -1,7 +1,6 @@
 """A real ``python -m llama_cpp.server`` on 127.0.0.1 serving the shipped SmolLM2-135M, for the teacher tests
 (the ``server`` fixture in conftest.py starts it)."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,10 @@ import pytest
 
 from silverlabel.devices import usable_cpus
 from tests.helpers import require
+from tests.vllm_server import free_port
 
 CANARY = f"sk-canary-{uuid.uuid4().hex}"  # the server demands it, so every request must carry it
 TEMPLATE = "smollm2-135m"  # llama-cpp-python's server does not expose its chat template; read it from the GGUF
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

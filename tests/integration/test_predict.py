@@ -347,15 +347,14 @@ def test_estimate_takes_the_deployed_students_as_ppi_surrogate_and_refuses_ones_
         "missing" in " ".join(r.stderr.split())
 
 
-def test_ray_predict_equals_the_local_run_row_for_row(study, corpus, reference, tmp_path):
-    """A real local Ray (two CPU workers, each loading the students once through Ray Data's map_batches); the
-    driver writes the same file. Each worker computes with one thread where the local run used two: the
+def test_ray_predict_equals_the_local_run_row_for_row(study, corpus, reference, tmp_path, ray_cluster):
+    """A real local Ray cluster (two CPU workers, each loading the students once through Ray Data's map_batches);
+    the driver writes the same file. Each worker computes with one thread where the local run used two: the
     probabilities may differ by float rounding (ATOL), the labels not at all."""
-    require("ray", "pip install 'silverlabel[ray]'")
     import ray
 
     path, _ = corpus
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address=ray_cluster, include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     stall, context.execution_no_progress_timeout_s = context.execution_no_progress_timeout_s, 300
     try:  # a stalled pipeline fails in 5 minutes, not Ray's 30 (a CI run once hung there: raydata.map_staged)

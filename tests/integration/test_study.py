@@ -134,8 +134,7 @@ def test_rerun_resumes_only_the_lost_run_and_dry_run_shows_it(study, monkeypatch
     assert [r["macro_f1_per_seed"] for r in after["results"]] == [r["macro_f1_per_seed"] for r in before["results"]]
 
 
-def test_ray_executor_gives_the_same_results(study, tmp_path):
-    require("ray", "pip install 'silverlabel[ray]'")
+def test_ray_executor_gives_the_same_results(study, tmp_path, ray_cluster):
     config, out = study
     ray_out = tmp_path / "ray"
     shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("report*", "figures", "results.json"))

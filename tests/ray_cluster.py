@@ -1,0 +1,97 @@
+"""A real local Ray cluster for the tests (``ray start --head``, Ray's own command), that the product joins through
+``RAY_ADDRESS`` as it joins a user's cluster: ``ray.init()`` with no address reads it (silverlabel.raydata).
+
+Why one cluster for the Ray tests instead of a ``ray.init()`` that starts and stops Ray in every run: starting
+Ray (GCS, raylet, agents, monitors) and shutting it down cost ~20 core-seconds on this 2-core machine, joining a
+running one ~7 (docs/testing.md, "Ray"), and the Ray tests start six runs. The cluster lives only while Ray tests
+run (conftest.py stops it when the next test does not ask for it), since an idle head still takes ~2.5 % of a core.
+
+Ray binds its GCS and raylet ports on every interface whatever ``--node-ip-address`` says (it resolves
+127.0.0.1 to the machine's address), so the cluster demands a token generated here (Ray's token authentication):
+nothing without it can join. Every port is a free one, so two pytest processes never meet on Ray's defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.vllm_server import free_port
+
+NUM_CPUS = 2  # the tests ask for two workers; on a 1-core pytest worker Ray still schedules two one-CPU actors
+
+
+@dataclass
+class RayHead:
+    address: str
+    env: dict[str, str]  # what a driver needs to join: RAY_ADDRESS and the token
+    pgid: int
+    folder: Path
+
+
+def start_head() -> RayHead:
+    # a short folder: Ray's unix sockets live under it and a socket path has at most 107 characters
+    folder = Path(tempfile.mkdtemp(prefix="slray", dir="/tmp"))
+    port = free_port()
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    ports = {flag: str(free_port()) for flag in (
+        "--dashboard-port", "--dashboard-agent-listen-port", "--metrics-export-port",
+        "--runtime-env-agent-port", "--dashboard-agent-grpc-port")}
+    ray = str(Path(sys.executable).with_name("ray"))
+    cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", str(NUM_CPUS), "--include-dashboard", "false",
+           "--disable-usage-stats", "--temp-dir", str(folder), *[x for kv in ports.items() for x in kv]]
+    # its own process group: the daemons `ray start` leaves behind (and the workers the raylet starts) keep it,
+    # so stop_head kills exactly this cluster; `ray stop` would kill every Ray on the machine
+    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
+                          start_new_session=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"ray start failed ({done.returncode}): {done.stderr[-3000:]}")
+    pgid = _pgid_of_gcs(folder)
+    address = f"127.0.0.1:{port}"
+    return RayHead(address=address, env={**env, "RAY_ADDRESS": address}, pgid=pgid, folder=folder)
+
+
+def _pgid_of_gcs(folder: Path) -> int:
+    """The process group of the cluster's GCS server, found by the temp folder on its command line."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"gcs_server") and any(str(folder).encode() in a for a in cmdline):
+            return os.getpgid(int(pid))
+    raise RuntimeError(f"ray start left no GCS server for {folder}")
+
+
+def _members(pgid: int) -> list[int]:
+    """The live processes of the group (a zombie is dead: nothing may reap it in a container without an init)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(pid))
+    return found
+
+
+def stop_head(head: RayHead) -> None:
+    """SIGKILL at once: a test cluster keeps nothing worth a clean shutdown, and SIGTERM left Ray's GCS up ~10 s."""
+    try:
+        os.killpg(head.pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while _members(head.pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    shutil.rmtree(head.folder, ignore_errors=True)
