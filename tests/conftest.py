@@ -2,6 +2,7 @@
 
 import functools
 import os
+import secrets
 import sys
 
 import pytest
@@ -16,6 +17,11 @@ os.environ.setdefault("SILVERLABEL_QUIET", "1")
 # the first process to import a module writes it (atomically: concurrent writers are safe).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
+# One Ray token for the session, in the environment every Ray here reads: the test clusters (ray_cluster below) and
+# any Ray the product starts itself. Ray caches the token a process first used: with a token per cluster, a test
+# that started a Ray of its own in a worker that had joined a cluster before failed ("InvalidAuthToken").
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 def pytest_configure(config):
@@ -94,71 +100,34 @@ def pytest_collection_modifyitems(config, items):
     costly session server (``SHARED_SERVERS``) form one unit, and that unit goes first: it is the longest and
     cannot be split, so the other worker fills the time beside it with the rest (xdist hands out units in this
     order when told not to reorder them; pytest_configure refuses other modes). On 2 cores the vLLM server then
-    stays up beside the other worker's tests after its unit, idle at 0.03 of the machine's CPU. The files with a
-    test on the shared Ray cluster (``ray_cluster``) form one unit too, so the cluster starts once, on one
-    worker. Stable: every other test keeps its order."""
-    file = {item: item.nodeid.split("::")[0] for item in items}
-    on_ray = [item for item in items if "ray_cluster" in getattr(item, "fixturenames", ())]
-    ray_files = {file[item] for item in on_ray}
-    for item in items:
-        item.stash[IN_RAY_FILE] = file[item] in ray_files
-        item.stash[LAST_ON_RAY] = bool(on_ray) and item is on_ray[-1]
+    stays up beside the other worker's tests after its unit, idle at 0.03 of the machine's CPU. Stable: every
+    other test keeps its order."""
     if not hasattr(config, "workerinput"):
-        items.sort(key=lambda item: ("vllm" in _servers(item), item.stash[IN_RAY_FILE]))
+        items.sort(key=lambda item: "vllm" in _servers(item))
         return
+    file = {item: item.nodeid.split("::")[0] for item in items}
     servers: dict[str, set[str]] = {}
     for item in items:
         servers.setdefault(file[item], set()).update(_servers(item))
     for item in items:
-        group = "servers" if servers[file[item]] else "ray" if item.stash[IN_RAY_FILE] else file[item]
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group("servers" if servers[file[item]] else file[item]))
     items.sort(key=lambda item: not servers[file[item]])
 
 
-IN_RAY_FILE = pytest.StashKey[bool]()  # the item's file has a test on the shared Ray cluster
-LAST_ON_RAY = pytest.StashKey[bool]()  # the last test that asks for it (the order the files run in keeps it last)
-_ray_head = None  # the session's Ray cluster (tests.ray_cluster.RayHead) while Ray tests run
-
-
 @pytest.fixture
-def ray_cluster(monkeypatch):
-    """A real local Ray cluster the product joins as it joins a user's (``RAY_ADDRESS`` and the cluster's token in
-    the environment, which subprocesses inherit); yields its address. Started by the first test that asks, once
-    per session, and stopped after the last test on it (pytest_runtest_teardown): an idle cluster takes ~3 % of a
-    core, ~8 % once Ray Data has left its detached actors on it (tests/ray_cluster.py says why one cluster)."""
-    global _ray_head
+def ray_cluster():
+    """A real local Ray cluster (tests.ray_cluster.RayHead) that the product joins as it joins a user's: the test
+    passes its address (``--ray-address``), and its token is the session's (above), which subprocesses inherit.
+    One per test: a cluster shared by the Ray tests was tried and cost as much as it saved (docs/testing.md)."""
     # imported here, as in `cli` below: conftest is read before pytest_configure pins the worker's core, and
     # tests.helpers imports silverlabel
     from tests.helpers import require
-    from tests.ray_cluster import start_head
+    from tests.ray_cluster import start_head, stop_head
 
     require("ray", "pip install 'silverlabel[ray]'")
-    if _ray_head is None:
-
-        _ray_head = start_head()
-    for key, value in _ray_head.env.items():
-        monkeypatch.setenv(key, value)
-    return _ray_head.address
-
-
-def _stop_ray() -> None:
-    global _ray_head
-    if _ray_head is not None:
-        from tests.ray_cluster import stop_head
-
-        head, _ray_head = _ray_head, None
-        stop_head(head)
-
-
-def pytest_runtest_teardown(item, nextitem):
-    """The Ray cluster stops after the last test on it, or as soon as the next test's file has none."""
-    if _ray_head is not None and (item.stash.get(LAST_ON_RAY, False) or nextitem is None
-                                  or not nextitem.stash.get(IN_RAY_FILE, False)):
-        _stop_ray()
-
-
-def pytest_sessionfinish(session):
-    _stop_ray()
+    head = start_head()
+    yield head
+    stop_head(head)
 
 
 @pytest.fixture

@@ -1,19 +1,17 @@
-"""A real local Ray cluster for the tests (``ray start --head``, Ray's own command), that the product joins through
-``RAY_ADDRESS`` as it joins a user's cluster: ``ray.init()`` with no address reads it (silverlabel.raydata).
+"""A real local Ray cluster for a test (``ray start --head``, Ray's own command) that the product joins as it joins
+a user's cluster: through ``--ray-address`` (the ``address`` executor option), with the cluster's token in the
+environment. What it adds to a ``ray.init()`` the product starts itself: the path a user with a cluster takes, and
+a check that the run really joined it (``RayHead.drivers``, from the GCS server's log).
 
-Why one cluster for the Ray tests instead of a ``ray.init()`` that starts and stops Ray in every run: starting
-Ray (GCS, raylet, agents, monitors) and shutting it down cost ~20 core-seconds on this 2-core machine, joining a
-running one ~7 (docs/testing.md, "Ray"), and the Ray tests start six runs. The cluster lives only while Ray tests
-run (conftest.py stops it when the next test does not ask for it), since an idle head still takes ~2.5 % of a core.
-
-Ray binds its GCS and raylet ports on every interface whatever ``--node-ip-address`` says (it resolves
-127.0.0.1 to the machine's address), so the cluster demands a token generated here (Ray's token authentication):
-nothing without it can join. Every port is a free one, so two pytest processes never meet on Ray's defaults."""
+Ray binds its GCS and raylet ports on every interface whatever ``--node-ip-address`` says (it resolves 127.0.0.1
+to the machine's address), so the cluster demands the session's token (Ray's token authentication, set in
+tests/conftest.py): nothing without it can join. Every port is a free one, so two pytest processes never meet on
+Ray's defaults."""
 
 from __future__ import annotations
 
 import os
-import secrets
+import re
 import shutil
 import signal
 import subprocess
@@ -31,16 +29,24 @@ NUM_CPUS = 2  # the tests ask for two workers; on a 1-core pytest worker Ray sti
 @dataclass
 class RayHead:
     address: str
-    env: dict[str, str]  # what a driver needs to join: RAY_ADDRESS and the token
     pgid: int
     folder: Path
+
+    def drivers(self) -> list[int]:
+        """The process ids of the drivers that joined, in order, from the GCS server's log: a run given the
+        address that started a Ray of its own instead would not be here."""
+        log = next(self.folder.glob("session_*/logs/gcs_server.out"), None)
+        text = log.read_text(errors="replace") if log else ""
+        return [int(pid) for pid in re.findall(r"Registering job\. job_id=\w+ driver_pid=(\d+)", text)]
 
 
 def start_head() -> RayHead:
     # a short folder: Ray's unix sockets live under it and a socket path has at most 107 characters
     folder = Path(tempfile.mkdtemp(prefix="slray", dir="/tmp"))
     port = free_port()
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not os.environ.get("RAY_AUTH_TOKEN"):
+        raise RuntimeError("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first (tests/conftest.py does)")
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
     ports = {flag: str(free_port()) for flag in (
         "--dashboard-port", "--dashboard-agent-listen-port", "--metrics-export-port",
         "--runtime-env-agent-port", "--dashboard-agent-grpc-port")}
@@ -54,8 +60,7 @@ def start_head() -> RayHead:
     if done.returncode != 0:
         raise RuntimeError(f"ray start failed ({done.returncode}): {done.stderr[-3000:]}")
     pgid = _pgid_of_gcs(folder)
-    address = f"127.0.0.1:{port}"
-    return RayHead(address=address, env={**env, "RAY_ADDRESS": address}, pgid=pgid, folder=folder)
+    return RayHead(address=f"127.0.0.1:{port}", pgid=pgid, folder=folder)
 
 
 def _pgid_of_gcs(folder: Path) -> int:

@@ -1,5 +1,6 @@
-"""``silverlabel annotate --executor ray`` on a real local Ray (two CPU workers, Ray Data ``map_batches`` with one
-llama.cpp SmolLM2-135M teacher loaded per worker), against the local run of the same command.
+"""``silverlabel annotate --executor ray --ray-address`` on a real local Ray cluster (conftest.py's ``ray_cluster``:
+two CPU workers, Ray Data ``map_batches`` with one llama.cpp SmolLM2-135M teacher loaded per worker), against the
+local run of the same command.
 
 The reference is the local executor's output file and SQLite store, written by the same command (its entry point,
 in the test's process); what is compared is what a user reads: the rows (item, label, p:<label>), the summary
@@ -79,7 +80,8 @@ def _check(frame: pd.DataFrame, reference: pd.DataFrame) -> None:
 def test_ray_annotate_equals_the_local_run_and_resumes_after_a_kill(local, tmp_path, ray_cluster):
     reference, local_out = local
     cache = tmp_path / "ray.sqlite"
-    cmd = _annotate(tmp_path, "ray.csv", cache, "--executor", "ray", "--workers", "2")
+    cmd = _annotate(tmp_path, "ray.csv", cache, "--executor", "ray", "--workers", "2", "--ray-address",
+                    ray_cluster.address)
     # killed once some records are committed (Ray start-up and two model loads come first)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(),
                             start_new_session=True)
@@ -97,10 +99,12 @@ def test_ray_annotate_equals_the_local_run_and_resumes_after_a_kill(local, tmp_p
     os.killpg(proc.pid, signal.SIGKILL)  # the driver; the cluster it joined (ray_cluster) outlives it, as a user's does
     proc.wait()
     assert 0 < len(before) < N_TRAIN, f"the kill landed outside the annotation: {len(before)} records"
+    assert ray_cluster.drivers() == [proc.pid]  # it ran on the cluster it was given
     assert not (tmp_path / "ray.csv").exists()
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert done.returncode == 0, done.stderr
+    assert len(ray_cluster.drivers()) == 2  # the rerun joined it too
     after = _rows(cache)
     assert len(after) == N_TRAIN  # every distinct text once (the shipped split has no repeated tweet)
     assert all(after[h] == before[h] for h in before)  # nothing stored before the kill was scored again

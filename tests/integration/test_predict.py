@@ -354,7 +354,7 @@ def test_ray_predict_equals_the_local_run_row_for_row(study, corpus, reference, 
     import ray
 
     path, _ = corpus
-    ray.init(address=ray_cluster, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address=ray_cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     stall, context.execution_no_progress_timeout_s = context.execution_no_progress_timeout_s, 300
     try:  # a stalled pipeline fails in 5 minutes, not Ray's 30 (a CI run once hung there: raydata.map_staged)

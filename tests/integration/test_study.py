@@ -140,8 +140,10 @@ def test_ray_executor_gives_the_same_results(study, tmp_path, ray_cluster):
     shutil.copytree(out, ray_out, ignore=shutil.ignore_patterns("report*", "figures", "results.json"))
     for run in (ray_out / "runs").glob("*-n24-*"):  # Ray trains half the grid; the rest is resumed from disk
         shutil.rmtree(run)
-    r = cli("study", "run", str(config), "--out", str(ray_out), "--executor", "ray")
+    r = cli("study", "run", str(config), "--out", str(ray_out), "--executor", "ray", "--ray-address",
+            ray_cluster.address)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert len(ray_cluster.drivers()) == 1  # the run joined the cluster it was given (a fresh one: no other driver)
     local, remote = results(out), results(ray_out)
     assert remote["timing"]["runs_trained"] == 4
     assert sorted(p.name for p in (ray_out / "runs").iterdir()) == sorted(p.name for p in (out / "runs").iterdir())
