@@ -80,7 +80,7 @@ def test_the_default_backend_keeps_the_run_ids_of_recipes_that_never_named_it():
 def test_a_student_registered_in_the_driver_trains_in_ray_workers(tfidf, tmp_path):
     """A Ray worker imports silverlabel afresh, so its registry lacks what the driver registered; the trainer
     travels with each run's payload instead. The one Ray test on a Ray the product starts itself (`--executor ray`
-    on a laptop, no RAY_ADDRESS); the others join the session's cluster (conftest.py's ray_cluster)."""
+    on a laptop, no address); the others join a cluster started for them (conftest.py's ray_cluster)."""
     require("ray", "pip install 'silverlabel[ray]'")
     config = StudyConfig.from_dict({**_config(tfidf).to_dict(), "seeds": [1]})
     run_study(config, tmp_path, offline=True, report=False, executor="ray", executor_options={"cpus_per_run": 1})
