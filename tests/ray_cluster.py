@@ -53,8 +53,9 @@ def start_head() -> RayHead:
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", str(NUM_CPUS), "--include-dashboard", "false",
            "--disable-usage-stats", "--temp-dir", str(folder), *[x for kv in ports.items() for x in kv]]
-    # its own process group: the daemons `ray start` leaves behind (and the workers the raylet starts) keep it,
-    # so stop_head kills exactly this cluster; `ray stop` would kill every Ray on the machine
+    # its own process group: the daemons `ray start` leaves behind keep it, so stop_head kills exactly this cluster
+    # (`ray stop` would kill every Ray on the machine); the workers the raylet starts have groups of their own and
+    # exit with their job or their raylet
     done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
                           start_new_session=True)
     if done.returncode != 0:
@@ -91,7 +92,8 @@ def _members(pgid: int) -> list[int]:
 
 
 def stop_head(head: RayHead) -> None:
-    """SIGKILL at once: a test cluster keeps nothing worth a clean shutdown, and SIGTERM left Ray's GCS up ~10 s."""
+    """SIGKILL at once: a test cluster keeps nothing worth a clean shutdown, and after SIGTERM the group took
+    ~10 s to go."""
     try:
         os.killpg(head.pgid, signal.SIGKILL)
     except ProcessLookupError:
