@@ -41,41 +41,27 @@ class RayHead:
 
 
 def start_head() -> RayHead:
+    if os.environ.get("RAY_AUTH_MODE") != "token" or not os.environ.get("RAY_AUTH_TOKEN"):
+        raise RuntimeError("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first (tests/conftest.py does)")
     # a short folder: Ray's unix sockets live under it and a socket path has at most 107 characters
     folder = Path(tempfile.mkdtemp(prefix="slray", dir="/tmp"))
     port = free_port()
-    if os.environ.get("RAY_AUTH_MODE") != "token" or not os.environ.get("RAY_AUTH_TOKEN"):
-        raise RuntimeError("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first (tests/conftest.py does)")
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
     ports = {flag: str(free_port()) for flag in (
         "--dashboard-port", "--dashboard-agent-listen-port", "--metrics-export-port",
         "--runtime-env-agent-port", "--dashboard-agent-grpc-port")}
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", str(NUM_CPUS), "--include-dashboard", "false",
            "--disable-usage-stats", "--temp-dir", str(folder), *[x for kv in ports.items() for x in kv]]
-    # its own process group: the daemons `ray start` leaves behind keep it, so stop_head kills exactly this cluster
-    # (`ray stop` would kill every Ray on the machine); the workers the raylet starts have groups of their own and
-    # exit with their job or their raylet
-    done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
-                          start_new_session=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"ray start failed ({done.returncode}): {done.stderr[-3000:]}")
-    pgid = _pgid_of_gcs(folder)
-    return RayHead(address=f"127.0.0.1:{port}", pgid=pgid, folder=folder)
-
-
-def _pgid_of_gcs(folder: Path) -> int:
-    """The process group of the cluster's GCS server, found by the temp folder on its command line."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if cmdline and cmdline[0].endswith(b"gcs_server") and any(str(folder).encode() in a for a in cmdline):
-            return os.getpgid(int(pid))
-    raise RuntimeError(f"ray start left no GCS server for {folder}")
+    # a new session, so the group is `ray start`'s pid: the daemons it leaves behind keep that group, and stop_head
+    # kills exactly this cluster (`ray stop` would kill every Ray on the machine); the workers the raylet starts
+    # have groups of their own and exit with their job or their raylet
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    head = RayHead(address=f"127.0.0.1:{port}", pgid=proc.pid, folder=folder)
+    _, err = proc.communicate(timeout=180)
+    if proc.returncode != 0:
+        stop_head(head)
+        raise RuntimeError(f"ray start failed ({proc.returncode}): {err[-3000:]}")
+    return head
 
 
 def _members(pgid: int) -> list[int]:
