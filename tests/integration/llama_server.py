@@ -24,7 +24,7 @@ def llama_server(log_dir):
     require("httpx", "pip install 'silverlabel[openai]'")
     for module in ("fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings"):
         require(module, "pip install 'silverlabel[test]'")
-    from silverlabel.assets import gguf_path
+    from silverlabel.assets import engine_gguf_path
 
     port = free_port()
     log_file = log_dir / "server.log"
@@ -34,7 +34,7 @@ def llama_server(log_dir):
             # AMX CPU the unguarded server segfaults on its first request
             [sys.executable, "-c", "import llama_cpp, runpy; from silverlabel.teachers.llamacpp import "
              "avoid_amx_buffers; avoid_amx_buffers(llama_cpp); runpy.run_module('llama_cpp.server', "
-             "run_name='__main__')", "--model", str(gguf_path("smollm2-135m")),
+             "run_name='__main__')", "--model", str(engine_gguf_path("smollm2-135m")),
              "--model_alias", "smol", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024",
              "--n_threads", str(usable_cpus()), "--api_key", CANARY], stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -381,6 +381,7 @@ def test_two_fresh_runs_are_identical(study_setup, tmp_path):
     # the models' hashes: the teacher GGUF's sha256 and the student's weights, as the issue asks
     recorded = json.dumps(res.get("models", {}))
     assert "b179c9523d0e" in recorded and "53aa51172d14" in recorded  # SmolLM2 Q4_1, MiniLM safetensors
+    assert res["models"]["teachers"]["smol"]["runs_as"] == "F16"  # the copy llama.cpp ran (assets.py)
 
 
 # ------------------------------------------------------------------------------------------ write failures

@@ -4,6 +4,9 @@ cached items must never be scored again. The label is checked against llama.cpp'
 grammar in test_teacher_contract.py, for every backend."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from silverlabel.cache import AnnotationStore
 from silverlabel.errors import SilverlabelError
 from silverlabel.teachers import get_teacher
 from silverlabel.teachers.trie import distribution
+from tests.helpers import require
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -102,6 +106,85 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, toxic):
     teacher = get_teacher(f"llamacpp:{cut}")
     with pytest.raises(SilverlabelError, match="could not load"):
         teacher.prepare(toxic[1])
+
+
+def _dequantize_by_hand(raw: np.ndarray, ggml_type: str, shape) -> np.ndarray:
+    """ggml's block layouts read from the bytes here (ggml-common.h), independent of gguf-py's dequantize, which
+    the product uses: Q4_1 blocks are fp16 d, fp16 m and 16 bytes holding 32 4-bit q (low nibbles are weights
+    0-15, high nibbles 16-31), weight = d q + m; Q8_0 blocks are fp16 d and 32 int8 q, weight = d q."""
+    blocks = raw.reshape(-1, {"Q4_1": 20, "Q8_0": 34}[ggml_type])
+    d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+    if ggml_type == "Q4_1":
+        m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+        qs = blocks[:, 4:]
+        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
+        values = d * q + m
+    else:
+        values = d * blocks[:, 2:].copy().view(np.int8).astype(np.float32)
+    return values.reshape(shape)
+
+
+def test_the_f16_copy_holds_the_shipped_weights_and_metadata(tmp_path, monkeypatch):
+    """smollm2-135m runs as an F16 copy (assets.engine_gguf_path: llama.cpp's CPU GEMM kernels take F16, not
+    Q4_1). Every weight of the copy must be the shipped Q4_1/Q8_0 weight, dequantized by hand here and rounded
+    to fp16 (exactly: the same IEEE operations), every metadata field the same but the file type, and the teacher's
+    cache key must name the copy, so annotations made with the Q4_1 file are never served for it."""
+    require("gguf", "pip install 'silverlabel[llamacpp]'")
+    import gguf
+
+    from silverlabel import assets
+    from silverlabel.teachers.llamacpp import resolve_gguf
+
+    monkeypatch.setenv("SILVERLABEL_CACHE", str(tmp_path / "cache"))
+    shipped, copy = assets.gguf_path("smollm2-135m"), assets.engine_gguf_path("smollm2-135m")
+    assert copy != shipped and copy.parent == tmp_path / "cache" / "models"
+    a, b = gguf.GGUFReader(shipped), gguf.GGUFReader(copy)
+    kinds = {}
+    for ta, tb in zip(a.tensors, b.tensors, strict=True):
+        assert ta.name == tb.name and list(ta.shape) == list(tb.shape)
+        kind = ta.tensor_type.name
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "F32":
+            assert tb.tensor_type.name == "F32" and np.array_equal(ta.data, tb.data)
+        else:
+            assert tb.tensor_type.name == "F16"
+            want = _dequantize_by_hand(np.asarray(ta.data), kind, tb.data.shape).astype(np.float16)
+            assert np.array_equal(np.asarray(tb.data), want), ta.name
+    assert kinds == {"Q4_1": 210, "Q8_0": 1, "F32": 61}  # the shipped file's types, all checked above
+    fields = {k: (f.types, f.contents()) for k, f in a.fields.items() if not k.startswith("GGUF.")}
+    copied = {k: (f.types, f.contents()) for k, f in b.fields.items() if not k.startswith("GGUF.")}
+    assert copied.pop("general.file_type")[1] == int(gguf.LlamaFileType.MOSTLY_F16)
+    assert fields.pop("general.file_type")[1] == int(gguf.LlamaFileType.MOSTLY_Q4_1)
+    assert copied == fields
+    path, model_id = resolve_gguf("smollm2-135m")
+    assert path == copy and model_id == f"smollm2-135m@{assets.GGUF_ASSETS['smollm2-135m'].sha256[:12]}/F16"
+    made = copy.stat().st_mtime_ns
+    assert assets.engine_gguf_path("smollm2-135m").stat().st_mtime_ns == made  # made once, then reused
+
+
+def test_a_killed_conversion_leaves_nothing_and_concurrent_ones_share_one_file(tmp_path):
+    """A temporary file a killed conversion left is removed by the next one; two processes converting into one
+    fresh cache at once both get the whole file (the lock makes one wait), and no temporary file remains."""
+    from silverlabel.assets import GGUF_ASSETS
+    from silverlabel.files import temp_path
+
+    cache = tmp_path / "cache"
+    target = cache / "models" / f"smollm2-135m-{GGUF_ASSETS['smollm2-135m'].sha256[:12]}-f16.gguf"
+    target.parent.mkdir(parents=True)
+    temp_path(target).write_bytes(b"GGUF half")  # what a SIGKILL mid-conversion leaves
+    code = "from silverlabel.assets import engine_gguf_path; print(engine_gguf_path('smollm2-135m'))"
+    env = {**os.environ, "SILVERLABEL_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs == [str(target)] * 2
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".lock"]
+    require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(target), n_ctx=64, verbose=False)  # the whole file loads
+    assert llm.n_vocab() == 49152
+    llm.close()
 
 
 def test_shipped_model_failing_its_checksum(monkeypatch):

@@ -225,13 +225,13 @@ def grammar_reference(toxic):
     strings, on the llamacpp teacher's prompt, and whether it spelled it in the label's own tokens."""
     import llama_cpp
 
-    from silverlabel.assets import gguf_path
+    from silverlabel.assets import engine_gguf_path
     from tests.integration.grammar_reference import canonical_ids, generate_label
 
     s, prompt = toxic
     names = list(s.train.label_names)
     teacher = get_teacher("llamacpp:smollm2-135m")
-    llm = llama_cpp.Llama(model_path=str(gguf_path("smollm2-135m")), n_ctx=1024, n_threads=2, verbose=False, seed=0)
+    llm = llama_cpp.Llama(model_path=str(engine_gguf_path("smollm2-135m")), n_ctx=1024, n_threads=2, verbose=False, seed=0)
     try:
         teacher.prepare(prompt)
         prefix, item_part = teacher.render(prompt)

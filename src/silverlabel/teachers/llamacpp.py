@@ -63,11 +63,14 @@ def avoid_amx_buffers(llama_cpp) -> bool:
 
 
 def resolve_gguf(name: str) -> tuple[Path, str]:
-    """A shipped model's short name or a .gguf path; returns the file and an id for cache keys."""
-    from ..assets import GGUF_ASSETS, gguf_path, sha256_file
+    """A shipped model's short name or a .gguf path; returns the file llama.cpp runs and an id for cache keys
+    (a shipped model run as a dequantized copy, ``assets.engine_gguf_path``, names the copy's type)."""
+    from ..assets import GGUF_ASSETS, engine_gguf_path, sha256_file
 
     if name in GGUF_ASSETS:
-        return gguf_path(name), f"{name}@{GGUF_ASSETS[name].sha256[:12]}"
+        asset = GGUF_ASSETS[name]
+        engine = f"/{asset.engine_type}" if asset.engine_type else ""
+        return engine_gguf_path(name), f"{name}@{asset.sha256[:12]}{engine}"
     path = Path(name).expanduser()
     if not path.exists():
         raise SilverlabelError(
