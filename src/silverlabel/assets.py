@@ -214,12 +214,12 @@ def engine_gguf_path(name: str) -> Path:
 
     def convert(tmp: Path) -> None:
         log.info("writing %s as %s for llama.cpp's CPU kernels: %s", name, asset.engine_type, target)
-        _dequantized_copy(source, tmp, asset.engine_type)
+        dequantized_copy(source, tmp, asset.engine_type)
 
     return _made_once(target, convert)
 
 
-def _dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
+def dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
     """``source`` with every quantized tensor as ``engine_type`` (F16 or F32) and its metadata copied; F32 tensors
     (norms) stay as they are. gguf-py reads, dequantizes and writes; the copy loop is written here because gguf-py
     has no converter between types (its gguf_new_metadata script copies tensors unchanged)."""

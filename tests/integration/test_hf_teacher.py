@@ -63,6 +63,8 @@ def test_uri_forms_and_errors(tmp_path):
     from silverlabel.assets import gguf_path
 
     shipped = gguf_path("smollm2-135m")
+    # by short name: the shipped Q4_1 file, which transformers dequantizes to float32 (not llama.cpp's F16 copy)
+    assert parse_model("smollm2-135m")["path"] == shipped
     by_path = parse_model(str(shipped))
     assert (by_path["source"], by_path["gguf_file"]) == (str(shipped.parent), shipped.name)
     in_dir = parse_model(f"{shipped.parent}#{shipped.name}")

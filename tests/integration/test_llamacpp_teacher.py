@@ -108,54 +108,106 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, toxic):
         teacher.prepare(toxic[1])
 
 
-def _dequantize_by_hand(raw: np.ndarray, ggml_type: str, shape) -> np.ndarray:
-    """ggml's block layouts read from the bytes here (ggml-common.h), independent of gguf-py's dequantize, which
-    the product uses: Q4_1 blocks are fp16 d, fp16 m and 16 bytes holding 32 4-bit q (low nibbles are weights
-    0-15, high nibbles 16-31), weight = d q + m; Q8_0 blocks are fp16 d and 32 int8 q, weight = d q."""
-    blocks = raw.reshape(-1, {"Q4_1": 20, "Q8_0": 34}[ggml_type])
+# ggml types by number (ggml.h) and their storage: (bytes per block, weights per block)
+GGML_TYPES = {0: ("F32", 4, 1), 1: ("F16", 2, 1), 3: ("Q4_1", 20, 32), 8: ("Q8_0", 34, 32)}
+
+
+def _read_gguf(path) -> tuple[dict[str, tuple[int, bytes]], dict[str, tuple[str, tuple, np.ndarray]]]:
+    """GGUF's layout read here with struct, independent of gguf-py, which the product's copy uses: every metadata
+    value as (type, its raw bytes), every tensor as (ggml type, dims, its bytes)."""
+    import struct
+
+    data = open(path, "rb").read()
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        out = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return out[0] if len(out) == 1 else out
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return data[pos - n:pos].decode()
+
+    sizes = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+    def skip_value(kind):
+        if kind == 8:
+            string()
+        elif kind == 9:
+            item, n = take("IQ")
+            for _ in range(n):
+                skip_value(item)
+        else:
+            take(sizes[kind])
+
+    assert take("4s") == b"GGUF" and take("I") == 3
+    n_tensors, n_kv = take("QQ")
+    fields = {}
+    for _ in range(n_kv):
+        key, kind = string(), take("I")
+        begin = pos
+        skip_value(kind)
+        fields[key] = (kind, data[begin:pos])
+    infos = []
+    for _ in range(n_tensors):
+        name, n_dims = string(), take("I")
+        dims = tuple(take("Q") for _ in range(n_dims))
+        infos.append((name, dims, take("I"), take("Q")))
+    alignment = struct.unpack("<I", fields["general.alignment"][1])[0] if "general.alignment" in fields else 32
+    base = -(-pos // alignment) * alignment
+    tensors = {}
+    for name, dims, kind, offset in infos:
+        type_name, block_bytes, block_weights = GGML_TYPES[kind]
+        n = int(np.prod(dims)) // block_weights * block_bytes
+        tensors[name] = (type_name, dims, np.frombuffer(data, np.uint8, n, base + offset))
+    return fields, tensors
+
+
+def _weights(type_name: str, raw: np.ndarray) -> np.ndarray:
+    """ggml's block layouts (ggml-common.h): Q4_1 blocks are fp16 d, fp16 m and 16 bytes holding 32 4-bit q (low
+    nibbles are weights 0-15, high nibbles 16-31), weight = d q + m; Q8_0 blocks are fp16 d and 32 int8 q, weight
+    = d q; F16 and F32 are the weights themselves. All as float32, in file order."""
+    if type_name in ("F16", "F32"):
+        return raw.view(np.float16 if type_name == "F16" else np.float32).astype(np.float32)
+    blocks = raw.reshape(-1, GGML_TYPES[{"Q4_1": 3, "Q8_0": 8}[type_name]][1])
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
-    if ggml_type == "Q4_1":
+    if type_name == "Q4_1":
         m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
-        qs = blocks[:, 4:]
-        q = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.float32)
-        values = d * q + m
-    else:
-        values = d * blocks[:, 2:].copy().view(np.int8).astype(np.float32)
-    return values.reshape(shape)
+        q = np.concatenate([blocks[:, 4:] & 0x0F, blocks[:, 4:] >> 4], axis=1).astype(np.float32)
+        return (d * q + m).ravel()
+    return (d * blocks[:, 2:].copy().view(np.int8).astype(np.float32)).ravel()
 
 
-def test_the_f16_copy_holds_the_shipped_weights_and_metadata(tmp_path, monkeypatch):
+def test_the_f16_copy_holds_the_shipped_weights_and_metadata():
     """smollm2-135m runs as an F16 copy (assets.engine_gguf_path: llama.cpp's CPU GEMM kernels take F16, not
-    Q4_1). Every weight of the copy must be the shipped Q4_1/Q8_0 weight, dequantized by hand here and rounded
-    to fp16 (exactly: the same IEEE operations), every metadata field the same but the file type, and the teacher's
-    cache key must name the copy, so annotations made with the Q4_1 file are never served for it."""
-    require("gguf", "pip install 'silverlabel[llamacpp]'")
-    import gguf
-
+    Q4_1). Read here from the bytes, without gguf-py: every weight of the copy must be the shipped Q4_1/Q8_0 weight
+    rounded to fp16 (exactly: the same IEEE operations), every metadata value byte for byte the same but the file
+    type, and the teacher's cache key must name the copy, so annotations made with the Q4_1 file are never served
+    for it."""
     from silverlabel import assets
     from silverlabel.teachers.llamacpp import resolve_gguf
 
-    monkeypatch.setenv("SILVERLABEL_CACHE", str(tmp_path / "cache"))
-    shipped, copy = assets.gguf_path("smollm2-135m"), assets.engine_gguf_path("smollm2-135m")
-    assert copy != shipped and copy.parent == tmp_path / "cache" / "models"
-    a, b = gguf.GGUFReader(shipped), gguf.GGUFReader(copy)
+    shipped, copy = assets.gguf_path("smollm2-135m"), assets.engine_gguf_path("smollm2-135m")  # the session's
+    assert copy != shipped and copy.parent == assets.cache_dir() / "models"  # private cache (conftest.py)
+    (fields_a, tensors_a), (fields_b, tensors_b) = _read_gguf(shipped), _read_gguf(copy)
+    assert list(tensors_a) == list(tensors_b)
     kinds = {}
-    for ta, tb in zip(a.tensors, b.tensors, strict=True):
-        assert ta.name == tb.name and list(ta.shape) == list(tb.shape)
-        kind = ta.tensor_type.name
+    for name, (kind, dims, raw) in tensors_a.items():
+        kind_b, dims_b, raw_b = tensors_b[name]
         kinds[kind] = kinds.get(kind, 0) + 1
+        assert dims_b == dims and kind_b == ("F32" if kind == "F32" else "F16"), name
         if kind == "F32":
-            assert tb.tensor_type.name == "F32" and np.array_equal(ta.data, tb.data)
+            assert np.array_equal(raw, raw_b), name
         else:
-            assert tb.tensor_type.name == "F16"
-            want = _dequantize_by_hand(np.asarray(ta.data), kind, tb.data.shape).astype(np.float16)
-            assert np.array_equal(np.asarray(tb.data), want), ta.name
+            assert np.array_equal(_weights(kind_b, raw_b), _weights(kind, raw).astype(np.float16)), name
     assert kinds == {"Q4_1": 210, "Q8_0": 1, "F32": 61}  # the shipped file's types, all checked above
-    fields = {k: (f.types, f.contents()) for k, f in a.fields.items() if not k.startswith("GGUF.")}
-    copied = {k: (f.types, f.contents()) for k, f in b.fields.items() if not k.startswith("GGUF.")}
-    assert copied.pop("general.file_type")[1] == int(gguf.LlamaFileType.MOSTLY_F16)
-    assert fields.pop("general.file_type")[1] == int(gguf.LlamaFileType.MOSTLY_Q4_1)
-    assert copied == fields
+    file_type = fields_b.pop("general.file_type"), fields_a.pop("general.file_type")
+    assert file_type == ((4, (1).to_bytes(4, "little")), (4, (3).to_bytes(4, "little")))  # MOSTLY_F16, MOSTLY_Q4_1
+    assert fields_b == fields_a
     path, model_id = resolve_gguf("smollm2-135m")
     assert path == copy and model_id == f"smollm2-135m@{assets.GGUF_ASSETS['smollm2-135m'].sha256[:12]}/F16"
     made = copy.stat().st_mtime_ns

@@ -52,14 +52,12 @@ def _import_torch_transformers():
 def parse_model(model: str) -> dict:
     """Where the weights are: ``{"source": hub name or directory, "gguf_file": name or None, "revision": ...,
     "local": bool, "path": Path of a local .gguf or None, "id": cache-key id}``."""
-    from ..assets import GGUF_ASSETS
+    from ..assets import GGUF_ASSETS, gguf_path
 
-    if model in GGUF_ASSETS:
-        from .llamacpp import resolve_gguf
-
-        path, gid = resolve_gguf(model)
+    if model in GGUF_ASSETS:  # the shipped file, which transformers dequantizes to float32 itself (the F16 copy
+        path = gguf_path(model)  # of assets.engine_gguf_path is for llama.cpp's kernels)
         return {"source": str(path.parent), "gguf_file": path.name, "revision": None, "local": True, "path": path,
-                "id": gid}
+                "id": f"{model}@{GGUF_ASSETS[model].sha256[:12]}"}
     source, sep, gguf_file = model.partition("#")
     if sep and not gguf_file.lower().endswith(".gguf"):
         raise SilverlabelError(f"teacher 'hf:{model}': after '#' comes a .gguf file name, e.g. "
