@@ -223,6 +223,8 @@ def dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
     """``source`` with every quantized tensor as ``engine_type`` (F16 or F32) and its metadata copied; F32 tensors
     (norms) stay as they are. gguf-py reads, dequantizes and writes; the copy loop is written here because gguf-py
     has no converter between types (its gguf_new_metadata script copies tensors unchanged)."""
+    if engine_type not in ("F16", "F32"):
+        raise SilverlabelError(f"a dequantized copy is F16 or F32, not '{engine_type}'")
     try:
         import gguf
     except ImportError:
