@@ -240,6 +240,9 @@ def dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue  # written by GGUFWriter itself
         value = field.contents()
+        if field.name == gguf.Keys.General.ALIGNMENT:  # the writer pads the tensors to it, so it sets the key
+            writer.add_custom_alignment(int(value))
+            continue
         if field.name == gguf.Keys.General.FILE_TYPE:
             value = int(gguf.LlamaFileType.MOSTLY_F16 if engine_type == "F16" else gguf.LlamaFileType.ALL_F32)
         sub_type = field.types[-1] if field.types[0] == gguf.GGUFValueType.ARRAY else None
@@ -248,11 +251,20 @@ def dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
         if tensor.tensor_type == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(tensor.name, np.asarray(tensor.data))
         else:
-            writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(dtype))
+            try:
+                weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+            except NotImplementedError:
+                raise SilverlabelError(f"{source.name}: gguf {gguf_version()} cannot dequantize tensor {tensor.name} "
+                                       f"({tensor.tensor_type.name}); upgrade it: pip install -U gguf") from None
+            writer.add_tensor(tensor.name, weights.astype(dtype))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def gguf_version() -> str:
+    return importlib.metadata.version("gguf")
 
 
 def student_path(name: str) -> Path:
