@@ -177,6 +177,8 @@ def _made_once(target: Path, make) -> Path:
     others' temporary file as a killed writer's leftover; a temporary file left by a killed writer is removed."""
     from filelock import FileLock
 
+    if target.exists():  # made before: no lock needed to read a file that is only ever renamed into place
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if target.exists():
@@ -209,8 +211,6 @@ def engine_gguf_path(name: str) -> Path:
     if not asset.engine_type:
         return source
     target = cache_dir() / "models" / f"{name}-{asset.sha256[:12]}-{asset.engine_type.lower()}.gguf"
-    if target.exists():
-        return target
 
     def convert(tmp: Path) -> None:
         log.info("writing %s as %s for llama.cpp's CPU kernels: %s", name, asset.engine_type, target)
@@ -254,17 +254,14 @@ def dequantized_copy(source: Path, target: Path, engine_type: str) -> None:
             try:
                 weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
             except NotImplementedError:
-                raise SilverlabelError(f"{source.name}: gguf {gguf_version()} cannot dequantize tensor {tensor.name} "
+                version = importlib.metadata.version("gguf")
+                raise SilverlabelError(f"{source.name}: gguf {version} cannot dequantize tensor {tensor.name} "
                                        f"({tensor.tensor_type.name}); upgrade it: pip install -U gguf") from None
             writer.add_tensor(tensor.name, weights.astype(dtype))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-def gguf_version() -> str:
-    return importlib.metadata.version("gguf")
 
 
 def student_path(name: str) -> Path:
