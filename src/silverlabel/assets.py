@@ -39,6 +39,11 @@ class ModelAsset:
     # for a GGUF: the weight type llama.cpp runs it in, when not the shipped one (engine_gguf_path says why)
     engine_type: str = ""
 
+    @property
+    def cache_id(self) -> str:
+        """How cache keys and results name the shipped weights: the name and the file's pinned hash."""
+        return f"{self.name}@{self.sha256[:12]}"
+
 
 GGUF_ASSETS: dict[str, ModelAsset] = {
     "smollm2-135m": ModelAsset(

@@ -64,7 +64,10 @@ def test_uri_forms_and_errors(tmp_path):
 
     shipped = gguf_path("smollm2-135m")
     # by short name: the shipped Q4_1 file, which transformers dequantizes to float32 (not llama.cpp's F16 copy)
-    assert parse_model("smollm2-135m")["path"] == shipped
+    by_name = parse_model("smollm2-135m")
+    assert by_name["path"] == shipped
+    # its cache key names the shipped file (llama.cpp's teacher adds "/F16": its labels come from other weights)
+    assert by_name["id"] == "smollm2-135m@b179c9523d0e"  # the pinned sha256's first 12 digits (offline-assets.md)
     by_path = parse_model(str(shipped))
     assert (by_path["source"], by_path["gguf_file"]) == (str(shipped.parent), shipped.name)
     in_dir = parse_model(f"{shipped.parent}#{shipped.name}")

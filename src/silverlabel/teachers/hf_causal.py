@@ -57,7 +57,7 @@ def parse_model(model: str) -> dict:
     if model in GGUF_ASSETS:  # the shipped file, which transformers dequantizes to float32 itself (the F16 copy
         path = gguf_path(model)  # of assets.engine_gguf_path is for llama.cpp's kernels)
         return {"source": str(path.parent), "gguf_file": path.name, "revision": None, "local": True, "path": path,
-                "id": f"{model}@{GGUF_ASSETS[model].sha256[:12]}"}
+                "id": GGUF_ASSETS[model].cache_id}
     source, sep, gguf_file = model.partition("#")
     if sep and not gguf_file.lower().endswith(".gguf"):
         raise SilverlabelError(f"teacher 'hf:{model}': after '#' comes a .gguf file name, e.g. "

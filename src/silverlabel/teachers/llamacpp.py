@@ -70,7 +70,7 @@ def resolve_gguf(name: str) -> tuple[Path, str]:
     if name in GGUF_ASSETS:
         asset = GGUF_ASSETS[name]
         engine = f"/{asset.engine_type}" if asset.engine_type else ""
-        return engine_gguf_path(name), f"{name}@{asset.sha256[:12]}{engine}"
+        return engine_gguf_path(name), asset.cache_id + engine
     path = Path(name).expanduser()
     if not path.exists():
         raise SilverlabelError(
