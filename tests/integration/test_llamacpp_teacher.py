@@ -214,6 +214,74 @@ def test_the_f16_copy_holds_the_shipped_weights_and_metadata():
     assert assets.engine_gguf_path("smollm2-135m").stat().st_mtime_ns == made  # made once, then reused
 
 
+def _write_gguf(path, fields: list[tuple[str, int, bytes]], tensors: list[tuple[str, int, tuple, bytes]],
+                alignment: int) -> None:
+    """A GGUF v3 file written here with struct (the layout _read_gguf reads): ``fields`` as (key, value type, the
+    value's bytes), ``tensors`` as (name, ggml type, dims, data), each tensor's data at a multiple of
+    ``alignment``."""
+    import struct
+
+    def string(text):
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(fields))
+    head += b"".join(string(key) + struct.pack("<I", kind) + value for key, kind, value in fields)
+    body, infos = b"", b""
+    for name, kind, dims, data in tensors:
+        body += b"\0" * (-len(body) % alignment)
+        infos += string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, kind, len(body))
+        body += data
+    head += infos
+    open(path, "wb").write(head + b"\0" * (-len(head) % alignment) + body)
+
+
+def test_a_dequantized_copy_keeps_every_metadata_type_alignment_and_weight(tmp_path):
+    """assets.dequantized_copy on a file unlike the shipped one, built here byte by byte: metadata of every value
+    type (arrays of unsigned, 64-bit, float and bool values, which gguf-py's writer would guess as int32 or float32
+    were their element type not passed on), an alignment of 64 instead of the default 32, a Q8_0 weight and an F32
+    norm; as F16 and as F32."""
+    import struct
+
+    from silverlabel.assets import dequantized_copy
+
+    def array(kind, fmt, values):
+        return struct.pack(f"<IQ{len(values)}{fmt}", kind, len(values), *values)
+
+    rng = np.random.default_rng(0)
+    blocks = np.zeros((4, 34), np.uint8)  # Q8_0: fp16 scale, 32 int8 weights
+    blocks[:, :2] = np.array([0.5, -0.25, 0.0123, 3.0], np.float16).view(np.uint8).reshape(4, 2)
+    blocks[:, 2:] = rng.integers(-128, 128, (4, 32)).astype(np.int8).view(np.uint8)
+    norm = rng.normal(size=8).astype(np.float32)
+    fields = [("general.architecture", 8, struct.pack("<Q", 5) + b"llama"),
+              ("general.alignment", 4, struct.pack("<I", 64)),
+              ("general.file_type", 4, struct.pack("<I", 7)),  # MOSTLY_Q8_0
+              ("test.u32s", 9, array(4, "I", [1, 2, 4_000_000_000])),
+              ("test.i64s", 9, array(11, "q", [-(2 ** 40), 7])),
+              ("test.f32s", 9, array(6, "f", [0.5, -1.25])),
+              ("test.f64s", 9, array(12, "d", [1e-300, 2.5])),
+              ("test.bools", 9, array(7, "?", [True, False])),
+              ("test.u8", 0, struct.pack("<B", 200)),
+              ("test.u64", 10, struct.pack("<Q", 2 ** 63)),
+              ("test.f64", 12, struct.pack("<d", math.pi)),
+              ("test.flag", 7, struct.pack("<?", True))]
+    source = tmp_path / "tiny.gguf"
+    _write_gguf(source, fields, [("w", 8, (64, 2), blocks.tobytes()), ("n", 0, (8,), norm.tobytes())], alignment=64)
+    fields_a, tensors_a = _read_gguf(source)  # the reader reads what was written, before the copy is judged by it
+    assert fields_a == {key: (kind, value) for key, kind, value in fields} and tensors_a["w"][0] == "Q8_0"
+    for engine_type, code, dtype in (("F16", 1, np.float16), ("F32", 0, np.float32)):
+        target = tmp_path / f"tiny-{engine_type}.gguf"
+        dequantized_copy(source, target, engine_type)
+        fields_b, tensors_b = _read_gguf(target)
+        assert fields_b.pop("general.file_type") == (4, struct.pack("<I", code))
+        assert fields_b == {key: (kind, value) for key, kind, value in fields if key != "general.file_type"}
+        kind, dims, raw = tensors_b["w"]
+        assert (kind, dims) == (engine_type, (64, 2))
+        assert np.array_equal(_weights(kind, raw), _weights("Q8_0", tensors_a["w"][2]).astype(dtype))
+        # read at the 64-byte boundaries the header promises (_read_gguf places the data by general.alignment)
+        assert tensors_b["n"][:2] == ("F32", (8,)) and np.array_equal(tensors_b["n"][2].view(np.float32), norm)
+
+
 def test_a_killed_conversion_leaves_nothing_and_concurrent_ones_share_one_file(tmp_path):
     """A temporary file a killed conversion left is removed by the next one; two processes converting into one
     fresh cache at once both get the whole file (the lock makes one wait), and no temporary file remains."""
@@ -231,6 +299,11 @@ def test_a_killed_conversion_leaves_nothing_and_concurrent_ones_share_one_file(t
     outs = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0] and outs == [str(target)] * 2
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".lock"]
+    from filelock import FileLock
+
+    with FileLock(str(target) + ".lock"):  # a made copy is read without the lock (e.g. while a writer holds it)
+        reader = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert reader.returncode == 0 and reader.stdout.strip() == str(target)
     require("llama_cpp", "pip install 'silverlabel[llamacpp]'")
     import llama_cpp
 
