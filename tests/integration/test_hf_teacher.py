@@ -57,6 +57,9 @@ def test_model_id_names_the_weights_and_the_dtype_and_is_not_llamacpps(teacher):
     assert teacher.model_id.startswith("hf:smollm2-135m@") and teacher.model_id.endswith(":float32")
     assert teacher.model_id != get_teacher("llamacpp:smollm2-135m").model_id  # other kernels, other scores
     assert teacher.cache_key(teacher.prompt) != get_teacher("hf:smollm2-135m", chat=False).cache_key(teacher.prompt)
+    import gguf  # the load cached gguf-py's reader and name map (hf_causal._gguf_read_once) for itself only
+
+    assert isinstance(gguf.GGUFReader, type) and not hasattr(gguf.get_tensor_name_map, "cache_info")
 
 
 def test_uri_forms_and_errors(tmp_path):

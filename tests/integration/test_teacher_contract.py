@@ -89,7 +89,7 @@ def _teacher(backend: str, request):
     if backend == "llamacpp":
         return get_teacher("llamacpp:smollm2-135m")
     if backend == "hf":
-        return request.getfixturevalue("hf_smol")  # shared with test_hf_teacher: loading takes a minute
+        return request.getfixturevalue("hf_smol")  # shared with test_hf_teacher: loading takes 11-16 s
     if backend == "llama-server":
         url = request.getfixturevalue("llama_cpp_server")  # one server per test session
         teacher = get_teacher(f"openai:{url}/v1#smol", concurrency=1)  # the GGUF's own template, via the server
