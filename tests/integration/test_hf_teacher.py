@@ -88,3 +88,40 @@ def test_uri_forms_and_errors(tmp_path):
         parse_model("org/model#weights.bin")
     with pytest.raises(SilverlabelError, match="dtype"):
         get_teacher("hf:smollm2-135m", dtype="float8")
+
+
+def test_loads_in_two_threads_leave_gguf_as_it_was():
+    """_gguf_read_once patches gguf-py for a load; a second load in another thread waits for the first, so the
+    first's patch is never taken for the original and left behind (the reader it caches maps the whole file)."""
+    import threading
+
+    from silverlabel.teachers.hf_causal import _gguf_read_once
+    from tests.helpers import require
+
+    require("gguf", "pip install 'silverlabel[hf]'")
+    import gguf
+
+    original = gguf.GGUFReader
+    first_in, first_may_leave, first_left = threading.Event(), threading.Event(), threading.Event()
+
+    def load(entered, leave_after):
+        with _gguf_read_once():
+            assert gguf.GGUFReader is not original
+            entered.set()
+            assert leave_after.wait(10)
+
+    first = threading.Thread(target=load, args=(first_in, first_may_leave))
+    second_in = threading.Event()
+    second = threading.Thread(target=load, args=(second_in, first_left))  # stays in until the first has left
+    first.start()
+    assert first_in.wait(10)
+    second.start()
+    # without the turn-taking the second is in by now, holding the first's patch as the original, and restores it
+    # after the first has restored the real one; with it, the second waits for the first to leave
+    second_in.wait(0.3)
+    first_may_leave.set()
+    first.join(10)
+    first_left.set()
+    second.join(10)
+    assert second_in.is_set() and not first.is_alive() and not second.is_alive()
+    assert gguf.GGUFReader is original and not hasattr(gguf.get_tensor_name_map, "cache_info")

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -104,19 +105,24 @@ def _gguf_read_once():
     transformers rebuilds the tensor-name map for every module (397 times for SmolLM2: 42 of 103 s measured), and
     parses the whole file twice, once for the config and again for the weights (7 s each for SmolLM2's 49,152
     tokens and 48,900 merges on one core of the AMD EPYC; loading the hf teacher took 11.4 s against 17.9, with the
-    same weights). Both are cached for the load only: the reader maps the file, released when the load ends."""
+    same weights). Both are cached for the load only: the reader maps the file, released when the load ends.
+    Loads in several threads take turns, so none restores another's patch as the original."""
     try:
         import gguf
     except ImportError:
         yield
         return
-    name_map, reader = gguf.get_tensor_name_map, gguf.GGUFReader
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
-    gguf.GGUFReader = functools.lru_cache(maxsize=None)(reader)  # transformers imports it at each call
-    try:
-        yield
-    finally:
-        gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader
+    with _GGUF_PATCH:
+        name_map, reader = gguf.get_tensor_name_map, gguf.GGUFReader
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+        gguf.GGUFReader = functools.lru_cache(maxsize=None)(reader)  # transformers imports it at each call
+        try:
+            yield
+        finally:
+            gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader
+
+
+_GGUF_PATCH = threading.Lock()
 
 
 class HFOptions(TeacherOptions):

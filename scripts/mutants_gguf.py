@@ -1,8 +1,9 @@
-"""By-hand mutants of the F16 copy's code (docs/testing.md, "The F16 copy"), each applied to a copy of src/ in a
+"""By-hand mutants of the GGUF handling (docs/testing.md, "The F16 copy"): llama.cpp's F16 copy and the hf
+teacher's one read of a GGUF, each applied to a copy of src/ in a
 scratch folder and run against the tests that claim to cover it, with PYTHONPATH pointing at the copy so the tests'
 subprocesses import the mutated code too (mutmut's trampolines do not reach them).
 
-Usage: python scripts/mutants_f16_copy.py [INDEX ...]   (about 5 minutes for all 18 on 2 cores)
+Usage: python scripts/mutants_gguf.py [INDEX ...]   (about 5 minutes for all 20 on 2 cores)
 """
 
 import os
@@ -18,6 +19,7 @@ F16 = LLAMACPP_TESTS + "test_the_f16_copy_holds_the_shipped_weights_and_metadata
 CONCURRENT = LLAMACPP_TESTS + "test_a_killed_conversion_leaves_nothing_and_concurrent_ones_share_one_file"
 TINY = LLAMACPP_TESTS + "test_a_dequantized_copy_keeps_every_metadata_type_alignment_and_weight"
 URI = "tests/integration/test_hf_teacher.py::test_uri_forms_and_errors"
+THREADS = "tests/integration/test_hf_teacher.py::test_loads_in_two_threads_leave_gguf_as_it_was"
 RUNS_AS = "tests/integration/test_crash_resume.py::test_two_fresh_runs_are_identical"
 ASSETS, LLAMACPP, HF = "silverlabel/assets.py", "silverlabel/teachers/llamacpp.py", "silverlabel/teachers/hf_causal.py"
 DTYPES = 'dtype = {"F16": np.float16, "F32": np.float32}[engine_type]'
@@ -54,6 +56,9 @@ MUTANTS = [
     ("alignment key dropped", ASSETS, ALIGN, "pass", [F16, TINY]),
     ("alignment halved", ASSETS, ALIGN, ALIGN.replace("int(value)", "int(value) // 2"), [F16, TINY]),
     ("F32 copy written as F16", ASSETS, DTYPES, "dtype = np.float16", [F16, TINY]),
+    ("hf loads in threads without turns", HF, "    with _GGUF_PATCH:", "    with contextlib.nullcontext():", [THREADS]),
+    ("hf leaves gguf patched", HF, "            gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader\n",
+     "            pass\n", [THREADS]),
 ]
 
 
