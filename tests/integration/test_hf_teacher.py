@@ -2,6 +2,9 @@
 shared prefix's KV cache (padding between prefix and item, labels in a second pass) must give what scoring each
 full prompt from scratch gives, and the URI, cache key and terminator must be right."""
 
+import struct
+import threading
+
 import numpy as np
 import pytest
 
@@ -90,25 +93,34 @@ def test_uri_forms_and_errors(tmp_path):
         get_teacher("hf:smollm2-135m", dtype="float8")
 
 
-def test_loads_in_two_threads_leave_gguf_as_it_was():
-    """_gguf_read_once patches gguf-py for a load; a second load in another thread waits for the first, so the
-    first's patch is never taken for the original and left behind (the reader it caches maps the whole file)."""
-    import threading
-
+def test_a_gguf_is_read_once_per_load_and_threads_take_turns(tmp_path):
+    """_gguf_read_once patches gguf-py for a load so the file is parsed once; a second load in another thread waits
+    for the first, so the first's patch is never taken for the original and left behind (the reader it caches maps
+    the whole file)."""
     from silverlabel.teachers.hf_causal import _gguf_read_once
     from tests.helpers import require
 
     require("gguf", "pip install 'silverlabel[hf]'")
     import gguf
 
-    original = gguf.GGUFReader
+    tiny = tmp_path / "tiny.gguf"  # GGUF v3, no tensors, one key: general.architecture = "llama"
+    key = b"general.architecture"
+    tiny.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", len(key)) + key
+                     + struct.pack("<IQ", 8, 5) + b"llama")
+    original, errors = gguf.GGUFReader, []
+    with _gguf_read_once():
+        assert gguf.GGUFReader(str(tiny)) is gguf.GGUFReader(str(tiny))  # parsed once: the config's and weights'
+    assert gguf.GGUFReader(str(tiny)) is not gguf.GGUFReader(str(tiny))  # and only during the load
     first_in, first_may_leave, first_left = threading.Event(), threading.Event(), threading.Event()
 
     def load(entered, leave_after):
-        with _gguf_read_once():
-            assert gguf.GGUFReader is not original
-            entered.set()
-            assert leave_after.wait(10)
+        try:
+            with _gguf_read_once():
+                entered.set()
+                assert gguf.GGUFReader is not original
+                assert leave_after.wait(10)
+        except BaseException as exc:  # an assert in a thread would only print
+            errors.append(exc)
 
     first = threading.Thread(target=load, args=(first_in, first_may_leave))
     second_in = threading.Event()
@@ -123,5 +135,5 @@ def test_loads_in_two_threads_leave_gguf_as_it_was():
     first.join(10)
     first_left.set()
     second.join(10)
-    assert second_in.is_set() and not first.is_alive() and not second.is_alive()
+    assert not errors and second_in.is_set() and not first.is_alive() and not second.is_alive()
     assert gguf.GGUFReader is original and not hasattr(gguf.get_tensor_name_map, "cache_info")

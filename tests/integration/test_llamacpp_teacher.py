@@ -158,6 +158,7 @@ def _read_gguf(path) -> tuple[dict[str, tuple[int, bytes]], dict[str, tuple[str,
         dims = tuple(take("Q") for _ in range(n_dims))
         infos.append((name, dims, take("I"), take("Q")))
     alignment = struct.unpack("<I", fields["general.alignment"][1])[0] if "general.alignment" in fields else 32
+    assert all(offset % alignment == 0 for *_, offset in infos)  # every tensor where the alignment puts it
     base = -(-pos // alignment) * alignment
     tensors = {}
     for name, dims, kind, offset in infos:
@@ -233,14 +234,14 @@ def _write_gguf(path, fields: list[tuple[str, int, bytes]], tensors: list[tuple[
         infos += string(name) + struct.pack(f"<I{len(dims)}QIQ", len(dims), *dims, kind, len(body))
         body += data
     head += infos
-    open(path, "wb").write(head + b"\0" * (-len(head) % alignment) + body)
+    path.write_bytes(head + b"\0" * (-len(head) % alignment) + body)
 
 
-def test_a_dequantized_copy_keeps_every_metadata_type_alignment_and_weight(tmp_path):
-    """assets.dequantized_copy on a file unlike the shipped one, built here byte by byte: metadata of every value
-    type (arrays of unsigned, 64-bit, float and bool values, which gguf-py's writer would guess as int32 or float32
-    were their element type not passed on), an alignment of 64 instead of the default 32, a Q8_0 weight and an F32
-    norm; as F16 and as F32."""
+def test_a_dequantized_copy_keeps_metadata_types_alignment_and_weights(tmp_path):
+    """assets.dequantized_copy on a file unlike the shipped one, built here byte by byte: metadata of each of
+    GGUF's 13 value types as a scalar, arrays of 8 of them (unsigned, 64-bit, float, bool and string elements,
+    which gguf-py's writer would guess as int32, float32 or string were their element type not passed on), an
+    alignment of 64 instead of the default 32, a Q8_0 weight and an F32 norm; as F16 and as F32."""
     import struct
 
     from silverlabel.assets import dequantized_copy
@@ -261,7 +262,17 @@ def test_a_dequantized_copy_keeps_every_metadata_type_alignment_and_weight(tmp_p
               ("test.f32s", 9, array(6, "f", [0.5, -1.25])),
               ("test.f64s", 9, array(12, "d", [1e-300, 2.5])),
               ("test.bools", 9, array(7, "?", [True, False])),
+              ("test.u8s", 9, array(0, "B", [0, 255])),
+              ("test.u64s", 9, array(10, "Q", [2 ** 64 - 1])),
+              ("test.strings", 9, struct.pack("<IQ", 8, 2) + b"".join(struct.pack("<Q", len(t)) + t
+                                                                      for t in (b"a", b"\xc3\xa9t\xc3\xa9"))),
               ("test.u8", 0, struct.pack("<B", 200)),
+              ("test.i8", 1, struct.pack("<b", -5)),
+              ("test.u16", 2, struct.pack("<H", 65535)),
+              ("test.i16", 3, struct.pack("<h", -300)),
+              ("test.i32", 5, struct.pack("<i", -70000)),
+              ("test.f32", 6, struct.pack("<f", 0.1)),
+              ("test.i64", 11, struct.pack("<q", -(2 ** 62))),
               ("test.u64", 10, struct.pack("<Q", 2 ** 63)),
               ("test.f64", 12, struct.pack("<d", math.pi)),
               ("test.flag", 7, struct.pack("<?", True))]

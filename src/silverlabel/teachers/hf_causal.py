@@ -99,14 +99,17 @@ def _dir_fingerprint(folder: Path, gguf_file: str | None) -> str:
     return digest.hexdigest()[:12]
 
 
+_GGUF_PATCH = threading.RLock()
+
+
 @contextlib.contextmanager
 def _gguf_read_once():
     """While transformers loads a .gguf file, gguf-py's work that depends only on its arguments is done once:
-    transformers rebuilds the tensor-name map for every module (397 times for SmolLM2: 42 of 103 s measured), and
-    parses the whole file twice, once for the config and again for the weights (7 s each for SmolLM2's 49,152
-    tokens and 48,900 merges on one core of the AMD EPYC; loading the hf teacher took 11.4 s against 17.9, with the
-    same weights). Both are cached for the load only: the reader maps the file, released when the load ends.
-    Loads in several threads take turns, so none restores another's patch as the original."""
+    transformers rebuilds the tensor-name map for every module (397 times for SmolLM2) and parses the whole file
+    twice, for the config and again for the weights, most of it the 49,152-token vocabulary (docs/testing.md has
+    the times). Both are cached for the load only: the reader maps the file, released when the load ends. The patch
+    is process-wide (other gguf-py users in the meantime get the cached ones too); loads in several threads take
+    turns, so none restores another's patch as the original."""
     try:
         import gguf
     except ImportError:
@@ -114,15 +117,12 @@ def _gguf_read_once():
         return
     with _GGUF_PATCH:
         name_map, reader = gguf.get_tensor_name_map, gguf.GGUFReader
-        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
-        gguf.GGUFReader = functools.lru_cache(maxsize=None)(reader)  # transformers imports it at each call
         try:
+            gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+            gguf.GGUFReader = functools.lru_cache(maxsize=None)(reader)  # transformers imports it at each call
             yield
         finally:
             gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader
-
-
-_GGUF_PATCH = threading.Lock()
 
 
 class HFOptions(TeacherOptions):
@@ -245,7 +245,7 @@ class HFCausalTeacher(Teacher):
             if w["revision"]:
                 kw["revision"] = w["revision"]
             try:
-                with _gguf_read_once():
+                with _gguf_read_once() if w["gguf_file"] else contextlib.nullcontext():
                     self._tok = transformers.AutoTokenizer.from_pretrained(w["source"], **kw)
                     self._model = transformers.AutoModelForCausalLM.from_pretrained(
                         w["source"], dtype=getattr(torch, dtype), **kw).to(device).eval()
