@@ -46,11 +46,12 @@ def main() -> None:
     prompt = Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos)
     texts = s.train.texts[: args.items]
     shipped = gguf_path(args.model)
-    if GGUF_ASSETS[args.model].engine_type == "F16":
-        copy = engine_gguf_path(args.model)
-    else:
+    own_copy = GGUF_ASSETS[args.model].engine_type != "F16"  # the product keeps no F16 copy of this model
+    if own_copy:
         copy = Path(tempfile.mkdtemp()) / f"{args.model}-f16.gguf"
         dequantized_copy(shipped, copy, "F16")
+    else:
+        copy = engine_gguf_path(args.model)
     files = {"shipped": shipped, "F16": copy}
     teachers = {k: get_teacher(f"llamacpp:{p}", n_threads=args.threads) for k, p in files.items()}
     for t in teachers.values():
@@ -70,8 +71,8 @@ def main() -> None:
     for t in teachers.values():
         t.close()
     ratios = [a / b for a, b in zip(seconds["shipped"], seconds["F16"])]
-    if GGUF_ASSETS[args.model].engine_type != "F16":
-        copy.unlink()  # the bench's own copy
+    if own_copy:
+        copy.unlink()
     print(json.dumps({
         "model": args.model, "dataset": args.dataset, "items": len(texts), "threads": args.threads,
         "rounds": args.rounds, "shipped_items_per_s": round(len(texts) / statistics.median(seconds["shipped"]), 3),

@@ -233,7 +233,8 @@ def grammar_reference(toxic):
     s, prompt = toxic
     names = list(s.train.label_names)
     teacher = get_teacher("llamacpp:smollm2-135m")
-    llm = llama_cpp.Llama(model_path=str(engine_gguf_path("smollm2-135m")), n_ctx=1024, n_threads=2, verbose=False, seed=0)
+    llm = llama_cpp.Llama(model_path=str(engine_gguf_path("smollm2-135m")), n_ctx=1024, n_threads=2, verbose=False,
+                          seed=0)
     try:
         teacher.prepare(prompt)
         prefix, item_part = teacher.render(prompt)
