@@ -83,6 +83,8 @@ class BatchServer:
 
     def _state(self, batch_id: str, *, poll: bool) -> dict:
         b = self.batches[batch_id]
+        if poll:
+            b["polls"].append(time.monotonic())
         with self.lock:
             results = list(b["results"].values())
         answered = sum(1 for s, _ in results if s == 200)
@@ -156,7 +158,7 @@ class BatchServer:
         batch_id = ("batch_" if kind == "openai" else "msgbatch_") + uuid.uuid4().hex[:16]
         with self.lock:
             self.batches[batch_id] = {"kind": kind, "lines": lines, "results": {}, "created": time.time(),
-                                      "polls_after": 0, "extra_polls": self.extra_polls, "expired": False,
+                                      "polls": [], "polls_after": 0, "extra_polls": self.extra_polls, "expired": False,
                                       "expire_after": self.expire_after, "fail_every": self.fail_every,
                                       "concurrency": self.concurrency, **extra}
             self.expire_after = None  # a fault applies to the next batch only

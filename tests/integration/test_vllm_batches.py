@@ -129,13 +129,18 @@ def test_failed_lines_are_counted_and_retried_late_results_waited_for(openai_bat
     url, server = openai_batches
     uri = f"chat:{url}/v1#smol"
     opts = {"p_s_method": "label", **FAST}
-    server.fail_every, server.extra_polls = 4, 3
+    server_extra_polls = 3
+    server.fail_every, server.extra_polls = 4, server_extra_polls
     try:
         with AnnotationStore(tmp_path / "f.sqlite") as store:
             first = _annotate(uri, items, store, batch=True, **opts)
     finally:
         server.fail_every, server.extra_polls = None, 0
     assert first.summary.failed == N // 4 and first.summary.labelled == N
+    # batch_poll_max bounds every wait, the first too (it starts at 1 s only where batch_poll_max allows): the
+    # extra polls come 0.2 s apart plus a local request's milliseconds; 0.6 s is halfway to a 1 s first wait
+    polls = server.batches[server.submitted[-1]]["polls"]
+    assert len(polls) >= 1 + server_extra_polls and max(np.diff(polls)) < 0.6, np.diff(polls)
     failed = first.frame[first.frame["label"].isna()]
     assert len(failed) == N // 4 and failed["error"].str.contains("HTTP 500").all()
     seen = dict(server.executed)

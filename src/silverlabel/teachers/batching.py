@@ -242,8 +242,9 @@ def _call(teacher, store: AnnotationStore, row: BatchRow, batch_id: str, fn):
 
 
 def _wait(teacher, store: AnnotationStore, row: BatchRow, batch_id: str, description: str) -> BatchState:
-    """Poll until the batch ends (1 s, doubling up to ``batch_poll_max``), its progress shown and stored."""
-    delay, last, shown = 1.0, None, 0
+    """Poll until the batch ends (1 s, doubling up to ``batch_poll_max``; a ``batch_poll_max`` under 1 s is the
+    wait from the first poll on), its progress shown and stored."""
+    delay, last, shown = min(1.0, teacher.options.batch_poll_max), None, 0
     since = row.created
     with progress_bar(f"{description}: batch {batch_id}", total=row.requests) as advance:
         while True:

@@ -57,7 +57,8 @@ class HostedOptions(TeacherOptions):
     batch: bool = False  # label through the provider's batch API (OpenAI Batch, Anthropic Message Batches)
     batch_discount: float = Field(0.5, gt=0, le=1)  # batch price as a share of the prices above
     batch_max_requests: int | None = Field(None, ge=1)  # below the provider's cap (a low tier's queue limit)
-    batch_poll_max: float = Field(60.0, gt=0)  # seconds between polls at most (they start at 1 s and double)
+    # seconds between polls at most (they start at 1 s, or at this if less, and double)
+    batch_poll_max: float = Field(60.0, gt=0)
 
 
 class ChatAPI(ABC):
