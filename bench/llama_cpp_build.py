@@ -33,8 +33,9 @@ def build(version: str, cmake_args: str, out: Path) -> float:
     return time.monotonic() - start
 
 
-def text_hashes(folder: Path) -> dict[str, str]:
-    """The .text section's sha256 of each shared library the Python package loads (llama_cpp/lib)."""
+def text_hashes(folder: Path) -> dict:
+    """The wheel's shared libraries, and the .text section's sha256 of each one the Python package loads
+    (llama_cpp/lib)."""
     (wheel,) = folder.glob("*.whl")
     hashes = {}
     with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
