@@ -30,12 +30,13 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.m
 N = 8  # 16 took twice the time and checked nothing more: every check below holds per item or per batch
 PRICES = {"price_input": 2.0, "price_output": 8.0}  # per million tokens
 FAST = {"batch_poll_max": 0.2}
-# The comparison with the synchronous run sends the same requests 8 at a time, and the batch server answers a
-# batch's lines 8 at a time: vLLM then decodes several requests together, which moves P_S by float32 rounding only.
-# Measured on these 8 items through the OpenAI-rules proxy (5 December 2026): max |dp| 3.4e-6 between the
-# synchronous run at concurrency 1, 4 and 8, 0.0 between two runs at one concurrency; the synchronous run one at a
-# time against the batch server's 4 at a time, 2.3e-6 over 200 (bench/batch_cost.py). 1e-4 is 30 times the largest
-# and still fails a reply matched to the wrong item or request (which moves P_S by 1e-2 and more).
+# The comparison with the synchronous run sends the synchronous requests 8 at a time, and the batch server answers
+# each batch's lines together (batches of at most 3 here, one batch after another): vLLM decodes several requests at
+# once, which moves P_S by float32 rounding only. Measured on these 8 items through the OpenAI-rules proxy (5 December
+# 2026): max |dp| 3.4e-6 between the synchronous run at concurrency 1, 4 and 8, 0.0 between two runs at one
+# concurrency; both sides one line at a time (3 December, before the batch server answered lines together), 2.3e-6
+# over 200 (bench/batch_cost.py). 1e-4 is 30 times the largest and still fails a reply matched to the wrong item or
+# request (which moves P_S by 1e-2 and more).
 ATOL = 1e-4
 
 
@@ -170,6 +171,9 @@ def test_a_killed_annotate_resumes_its_batches_and_pays_nothing_twice(openai_bat
     env = {**os.environ, "SILVERLABEL_QUIET": "1"}
     seen = dict(server.executed)
     before = len(server.submitted)
+    # 4 lines at a time, as this test's kill points were drawn for: answering the 5-line batches at once (the
+    # server's default 8) cuts the run to where the first attempt may finish before its kill
+    concurrency, server.concurrency = server.concurrency, 4
     server.line_delay = 0.15
     rng = random.Random(0)
     kills = waiting = 0
@@ -198,7 +202,7 @@ def test_a_killed_annotate_resumes_its_batches_and_pays_nothing_twice(openai_bat
         else:
             pytest.fail("annotate never finished")
     finally:
-        server.line_delay = 0.0
+        server.line_delay, server.concurrency = 0.0, concurrency
     assert kills >= 2 and waiting >= 1, f"the kills missed the batches ({kills} kills, {waiting} while waiting)"
     new = {c: n - seen.get(c, 0) for c, n in server.executed.items() if n != seen.get(c, 0)}
     assert len(new) == n_train and set(new.values()) == {1}  # each item's one request, answered once

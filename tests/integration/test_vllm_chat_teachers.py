@@ -16,6 +16,7 @@ Every P_S method is compared with a reference this file reads from the server it
   ``sample`` estimates by sampling.
 """
 
+import atexit
 import json
 import math
 
@@ -71,6 +72,7 @@ def exact_turns(vllm, items):
 # one client for the reference requests: httpx.post builds a client, and with it an SSL context (certifi's bundle
 # read and parsed, 21.6 ms), on every call; the references made ~125 of them (2.7 s of CPU on one core, py-spy)
 _HTTP = httpx.Client(timeout=120)
+atexit.register(_HTTP.close)
 
 
 def _post(url: str, body: dict) -> dict:
@@ -147,7 +149,8 @@ def test_token_ids_through_chat_is_the_exact_teacher(vllm, items, exact, record_
     teacher.close()
     diff = float(np.abs(ann.probs() - exact.probs()).max())
     record_property("measured_max_abs_diff", diff)
-    assert diff < 1e-3, (ann.probs(), exact.probs())  # measured 0.0: the same numbers by another endpoint
+    # measured 0.0 at concurrency 4 and at 12 (three runs): the same numbers by another endpoint
+    assert diff < 1e-3, (ann.probs(), exact.probs())
     assert ann.frame["label"].tolist() == exact.frame["label"].tolist()
     assert (ann.frame["p_s_method"] == "token_ids").all() and (ann.frame["observed_mass"] == 1).all()
     assert ann.frame["prompt_tokens"].tolist() == exact.frame["prompt_tokens"].tolist()
