@@ -71,11 +71,12 @@ def test_the_label_from_the_scores_is_the_servers_guided_choice(vllm, both, toxi
     s, _ = toxic
     names = list(s.train.label_names)
     reference = []
-    for text in s.train.texts[:N_ITEMS]:
-        reply = httpx.post(f"{vllm}/v1/completions", timeout=120, json={
-            "model": "smol", "prompt": t_echo._context(text), "max_tokens": 8, "temperature": 0,
-            "structured_outputs": {"choice": names}}).json()
-        reference.append(reply["choices"][0]["text"].strip())
+    with httpx.Client(timeout=120) as http:  # one client: httpx.post builds one (and its SSL context) per call
+        for text in s.train.texts[:N_ITEMS]:
+            reply = http.post(f"{vllm}/v1/completions", json={
+                "model": "smol", "prompt": t_echo._context(text), "max_tokens": 8, "temperature": 0,
+                "structured_outputs": {"choice": names}}).json()
+            reference.append(reply["choices"][0]["text"].strip())
     assert set(reference) <= set(names)
     assert t_echo.guided_field == "structured_outputs" and all(x.choice is not None for x in s_echo)
     assert a_echo.frame["label"].tolist() == reference
