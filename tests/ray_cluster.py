@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vllm_server import free_port
+from tests.vllm_server import free_ports
 
 NUM_CPUS = 2  # the tests ask for two workers; on a 1-core pytest worker Ray still schedules two one-CPU actors
 
@@ -45,10 +45,10 @@ def start_head() -> RayHead:
         raise RuntimeError("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN first (tests/conftest.py does)")
     # a short folder: Ray's unix sockets live under it and a socket path has at most 107 characters
     folder = Path(tempfile.mkdtemp(prefix="slray", dir="/tmp"))
-    port = free_port()
-    ports = {flag: str(free_port()) for flag in (
-        "--dashboard-port", "--dashboard-agent-listen-port", "--metrics-export-port",
-        "--runtime-env-agent-port", "--dashboard-agent-grpc-port")}
+    flags = ("--dashboard-port", "--dashboard-agent-listen-port", "--metrics-export-port", "--runtime-env-agent-port",
+             "--dashboard-agent-grpc-port")
+    port, *others = free_ports(1 + len(flags))  # distinct: Ray refuses one port for two of its components
+    ports = {flag: str(p) for flag, p in zip(flags, others)}
     ray = str(Path(sys.executable).with_name("ray"))
     cmd = [ray, "start", "--head", "--port", str(port), "--num-cpus", str(NUM_CPUS), "--include-dashboard", "false",
            "--disable-usage-stats", "--temp-dir", str(folder), *[x for kv in ports.items() for x in kv]]
