@@ -1,5 +1,5 @@
 """llama-cpp-python's compile as the README's commands run it (without llama.cpp's common library, through
-scripts/llama_cpp_without_common.cmake) and as plain ``LLAVA_BUILD=OFF``, side by side: the same sdist, one build
+scripts/llama_cpp_lean_build.cmake) and as plain ``LLAVA_BUILD=OFF``, side by side: the same sdist, one build
 after the other, no pip cache. Reports each build's seconds, their ratio, which shared libraries each wheel holds,
 and whether the libraries both have (libllama, ggml) carry the same machine code: the sha256 of each one's
 ``.text`` section (the files themselves differ in the build paths they record).
@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-INCLUDE = ROOT / "scripts" / "llama_cpp_without_common.cmake"
+INCLUDE = ROOT / "scripts" / "llama_cpp_lean_build.cmake"
 
 
 def build(version: str, cmake_args: str, out: Path) -> float:

@@ -48,7 +48,10 @@ def test_ci_runs_exactly_the_readmes_second_command_and_the_first_installs_no_te
     assert second.endswith('python -m pytest -m "not slow or ci" -n 2 --dist loadgroup --no-loadscope-reorder')
     for test_only in ("setup_vllm", "setup_llama_server", "test]", "pytest"):
         assert test_only not in first and test_only in second
-    # both compile llama-cpp-python without llama.cpp's common library (scripts/llama_cpp_without_common.cmake)
-    include = "-DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_without_common.cmake"
+    # both compile llama-cpp-python without llama.cpp's common library and with libllama's host code at -O1
+    # (scripts/llama_cpp_lean_build.cmake; whether that compiles at all, CI's install of the second command says)
+    include = "-DCMAKE_PROJECT_llama.cpp_INCLUDE=$PWD/scripts/llama_cpp_lean_build.cmake"
     assert include in first and include in second
-    assert "set(LLAMA_BUILD_COMMON OFF)" in (root / "scripts" / "llama_cpp_without_common.cmake").read_text()
+    lean = (root / "scripts" / "llama_cpp_lean_build.cmake").read_text()
+    assert "set(LLAMA_BUILD_COMMON OFF)" in lean
+    assert "cmake_language(DEFER CALL target_compile_options llama PRIVATE -O1)" in lean
