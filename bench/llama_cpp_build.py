@@ -1,10 +1,16 @@
-"""llama-cpp-python's compile as the README's commands run it (without llama.cpp's common library, through
-scripts/llama_cpp_lean_build.cmake) and as plain ``LLAVA_BUILD=OFF``, side by side: the same sdist, one build
-after the other, no pip cache. Reports each build's seconds, their ratio, which shared libraries each wheel holds,
-and whether the libraries both have (libllama, ggml) carry the same machine code: the sha256 of each one's
-``.text`` section (the files themselves differ in the build paths they record).
+"""llama-cpp-python's compile as the README's commands run it (scripts/llama_cpp_lean_build.cmake: without
+llama.cpp's common library, libllama's host code at -O1) and as plain ``LLAVA_BUILD=OFF``, side by side: the same
+sdist, one build after the other, no pip cache. Then each build labels the same texts with the same teachers
+(silverlabel's llama.cpp engine, each in a subprocess loading that wheel's libraries through llama-cpp-python's
+``LLAMA_CPP_LIB_PATH``), alternating builds, so the speed and the log-probabilities of both are compared.
 
-    python bench/llama_cpp_build.py [--version 0.3.36]      (about 5 minutes on 2 cores; needs pip, objcopy)
+Reports each build's seconds and their ratio, which shared libraries each wheel holds, whether the libraries both
+have carry the same machine code (the sha256 of each one's ``.text`` section; the files differ in the build paths
+they record), and per teacher each build's labelling seconds (best of ``--repeats``) and whether the two builds'
+P_S agree to the bit.
+
+    python bench/llama_cpp_build.py [--version 0.3.36] [--items 200] [--repeats 2]
+        (about 12 minutes on 2 cores; needs pip, objcopy and the shipped models: requirements-assets.txt)
 """
 
 from __future__ import annotations
@@ -22,6 +28,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "scripts" / "llama_cpp_lean_build.cmake"
+TEACHERS = (("smollm2-135m", "imdb"), ("qwen2.5-0.5b", "toxic"))
+
+# run in a subprocess per build: LLAMA_CPP_LIB_PATH is read when llama_cpp is first imported
+LABEL = """
+import hashlib, json, sys, time
+from silverlabel.data import load_preset
+from silverlabel.splits import split
+from silverlabel.teachers import Prompt, get_teacher, sample_demonstrations
+model, dataset, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = split(load_preset(dataset, offline=True), n_train=n, n_test=100, seed=0)
+demos = sample_demonstrations(s.train.texts, s.train.labels, s.train.label_names, k=3, seed=0)
+teacher = get_teacher("llamacpp:" + model)
+teacher.prepare(Prompt(task=s.train.task, label_names=tuple(s.train.label_names), demonstrations=demos))
+start = time.perf_counter()
+scored = teacher.score(s.train.texts[:n])
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds,
+                  "sha": hashlib.sha256(json.dumps([x.token_logprobs for x in scored]).encode()).hexdigest()}))
+"""
 
 
 def build(version: str, cmake_args: str, out: Path) -> float:
@@ -33,35 +58,58 @@ def build(version: str, cmake_args: str, out: Path) -> float:
     return time.monotonic() - start
 
 
-def text_hashes(folder: Path) -> dict:
-    """The wheel's shared libraries, and the .text section's sha256 of each one the Python package loads
-    (llama_cpp/lib)."""
+def unpack_libs(folder: Path) -> tuple[Path, list[str], dict]:
+    """The libraries the Python package loads (llama_cpp/lib), unpacked into ``folder/lib``; every shared library
+    the wheel holds; and the .text section's sha256 of each loaded one."""
     (wheel,) = folder.glob("*.whl")
-    hashes = {}
-    with zipfile.ZipFile(wheel) as z, tempfile.TemporaryDirectory() as tmp:
+    lib, hashes = folder / "lib", {}
+    lib.mkdir()
+    with zipfile.ZipFile(wheel) as z:
+        every = sorted({Path(n).name for n in z.namelist() if ".so" in n})
         for name in z.namelist():
             if name.startswith("llama_cpp/lib/") and ".so" in name:
-                path = Path(z.extract(name, tmp))
+                path = lib / Path(name).name
+                path.write_bytes(z.read(name))
                 text = subprocess.run(["objcopy", "-O", "binary", "--only-section=.text", str(path), "/dev/stdout"],
                                       capture_output=True, check=True).stdout
-                hashes[Path(name).name] = hashlib.sha256(text).hexdigest()[:16]
-        libs = sorted(Path(n).name for n in z.namelist() if ".so" in n)
-    return {"libraries": libs, "text_sha256": hashes}
+                hashes[path.name] = hashlib.sha256(text).hexdigest()[:16]
+    return lib, every, hashes
+
+
+def label(lib: Path, model: str, dataset: str, items: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", LABEL, model, dataset, str(items)], check=True, capture_output=True,
+                         text=True, env={**os.environ, "LLAMA_CPP_LIB_PATH": str(lib)})
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--version", default="0.3.36")
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        readme = build(args.version, f"-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE={INCLUDE}", Path(tmp, "a"))
-        plain = build(args.version, "-DLLAVA_BUILD=OFF", Path(tmp, "b"))
-        a, b = text_hashes(Path(tmp, "a")), text_hashes(Path(tmp, "b"))
-    shared = sorted(set(a["text_sha256"]) & set(b["text_sha256"]))
+        builds = {"lean": f"-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE={INCLUDE}",
+                  "plain": "-DLLAVA_BUILD=OFF"}
+        seconds = {name: build(args.version, cmake, Path(tmp, name)) for name, cmake in builds.items()}
+        libs, every, hashes = {}, {}, {}
+        for name in builds:
+            libs[name], every[name], hashes[name] = unpack_libs(Path(tmp, name))
+        labelling = {}
+        for model, dataset in TEACHERS:
+            runs = {name: [] for name in builds}
+            for _ in range(args.repeats):
+                for name in builds:  # alternating, so a slow minute hurts both
+                    runs[name].append(label(libs[name], model, dataset, args.items))
+            labelling[model] = {**{f"{name}_s": round(min(r["seconds"] for r in runs[name]), 2) for name in builds},
+                                "same_p_s": len({r["sha"] for rs in runs.values() for r in rs}) == 1}
+    shared = sorted(set(hashes["lean"]) & set(hashes["plain"]))
     print(json.dumps({
-        "without_common_s": round(readme, 1), "plain_s": round(plain, 1), "speedup": round(plain / readme, 2),
-        "only_in_plain": sorted(set(b["libraries"]) - set(a["libraries"])),
-        "same_machine_code": {n: a["text_sha256"][n] == b["text_sha256"][n] for n in shared},
+        "lean_s": round(seconds["lean"], 1), "plain_s": round(seconds["plain"], 1),
+        "speedup": round(seconds["plain"] / seconds["lean"], 2),
+        "only_in_plain": sorted(set(every["plain"]) - set(every["lean"])),
+        "same_machine_code": {n: hashes["lean"][n] == hashes["plain"][n] for n in shared if n.endswith(".so")},
+        "items": args.items, "labelling": labelling,
     }))
 
 
