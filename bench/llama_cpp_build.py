@@ -6,11 +6,12 @@ sdist, one build after the other, no pip cache. Then each build labels the same 
 
 Reports each build's seconds and their ratio, which shared libraries each wheel holds, whether the libraries both
 have carry the same machine code (the sha256 of each one's ``.text`` section; the files differ in the build paths
-they record), and per teacher each build's labelling seconds (best of ``--repeats``) and whether the two builds'
-P_S agree to the bit.
+they record), and per teacher each build's seconds (best of ``--repeats``) to label ``--items`` texts and to
+generate 4 × 48 tokens greedily (one token per ``llama_decode``, where libllama's own work weighs the most), and
+whether the two builds' P_S and generated texts agree to the bit.
 
     python bench/llama_cpp_build.py [--version 0.3.36] [--items 200] [--repeats 2]
-        (about 12 minutes on 2 cores; needs pip, objcopy and the shipped models: requirements-assets.txt)
+        (about 15 minutes on the 2-core AMD EPYC; needs pip, objcopy and the shipped models: requirements-assets.txt)
 """
 
 from __future__ import annotations
@@ -44,8 +45,16 @@ teacher.prepare(Prompt(task=s.train.task, label_names=tuple(s.train.label_names)
 start = time.perf_counter()
 scored = teacher.score(s.train.texts[:n])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds,
-                  "sha": hashlib.sha256(json.dumps([x.token_logprobs for x in scored]).encode()).hexdigest()}))
+# one token per llama_decode, where libllama's own work per call (the graph, the batch) weighs the most
+import llama_cpp
+from silverlabel.teachers.llamacpp import avoid_amx_buffers
+avoid_amx_buffers(llama_cpp)
+llm = llama_cpp.Llama(model_path=str(teacher.path), n_ctx=1024, verbose=False, seed=0)
+start = time.perf_counter()
+texts = [llm.create_completion(t, max_tokens=48, temperature=0.0)["choices"][0]["text"] for t in s.train.texts[:4]]
+decode = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "decode_seconds": decode,
+                  "sha": hashlib.sha256(json.dumps([[x.token_logprobs for x in scored], texts]).encode()).hexdigest()}))
 """
 
 
@@ -102,7 +111,9 @@ def main() -> None:
                 for name in builds:  # alternating, so a slow minute hurts both
                     runs[name].append(label(libs[name], model, dataset, args.items))
             labelling[model] = {**{f"{name}_s": round(min(r["seconds"] for r in runs[name]), 2) for name in builds},
-                                "same_p_s": len({r["sha"] for rs in runs.values() for r in rs}) == 1}
+                                **{f"{name}_decode_s": round(min(r["decode_seconds"] for r in runs[name]), 2)
+                                   for name in builds},
+                                "same_p_s_and_text": len({r["sha"] for rs in runs.values() for r in rs}) == 1}
     shared = sorted(set(hashes["lean"]) & set(hashes["plain"]))
     print(json.dumps({
         "lean_s": round(seconds["lean"], 1), "plain_s": round(seconds["plain"], 1),

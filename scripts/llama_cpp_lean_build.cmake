@@ -14,7 +14,8 @@ set(LLAMA_BUILD_COMMON OFF)
 # loading, the tokenizer, the KV-cache bookkeeping and the graph each llama_decode builds, but none of the
 # arithmetic, which runs in ggml's kernels (libggml-cpu, still at -O3 and -march=native). At -O1 libllama compiles
 # in 183 CPU seconds and the build takes 113 s instead of 145 s there; labelling 440 texts with Qwen2.5-0.5B gave
-# the same log-probabilities to the bit in 160-165 s either way, SmolLM2 200 texts in 15-16.5 s either way. The
+# the same log-probabilities to the bit in 160-165 s either way, SmolLM2 200 texts in 15-16.5 s either way (the
+# bench: speeds within -5.5 to +5.4 %, the machine's run-to-run spread; docs/benchmarks.md). The
 # call is deferred to the end of llama.cpp's directory, where its src/ has defined the target; -O1 comes after
 # CMAKE_CXX_FLAGS_RELEASE's -O3 on the command line, and GCC and Clang take the last -O.
 if(NOT MSVC AND CMAKE_VERSION VERSION_GREATER_EQUAL 3.19)
