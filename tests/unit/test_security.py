@@ -31,7 +31,20 @@ SRC = Path(silverlabel.__file__).parent
 
 
 def _sources() -> list[tuple[Path, ast.AST]]:
-    return [(p, ast.parse(p.read_text(encoding="utf-8"), filename=str(p))) for p in sorted(SRC.rglob("*.py"))]
+    """Every module's tree, parsed with the garbage collector off: on CPython 3.11 before 3.11.8, ast.parse in
+    one thread and in another (3.11's traceback module parses source lines to place its ``^^^`` carets, as in a
+    Ray Data thread logging a traceback in a worker an earlier Ray test used) share one recursion counter, and a
+    collection releasing the GIL mid-parse lets them interleave: "SystemError: AST constructor recursion depth
+    mismatch" (CPython gh-106905), seen once in this test on 3.11.7. No collection, no switch mid-parse."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [(p, ast.parse(p.read_text(encoding="utf-8"), filename=str(p))) for p in sorted(SRC.rglob("*.py"))]
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _dotted(node: ast.AST) -> str:
