@@ -2,8 +2,8 @@
 environment only and never reach logs, caches, the configs saved beside runs, or reports (a canary key through
 the openai backend against tests/fault_server.py, a toy OpenAI-compatible server on 127.0.0.1 that refuses
 requests without the key; the same canary against llama-cpp-python's real server is in
-tests/integration/test_openai_teacher.py::test_the_api_key_never_leaks); file names built from user-given names stay inside the output
-folder; the HTML report escapes what datasets bring.
+tests/integration/test_openai_teacher.py::test_the_api_key_never_leaks); file names built from user-given names
+stay inside the output folder; the HTML report escapes what datasets bring.
 
 Dataset texts do not appear in the reports (report.html / report.md show label names, dataset names, sources and
 numbers, never an item's text), so the ``<script>`` check covers label and dataset names and the provenance
