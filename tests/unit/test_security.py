@@ -13,6 +13,7 @@ line; test_study.py renders the report in Chromium with such names.
 from __future__ import annotations
 
 import ast
+import gc
 import json
 import logging
 import os
@@ -36,8 +37,6 @@ def _sources() -> list[tuple[Path, ast.AST]]:
     Ray Data thread logging a traceback in a worker an earlier Ray test used) share one recursion counter, and a
     collection releasing the GIL mid-parse lets them interleave: "SystemError: AST constructor recursion depth
     mismatch" (CPython gh-106905), seen once in this test on 3.11.7. No collection, no switch mid-parse."""
-    import gc
-
     enabled = gc.isenabled()
     gc.disable()
     try:
