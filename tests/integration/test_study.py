@@ -157,7 +157,9 @@ def test_ray_executor_gives_the_same_results(study, tmp_path, ray_cluster):
 
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):  # the test setup installs Debian's package
+    # scripts/setup_chromium.sh (the README's second command) installs Debian's package; where that was skipped,
+    # the test does the same
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900)
         path = shutil.which("chromium")
     if path is None:

@@ -46,7 +46,7 @@ def test_ci_runs_exactly_the_readmes_second_command_and_the_first_installs_no_te
     assert re.sub(r" -q\b| --durations=\d+", "", ci[0]) == second
     assert first.endswith("silverlabel demo")
     assert second.endswith('python -m pytest -m "not slow or ci" -n 2 --dist loadgroup --no-loadscope-reorder')
-    for test_only in ("setup_vllm", "setup_llama_server", "test]", "pytest"):
+    for test_only in ("setup_vllm", "setup_llama_server", "setup_chromium", "test]", "pytest"):
         assert test_only not in first and test_only in second
     # both compile llama-cpp-python without llama.cpp's common library and with libllama's host code at -O1
     # (scripts/llama_cpp_lean_build.cmake; that it compiles, a first install with no pip cache shows: README command 1
