@@ -4,7 +4,8 @@
 # Measured 581 s and 485 s on the project's 2-core Intel Xeon on 2026-12-03, 974 s on its 2-core AMD EPYC on
 # 2026-12-04 and 644 s there later that night (README; 1429 s there before -DLLAVA_BUILD=OFF and --no-compile);
 # on the Intel Xeon on 2026-12-05, 494 s, then 398 s once llama.cpp's common library left the compile; on the AMD
-# EPYC that evening 627 s, then 555 s once libllama's host code compiled at -O1; 583 s and 580 s there since.
+# EPYC that evening 627 s, then 555 s once libllama's host code compiled at -O1; 583 s and 580 s there since; 475 s
+# on the project's 2-core AMD EPYC with AVX-512 on 2026-12-06.
 set -e
 export HOME=/tmp/fresh-home
 rm -rf "$HOME" /tmp/c1; mkdir -p "$HOME"
