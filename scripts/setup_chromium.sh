@@ -5,8 +5,8 @@
 # Debian's `chromium` package, installed with apt-get when it is missing and this runs as root. Where it cannot be
 # installed (not root, no apt-get, apt-get failed) this says what to run and goes on (exit 0): the test then skips,
 # or fails where CI=true, naming the same command. Part of the README's second command, so that the install (~30 s
-# on a 2-core machine) is paid with the other installs, not inside the test run; the test still installs the
-# package itself where this was skipped.
+# on a 2-core machine) is paid with the other installs, not inside the test run; the test runs this script itself
+# where the command was skipped.
 #
 # Usage: bash scripts/setup_chromium.sh      (idempotent; prints the browser's path)
 set -uo pipefail
