@@ -23,6 +23,7 @@ it waits for the item's guided request).
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import re
@@ -30,21 +31,26 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 
 VOCAB = [chr(c) for c in range(32, 127)]
 MARKER = re.compile(r"<<(\w+)>>")
 GUIDED_FIELDS = ("structured_outputs", "guided_choice")
 
 
-def logprobs_after(context: str) -> dict[str, float]:
-    """The toy model: log-probabilities of every next character after ``context`` (a hash of all of it)."""
+@functools.lru_cache(maxsize=4096)  # ~7 kB each
+def logprobs_after(context: str) -> Mapping[str, float]:
+    """The toy model: log-probabilities of every next character after ``context`` (a hash of all of it). Cached,
+    read-only: an echoed prompt asks for every prefix of itself, and a retried or re-scored item for the same ones
+    again (this was ~30 core-seconds of the default tier in the server's threads)."""
     seed = zlib.crc32(context.encode("utf-8", "replace"))
     logits = {t: (zlib.crc32(t.encode(), seed) % 1000) / 150.0 for t in VOCAB}
     top = max(logits.values())
     norm = top + math.log(sum(math.exp(v - top) for v in logits.values()))
-    return {t: v - norm for t, v in logits.items()}
+    return MappingProxyType({t: v - norm for t, v in logits.items()})
 
 
 def token_logprob(context: str, token: str) -> float:
@@ -52,7 +58,7 @@ def token_logprob(context: str, token: str) -> float:
     return logprobs_after(context).get(token, -30.0)
 
 
-def top(dist: dict[str, float], k: int) -> dict[str, float]:
+def top(dist: Mapping[str, float], k: int) -> dict[str, float]:
     return dict(sorted(dist.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
 
 
