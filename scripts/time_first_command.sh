@@ -5,8 +5,8 @@
 # 2026-12-04 and 644 s there later that night (README; 1429 s there before -DLLAVA_BUILD=OFF and --no-compile);
 # on the Intel Xeon on 2026-12-05, 494 s, then 398 s once llama.cpp's common library left the compile; on the AMD
 # EPYC that evening 627 s, then 555 s once libllama's host code compiled at -O1; 583 s and 580 s there since; 475 s
-# on the project's 2-core AMD EPYC with AVX-512 on 2026-12-06; 706 s and 665 s on an AMD EPYC (AVX2) in a slow hour
-# that morning.
+# on the project's 2-core AMD EPYC with AVX-512 on 2026-12-06; 706 s and 665 s on a second AMD EPYC (AVX2) that
+# morning, 696, 701 and 662 s there later that day.
 set -e
 export HOME=/tmp/fresh-home
 rm -rf "$HOME" /tmp/c1; mkdir -p "$HOME"
